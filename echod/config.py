@@ -1,0 +1,417 @@
+"""
+The configuration file: INI text in, one immutable L{Settings} out.
+
+Everything the daemon reads about its configuration comes from the L{Settings}
+built here, once per load. Every mistake in the file becomes a L{Problem} that
+names the file, line, section and key, says what was wrong and what is allowed;
+all of them are collected, so an admin fixes the file in one pass.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from echod.units import format_duration, format_size, parse_duration, parse_size
+
+DEFAULT_PATH = "/etc/echod.conf"
+
+#: sysexits.h EX_CONFIG: what the daemon and C{check-config} exit with on a bad file.
+EX_CONFIG = 78
+
+PROTOCOLS = ("echo", "bytecount")
+TRANSPORTS = ("tcp",)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+GLOBAL_SECTION = "echod"
+LISTENER_PREFIX = "listener:"
+_LISTENER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration file, located as precisely as known."""
+
+    path: str
+    message: str
+    line: int | None = None
+    section: str | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        scope = f"[{self.section}]" if self.section is not None else ""
+        if self.key is not None:
+            scope += f" {self.key}" if scope else self.key
+        return f"{where}: {scope}: {self.message}" if scope else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; L{problems} says every reason why."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """One listening socket and the protocol and limits it serves with."""
+
+    name: str
+    protocol: str
+    transport: str
+    address: str
+    port: int
+    max_connections: int
+    max_connections_per_peer: int
+    idle_timeout: float
+    max_message_size: int
+    max_header_length: int
+
+    def summary(self) -> str:
+        """One line for C{check-config} and the log."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        text = (
+            f"listener {self.name}: {self.protocol}/{self.transport} on {host}:{self.port}, "
+            f"max_connections={self.max_connections}, "
+            f"max_connections_per_peer={self.max_connections_per_peer}, "
+            f"idle_timeout={format_duration(self.idle_timeout) if self.idle_timeout else 'off'}"
+        )
+        if self.protocol == "bytecount":
+            text += (
+                f", max_message_size={format_size(self.max_message_size)}"
+                f", max_header_length={self.max_header_length}"
+            )
+        return text
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a configuration file says, parsed and checked."""
+
+    path: str
+    log_level: str
+    access_log: str | None
+    shutdown_grace: float
+    listeners: tuple[ListenerSettings, ...] = field(default=())
+
+
+# -- value grammars --------------------------------------------------------
+#
+# Each converter takes the text of a value and returns the typed value, or
+# raises ValueError whose text says what is allowed.
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if text.lower() not in options:
+            hint = _did_you_mean(text.lower(), options)
+            raise ValueError(f"{text!r} is not one of: {', '.join(options)}{hint}")
+        return text.lower()
+
+    return convert
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        if not re.fullmatch(r"\d+", text):
+            raise ValueError(f"{text!r} is not a whole number; expected {low} to {high}")
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"{value} is out of range; expected {low} to {high}")
+        return value
+
+    return convert
+
+
+def _size(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        value = parse_size(text)
+        if not low <= value <= high:
+            raise ValueError(
+                f"{text} is out of range; expected {format_size(low)} to {format_size(high)}"
+            )
+        return value
+
+    return convert
+
+
+def _duration(low: float, high: float, zero_means: str = "") -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        value = parse_duration(text)
+        if not (low <= value <= high or (zero_means and value == 0)):
+            allowed = f"{format_duration(low)} to {format_duration(high)}"
+            if zero_means:
+                allowed += f", or 0 for {zero_means}"
+            raise ValueError(f"{text} is out of range; expected {allowed}")
+        return value
+
+    return convert
+
+
+def _address(text: str) -> str:
+    try:
+        return ipaddress.ip_address(text.strip("[]")).compressed
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an IP address; write an IPv4 or IPv6 address such as 127.0.0.1 "
+            "or ::1 (:: means every address, IPv4 and IPv6; host names are not resolved)"
+        ) from None
+
+
+def _optional_path(text: str) -> str | None:
+    if not text:
+        return None
+    if not os.path.isabs(text):
+        raise ValueError(f"{text!r} is not an absolute path; write one, or leave it empty for off")
+    return text
+
+
+@dataclass(frozen=True)
+class _Key:
+    convert: Callable[[str], Any]
+    default: str | None  # None: the key is required
+    protocols: tuple[str, ...] = PROTOCOLS
+
+
+_GLOBAL_KEYS: dict[str, _Key] = {
+    "log_level": _Key(_choice(*LOG_LEVELS), "info"),
+    "access_log": _Key(_optional_path, ""),
+    "shutdown_grace": _Key(_duration(0, 3600), "10s"),
+}
+
+_LISTENER_KEYS: dict[str, _Key] = {
+    "protocol": _Key(_choice(*PROTOCOLS), None),
+    "transport": _Key(_choice(*TRANSPORTS), "tcp"),
+    "address": _Key(_address, "::"),
+    "port": _Key(_integer(0, 65535), None),
+    "max_connections": _Key(_integer(1, 1_000_000), "1024"),
+    "max_connections_per_peer": _Key(_integer(1, 1_000_000), "64"),
+    "idle_timeout": _Key(_duration(0.001, 86400 * 7, zero_means="no timeout"), "5m"),
+    "max_message_size": _Key(_size(1, 1 << 40), "16M", ("bytecount",)),
+    "max_header_length": _Key(_integer(1, 64), "20", ("bytecount",)),
+}
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# -- the file --------------------------------------------------------------
+
+
+def _line_index(text: str) -> dict[tuple[str | None, str | None], int]:
+    """
+    Map (section, key) and (section, None) to the line they start on.
+
+    configparser forgets where things were; this remembers it so that every
+    problem can name its line. It follows configparser's own rules closely
+    enough for that: headers in brackets, C{key = value} lines, comments and
+    indented continuation lines.
+    """
+    index: dict[tuple[str | None, str | None], int] = {}
+    section = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;" or line[0].isspace():
+            continue
+        header = re.fullmatch(r"\[(.*)\]", stripped)
+        if header:
+            section = header.group(1)
+            index.setdefault((section, None), number)
+        elif "=" in stripped:
+            key = stripped.split("=", 1)[0].strip().lower()
+            index.setdefault((section, key), number)
+    return index
+
+
+class _Reader:
+    """Collects problems while turning a parsed INI file into L{Settings}."""
+
+    def __init__(self, path: str, parser: configparser.RawConfigParser, text: str) -> None:
+        self.path = path
+        self.parser = parser
+        self.lines = _line_index(text)
+        self.problems: list[Problem] = []
+
+    def problem(self, message: str, section: str | None = None, key: str | None = None) -> None:
+        line = self.lines.get((section, key)) or self.lines.get((section, None))
+        self.problems.append(Problem(self.path, message, line, section, key))
+
+    def values(self, section: str, keys: dict[str, _Key], protocol: str | None) -> dict[str, Any]:
+        """Convert every key of C{section} that C{keys} knows, with defaults."""
+        given = self.parser[section] if self.parser.has_section(section) else {}
+        for key in given:
+            if key not in keys:
+                self.problem(self._unknown_key_message(key, keys), section, key)
+            elif protocol is not None and protocol not in keys[key].protocols:
+                self.problem(
+                    f"applies only to protocol = {' or '.join(keys[key].protocols)}, "
+                    f"not {protocol}; remove it",
+                    section,
+                    key,
+                )
+        result: dict[str, Any] = {}
+        for key, spec in keys.items():
+            text = given.get(key)
+            if text is None:
+                if spec.default is None:
+                    self.problem(f"missing; every [{LISTENER_PREFIX}NAME] needs it", section, key)
+                    continue
+                text = spec.default
+            try:
+                result[key] = spec.convert(text.strip())
+            except ValueError as e:
+                self.problem(str(e), section, key)
+        return result
+
+    def _unknown_key_message(self, key: str, keys: dict[str, _Key]) -> str:
+        message = f"unknown key {key!r}"
+        if keys is _LISTENER_KEYS and key in _GLOBAL_KEYS:
+            return message + f"; it belongs in the [{GLOBAL_SECTION}] section"
+        if keys is _GLOBAL_KEYS and key in _LISTENER_KEYS:
+            return message + f"; it belongs in a [{LISTENER_PREFIX}NAME] section"
+        hint = _did_you_mean(key, keys)
+        return message + (hint or f"; known keys: {', '.join(keys)}")
+
+    def settings(self) -> Settings:
+        for section in self.parser.sections():
+            self._check_section_name(section)
+        general = self.values(GLOBAL_SECTION, _GLOBAL_KEYS, None)
+        listeners = []
+        for section in self.parser.sections():
+            if not section.startswith(LISTENER_PREFIX):
+                continue
+            name = section[len(LISTENER_PREFIX) :]
+            protocol_text = self.parser[section].get("protocol", "")
+            protocol = protocol_text.strip().lower() if protocol_text.strip().lower() in PROTOCOLS else None
+            values = self.values(section, _LISTENER_KEYS, protocol)
+            if _LISTENER_NAME.fullmatch(name) and len(values) == len(_LISTENER_KEYS):
+                listeners.append(ListenerSettings(name=name, **values))
+        if not any(s.startswith(LISTENER_PREFIX) for s in self.parser.sections()):
+            self.problem(
+                f"no [{LISTENER_PREFIX}NAME] section: echod would serve nothing; "
+                "add one, e.g. [listener:echo] with protocol = echo and port = 7"
+            )
+        self._check_conflicts(listeners)
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Settings(path=self.path, listeners=tuple(listeners), **general)
+
+    def _check_section_name(self, section: str) -> None:
+        if section == GLOBAL_SECTION:
+            return
+        if section.startswith(LISTENER_PREFIX):
+            if not _LISTENER_NAME.fullmatch(section[len(LISTENER_PREFIX) :]):
+                self.problem(
+                    "a listener name is 1 to 64 letters, digits, '_', '.' or '-'", section
+                )
+            return
+        prefix, colon, rest = section.partition(":")
+        if colon and difflib.get_close_matches(prefix, [LISTENER_PREFIX[:-1]], cutoff=0.6):
+            hint = f"; did you mean [{LISTENER_PREFIX}{rest}]?"
+        else:
+            hint = _did_you_mean(section, [GLOBAL_SECTION])
+            hint = hint.replace(f"'{GLOBAL_SECTION}'", f"[{GLOBAL_SECTION}]")
+        self.problem(
+            f"unknown section{hint or f'; expected [{GLOBAL_SECTION}] or [{LISTENER_PREFIX}NAME]'}",
+            section,
+        )
+
+    def _check_conflicts(self, listeners: list[ListenerSettings]) -> None:
+        for i, first in enumerate(listeners):
+            for second in listeners[i + 1 :]:
+                if _overlap(first, second):
+                    self.problem(
+                        f"listens on the same {second.transport} port {second.port} as "
+                        f"[{LISTENER_PREFIX}{first.name}] ({first.address} and {second.address} "
+                        "overlap); give one of them another port or address",
+                        LISTENER_PREFIX + second.name,
+                        "port",
+                    )
+
+
+def _overlap(a: ListenerSettings, b: ListenerSettings) -> bool:
+    """Whether two listeners would try to bind the same socket address."""
+    if a.transport != b.transport or a.port != b.port or a.port == 0:
+        return False
+    x, y = ipaddress.ip_address(a.address), ipaddress.ip_address(b.address)
+    if x == y or str(x) == "::" or str(y) == "::":
+        return True
+    return (x.version == y.version == 4) and (x.is_unspecified or y.is_unspecified)
+
+
+def parse(text: str, path: str = "<string>") -> Settings:
+    """
+    Parse configuration C{text}; C{path} is only used to name it in problems.
+
+    @raise ConfigError: listing every problem found.
+    """
+    parser = configparser.RawConfigParser(
+        delimiters=("=",),
+        comment_prefixes=("#", ";"),
+        inline_comment_prefixes=("#", ";"),
+        strict=True,
+        empty_lines_in_values=False,
+        default_section="\x00no default section",
+        interpolation=None,
+    )
+    try:
+        parser.read_string(text, source=path)
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(
+            [Problem(path, f"{e.line.strip()!r} comes before any [section] header", e.lineno)]
+        ) from None
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(
+            [Problem(path, "this section appears twice; merge them", e.lineno, e.section)]
+        ) from None
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(
+            [Problem(path, "this key appears twice in the section; keep one", e.lineno, e.section, e.option)]
+        ) from None
+    except configparser.ParsingError as e:
+        raise ConfigError(
+            [Problem(path, f"{line.strip()!r} is not a 'key = value' line", number) for number, line in e.errors]
+        ) from None
+    return _Reader(path, parser, text).settings()
+
+
+def load(path: str = DEFAULT_PATH) -> Settings:
+    """
+    Read and parse the configuration file at C{path}.
+
+    @raise ConfigError: if it cannot be read or is not valid.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError([Problem(path, "no such file; create it or name another with -c FILE")]) from None
+    except PermissionError:
+        raise ConfigError([Problem(path, f"permission denied reading it (running as uid {os.getuid()})")]) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem(path, "is a directory, not a configuration file")]) from None
+    except UnicodeDecodeError as e:
+        line = _line_of_offset(path, e.start)
+        raise ConfigError([Problem(path, "is not valid UTF-8 text", line)]) from None
+    except OSError as e:
+        raise ConfigError([Problem(path, f"cannot be read: {e.strerror}")]) from None
+    return parse(text, path)
+
+
+def _line_of_offset(path: str, offset: int) -> int | None:
+    """The 1-based line holding byte C{offset} of the file at C{path}."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(offset).count(b"\n") + 1
+    except OSError:
+        return None

@@ -1,0 +1,50 @@
+"""
+The Echo Protocol, RFC 862, over TCP.
+"""
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
+
+
+def apply_backpressure(protocol: Protocol) -> None:
+    """
+    Make C{protocol}'s transport stop reading while its write buffer is full.
+
+    Registering the transport as its own streaming producer makes Twisted pause
+    reading once the outgoing buffer passes its high-water mark and resume when
+    it drains, so a peer that sends without reading fills its own socket
+    buffers instead of this process's memory.
+    """
+    protocol.transport.registerProducer(protocol.transport, True)
+
+
+@implementer(IHalfCloseableProtocol)
+class Echo(Protocol):
+    """
+    Send back every byte received, in order (RFC 862).
+
+    Half-close aware: a client that shuts down its sending side (as
+    C{printf x | nc -N} does) still gets every byte back before the server
+    closes; without this, Twisted would drop the connection and whatever was
+    still queued for it.
+    """
+
+    def connectionMade(self) -> None:
+        apply_backpressure(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+
+class EchoFactory(Factory):
+    """Builds L{Echo} protocols."""
+
+    protocol = Echo
+    noisy = False

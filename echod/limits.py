@@ -1,0 +1,204 @@
+"""
+Connection limits around any protocol factory: a total cap, a per-peer cap,
+an idle timeout, and the byte and connection counters that go with them.
+
+One wrapper does all of it, in the manner of L{twisted.protocols.policies}:
+the protocols inside know nothing of limits, and stacking a wrapper per
+concern would put one more Python call per chunk on the data path for each.
+Twisted's own C{LimitConnectionsByPeer} cannot be used: it indexes an
+C{IPv4Address} as a tuple and fails on every connection (Twisted 22.4 to
+26.10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin, WrappingFactory
+from zope.interface import implementer
+
+from echod.addresses import format_peer, peer_host
+from echod.stats import ListenerStats
+
+
+@implementer(IHalfCloseableProtocol)
+class LimitedProtocol(ProtocolWrapper, TimeoutMixin):
+    """
+    Relays one connection to the wrapped protocol, counting its bytes and
+    closing it when it stays idle for the factory's C{idle_timeout}.
+
+    Half-closes are passed through, which Twisted's C{ProtocolWrapper} does
+    not do: without that, a client's EOF would drop the echo still queued.
+    """
+
+    factory: LimitedFactory
+    peer = ""
+
+    def makeConnection(self, transport) -> None:
+        self.callLater = self.factory.clock.callLater
+        self.setTimeout(self.factory.idle_timeout or None)
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.stats.bytes_received += len(data)
+        self.resetTimeout()
+        self.wrappedProtocol.dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        self.factory.stats.bytes_sent += len(data)
+        self.transport.write(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.factory.stats.bytes_sent += sum(map(len, data))
+        self.transport.writeSequence(data)
+
+    def readConnectionLost(self) -> None:
+        half = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if half is not None:
+            half.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        half = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if half is not None:
+            half.writeConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        self.factory.stats.timed_out += 1
+        self.factory.log.debug(
+            "{listener}: closing {peer}, idle for {timeout}s",
+            listener=self.factory.name,
+            peer=format_peer(self.getPeer()),
+            timeout=self.factory.idle_timeout,
+        )
+        # abort, not lose: an idle peer that stopped reading would otherwise
+        # keep the connection open until its unread echo drained.
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason) -> None:
+        self.setTimeout(None)
+        super().connectionLost(reason)
+
+
+class LimitedFactory(WrappingFactory):
+    """
+    Wraps a factory so that its listener serves at most C{max_connections}
+    connections, at most C{max_connections_per_peer} from one host, each
+    closed after C{idle_timeout} seconds without input (0: never).
+
+    A connection over a cap is closed as soon as it is accepted and counted
+    as refused. The limits are plain attributes: changing them applies to
+    the next connection.
+    """
+
+    protocol = LimitedProtocol
+    noisy = False
+    log = Logger()
+
+    def __init__(
+        self,
+        wrappedFactory: Factory,
+        *,
+        name: str,
+        max_connections: int,
+        max_connections_per_peer: int,
+        idle_timeout: float,
+        stats: ListenerStats,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(wrappedFactory)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.name = name
+        self.max_connections = max_connections
+        self.max_connections_per_peer = max_connections_per_peer
+        self.idle_timeout = idle_timeout
+        self.stats = stats
+        self.clock = clock
+        self._per_peer: dict[str, int] = {}
+        self._full_peers: set[str] = set()
+        self._full = False
+        self._empty_waiters: list[defer.Deferred] = []
+
+    def buildProtocol(self, addr: IAddress) -> LimitedProtocol | None:
+        peer = peer_host(addr)
+        if len(self.protocols) >= self.max_connections:
+            self._refuse(addr, "max_connections", self.max_connections, self._full, self._set_full)
+            return None
+        if self._per_peer.get(peer, 0) >= self.max_connections_per_peer:
+            self._refuse(
+                addr,
+                "max_connections_per_peer",
+                self.max_connections_per_peer,
+                peer in self._full_peers,
+                lambda: self._full_peers.add(peer),
+            )
+            return None
+        protocol = super().buildProtocol(addr)
+        if protocol is not None:
+            protocol.peer = peer
+        return protocol
+
+    def _set_full(self) -> None:
+        self._full = True
+
+    def _refuse(self, addr: IAddress, limit: str, value: int, known: bool, remember: Callable[[], None]) -> None:
+        self.stats.refused += 1
+        if known:
+            self.log.debug("{listener}: refused {peer} ({limit})", listener=self.name, peer=format_peer(addr), limit=limit)
+            return
+        remember()
+        self.log.warn(
+            "{listener}: {limit} ({value}) reached, refusing new connections from {who}",
+            listener=self.name,
+            limit=limit,
+            value=value,
+            who=peer_host(addr) if limit == "max_connections_per_peer" else "anyone",
+        )
+
+    def registerProtocol(self, p: LimitedProtocol) -> None:
+        super().registerProtocol(p)
+        self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
+        self.stats.active += 1
+        self.stats.accepted += 1
+        self.log.debug("{listener}: connection from {peer}", listener=self.name, peer=format_peer(p.getPeer()))
+
+    def unregisterProtocol(self, p: LimitedProtocol) -> None:
+        super().unregisterProtocol(p)
+        left = self._per_peer[p.peer] - 1
+        if left:
+            self._per_peer[p.peer] = left
+        else:
+            del self._per_peer[p.peer]
+        self._full_peers.discard(p.peer)
+        self.stats.active -= 1
+        if self._full and len(self.protocols) < self.max_connections:
+            self._full = False
+            self.log.info("{listener}: below max_connections again, accepting", listener=self.name)
+        self.log.debug("{listener}: closed connection from {peer}", listener=self.name, peer=format_peer(p.getPeer()))
+        if not self.protocols:
+            waiters, self._empty_waiters = self._empty_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def when_empty(self) -> defer.Deferred:
+        """A Deferred that fires once no connection is open."""
+        if not self.protocols:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._empty_waiters.append(d)
+        return d
+
+    def abort_all(self) -> int:
+        """Abort every open connection; return how many there were."""
+        open_protocols = list(self.protocols)
+        for p in open_protocols:
+            p.transport.abortConnection()
+        return len(open_protocols)
