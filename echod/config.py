@@ -380,7 +380,10 @@ def parse(text: str, path: str = "<string>") -> Settings:
         ) from None
     except configparser.ParsingError as e:
         raise ConfigError(
-            [Problem(path, f"{line.strip()!r} is not a 'key = value' line", number) for number, line in e.errors]
+            [
+                Problem(path, f"{text.splitlines()[number - 1].strip()!r} is not a 'key = value' line", number)
+                for number, _ in e.errors
+            ]
         ) from None
     return _Reader(path, parser, text).settings()
 

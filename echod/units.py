@@ -51,6 +51,8 @@ def format_size(size: int) -> str:
 
 def format_duration(seconds: float) -> str:
     """Render a duration compactly, the inverse of L{parse_duration} for whole units."""
+    if not seconds:
+        return "0"
     for suffix in ("d", "h", "m", "s"):
         factor = _DURATION_FACTORS[suffix]
         if seconds and seconds >= factor and float(seconds / factor).is_integer():
