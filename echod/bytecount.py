@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from echod.addresses import format_peer
-from echod.echo import apply_backpressure
+from echod.echo import apply_backpressure, close_when_sent
 from echod.stats import ListenerStats
 
 
@@ -34,7 +34,7 @@ class HeaderParser:
     finally arrives.
     """
 
-    __slots__ = ("max_header_length", "max_message_size", "_digits")
+    __slots__ = ("_digits", "max_header_length", "max_message_size")
 
     def __init__(self, max_header_length: int, max_message_size: int) -> None:
         self.max_header_length = max_header_length
@@ -60,7 +60,7 @@ class HeaderParser:
         if not head.isdigit() and head:
             offset = next(i for i, byte in enumerate(head) if not 0x30 <= byte <= 0x39)
             raise HeaderError(
-                f"byte {head[offset:offset + 1]!r} at header offset {len(self._digits) + offset}"
+                f"byte {head[offset : offset + 1]!r} at header offset {len(self._digits) + offset}"
                 " is not a digit; the header is a decimal length and one space"
             )
         digits = self._digits + head
@@ -71,9 +71,7 @@ class HeaderParser:
             )
         if space < 0:
             if len(digits) > self.max_header_length:
-                raise HeaderError(
-                    f"no space after {self.max_header_length} header bytes (max_header_length)"
-                )
+                raise HeaderError(f"no space after {self.max_header_length} header bytes (max_header_length)")
             self._digits = digits
             return None
         if not digits:
@@ -116,7 +114,7 @@ class Bytecount(Protocol):
             self._remaining, data = header
             self._parser = None
             if self._remaining == 0:
-                self.transport.loseConnection()
+                close_when_sent(self)
                 return
         if self._remaining > 0 and data:
             if len(data) > self._remaining:
@@ -124,7 +122,7 @@ class Bytecount(Protocol):
             self._remaining -= len(data)
             self.transport.write(data)
             if self._remaining == 0:
-                self.transport.loseConnection()
+                close_when_sent(self)
 
     def readConnectionLost(self) -> None:
         if self._remaining > 0:
@@ -132,10 +130,10 @@ class Bytecount(Protocol):
         elif self._remaining < 0 and self._received_any:
             self._reject(f"the client stopped sending after {self._parser.pending} header bytes")
         else:
-            self.transport.loseConnection()
+            close_when_sent(self)
 
     def writeConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        close_when_sent(self)
 
     def _reject(self, reason: str) -> None:
         self._remaining = 0
@@ -146,7 +144,7 @@ class Bytecount(Protocol):
             peer=format_peer(self.transport.getPeer()),
             reason=reason,
         )
-        self.transport.loseConnection()
+        close_when_sent(self)
 
 
 class BytecountFactory(Factory):
@@ -155,7 +153,9 @@ class BytecountFactory(Factory):
     protocol = Bytecount
     noisy = False
 
-    def __init__(self, name: str, max_header_length: int, max_message_size: int, stats: ListenerStats) -> None:
+    def __init__(
+        self, name: str, max_header_length: int, max_message_size: int, stats: ListenerStats
+    ) -> None:
         self.name = name
         self.max_header_length = max_header_length
         self.max_message_size = max_message_size

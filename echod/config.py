@@ -135,9 +135,7 @@ def _size(low: int, high: int) -> Callable[[str], int]:
     def convert(text: str) -> int:
         value = parse_size(text)
         if not low <= value <= high:
-            raise ValueError(
-                f"{text} is out of range; expected {format_size(low)} to {format_size(high)}"
-            )
+            raise ValueError(f"{text} is out of range; expected {format_size(low)} to {format_size(high)}")
         return value
 
     return convert
@@ -311,9 +309,7 @@ class _Reader:
             return
         if section.startswith(LISTENER_PREFIX):
             if not _LISTENER_NAME.fullmatch(section[len(LISTENER_PREFIX) :]):
-                self.problem(
-                    "a listener name is 1 to 64 letters, digits, '_', '.' or '-'", section
-                )
+                self.problem("a listener name is 1 to 64 letters, digits, '_', '.' or '-'", section)
             return
         prefix, colon, rest = section.partition(":")
         if colon and difflib.get_close_matches(prefix, [LISTENER_PREFIX[:-1]], cutoff=0.6):
@@ -381,7 +377,9 @@ def parse(text: str, path: str = "<string>") -> Settings:
     except configparser.ParsingError as e:
         raise ConfigError(
             [
-                Problem(path, f"{text.splitlines()[number - 1].strip()!r} is not a 'key = value' line", number)
+                Problem(
+                    path, f"{text.splitlines()[number - 1].strip()!r} is not a 'key = value' line", number
+                )
                 for number, _ in e.errors
             ]
         ) from None
@@ -400,7 +398,9 @@ def load(path: str = DEFAULT_PATH) -> Settings:
     except FileNotFoundError:
         raise ConfigError([Problem(path, "no such file; create it or name another with -c FILE")]) from None
     except PermissionError:
-        raise ConfigError([Problem(path, f"permission denied reading it (running as uid {os.getuid()})")]) from None
+        raise ConfigError(
+            [Problem(path, f"permission denied reading it (running as uid {os.getuid()})")]
+        ) from None
     except IsADirectoryError:
         raise ConfigError([Problem(path, "is a directory, not a configuration file")]) from None
     except UnicodeDecodeError as e:

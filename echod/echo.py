@@ -19,6 +19,20 @@ def apply_backpressure(protocol: Protocol) -> None:
     protocol.transport.registerProducer(protocol.transport, True)
 
 
+def close_when_sent(protocol: Protocol) -> None:
+    """
+    Close C{protocol}'s connection once everything written to it is sent.
+
+    Twisted never closes a transport whose registered streaming producer is
+    paused (see C{FileDescriptor.loseConnection}); the transport we made our
+    own producer in L{apply_backpressure} may be paused right now, by the
+    write just made. So unregister it first.
+    """
+    if protocol.transport.producer is not None:
+        protocol.transport.unregisterProducer()
+    protocol.transport.loseConnection()
+
+
 @implementer(IHalfCloseableProtocol)
 class Echo(Protocol):
     """
@@ -37,10 +51,10 @@ class Echo(Protocol):
         self.transport.write(data)
 
     def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        close_when_sent(self)
 
     def writeConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        close_when_sent(self)
 
 
 class EchoFactory(Factory):

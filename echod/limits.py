@@ -149,10 +149,17 @@ class LimitedFactory(WrappingFactory):
     def _set_full(self) -> None:
         self._full = True
 
-    def _refuse(self, addr: IAddress, limit: str, value: int, known: bool, remember: Callable[[], None]) -> None:
+    def _refuse(
+        self, addr: IAddress, limit: str, value: int, known: bool, remember: Callable[[], None]
+    ) -> None:
         self.stats.refused += 1
         if known:
-            self.log.debug("{listener}: refused {peer} ({limit})", listener=self.name, peer=format_peer(addr), limit=limit)
+            self.log.debug(
+                "{listener}: refused {peer} ({limit})",
+                listener=self.name,
+                peer=format_peer(addr),
+                limit=limit,
+            )
             return
         remember()
         self.log.warn(
@@ -168,7 +175,9 @@ class LimitedFactory(WrappingFactory):
         self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
         self.stats.active += 1
         self.stats.accepted += 1
-        self.log.debug("{listener}: connection from {peer}", listener=self.name, peer=format_peer(p.getPeer()))
+        self.log.debug(
+            "{listener}: connection from {peer}", listener=self.name, peer=format_peer(p.getPeer())
+        )
 
     def unregisterProtocol(self, p: LimitedProtocol) -> None:
         super().unregisterProtocol(p)
@@ -182,7 +191,9 @@ class LimitedFactory(WrappingFactory):
         if self._full and len(self.protocols) < self.max_connections:
             self._full = False
             self.log.info("{listener}: below max_connections again, accepting", listener=self.name)
-        self.log.debug("{listener}: closed connection from {peer}", listener=self.name, peer=format_peer(p.getPeer()))
+        self.log.debug(
+            "{listener}: closed connection from {peer}", listener=self.name, peer=format_peer(p.getPeer())
+        )
         if not self.protocols:
             waiters, self._empty_waiters = self._empty_waiters, []
             for d in waiters:

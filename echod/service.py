@@ -87,7 +87,9 @@ class EchodService(MultiService):
 
     log = Logger()
 
-    def __init__(self, settings: Settings, reactor: IReactorCore, daemon_log: DaemonLog | None = None) -> None:
+    def __init__(
+        self, settings: Settings, reactor: IReactorCore, daemon_log: DaemonLog | None = None
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.daemon_log = daemon_log
@@ -106,7 +108,9 @@ class EchodService(MultiService):
     def startService(self) -> None:
         super().startService()
         self.log.info(
-            "echod serving {count} listener(s) from {path}", count=len(self.listeners), path=self.settings.path
+            "echod serving {count} listener(s) from {path}",
+            count=len(self.listeners),
+            path=self.settings.path,
         )
 
     def stopService(self) -> defer.Deferred:

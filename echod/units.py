@@ -36,7 +36,9 @@ def parse_duration(text: str) -> float:
     """
     match = _DURATION.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"{text!r} is not a duration; write seconds, or a number with ms, s, m, h or d (e.g. 5m)")
+        raise ValueError(
+            f"{text!r} is not a duration; write seconds, or a number with ms, s, m, h or d (e.g. 5m)"
+        )
     return float(match.group(1)) * _DURATION_FACTORS[(match.group(2) or "s").lower()]
 
 

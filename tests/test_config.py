@@ -30,7 +30,13 @@ def test_shipped_config_serves_echo_on_7_and_bytecount_on_50007():
     assert settings.log_level == "info"
     assert settings.shutdown_grace == 10
     echo, bytecount = settings.listeners
-    assert (echo.name, echo.protocol, echo.transport, echo.address, echo.port) == ("echo", "echo", "tcp", "::", 7)
+    assert (echo.name, echo.protocol, echo.transport, echo.address, echo.port) == (
+        "echo",
+        "echo",
+        "tcp",
+        "::",
+        7,
+    )
     assert (echo.max_connections, echo.max_connections_per_peer, echo.idle_timeout) == (1024, 64, 300)
     assert (bytecount.name, bytecount.protocol, bytecount.port) == ("bytecount", "bytecount", 50007)
     assert (bytecount.max_message_size, bytecount.max_header_length) == (16 << 20, 20)
@@ -45,9 +51,16 @@ def test_defaults_fill_every_key_left_out():
         shutdown_grace=10.0,
         listeners=(
             ListenerSettings(
-                name="b", protocol="bytecount", transport="tcp", address="::", port=9,
-                max_connections=1024, max_connections_per_peer=64, idle_timeout=300.0,
-                max_message_size=16 << 20, max_header_length=20,
+                name="b",
+                protocol="bytecount",
+                transport="tcp",
+                address="::",
+                port=9,
+                max_connections=1024,
+                max_connections_per_peer=64,
+                idle_timeout=300.0,
+                max_message_size=16 << 20,
+                max_header_length=20,
             ),
         ),
     )
@@ -77,7 +90,10 @@ def test_idle_timeout_zero_means_no_timeout():
 
 
 def test_listeners_on_different_addresses_of_one_port_do_not_conflict():
-    text = ECHO.replace("port = 7", "port = 7\naddress = 127.0.0.1") + "[listener:e6]\nprotocol = echo\nport = 7\naddress = ::1\n"
+    text = (
+        ECHO.replace("port = 7", "port = 7\naddress = 127.0.0.1")
+        + "[listener:e6]\nprotocol = echo\nport = 7\naddress = ::1\n"
+    )
     assert len(parse(text).listeners) == 2
 
 
@@ -103,7 +119,10 @@ def test_unreadable_file_is_reported(tmp_path):
         f"{drop}\ntry: load(sys.argv[1])\nexcept ConfigError as e: print(e)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout
     assert out.startswith(f"{path}: permission denied reading it (running as uid ")
@@ -187,7 +206,8 @@ def test_listener_key_in_global_section_says_where_it_belongs():
 
 def test_bytecount_key_on_an_echo_listener():
     assert only_problem(ECHO + "max_message_size = 1M\n") == (
-        "test.conf:4: [listener:echo] max_message_size: applies only to protocol = bytecount, not echo; remove it"
+        "test.conf:4: [listener:echo] max_message_size: "
+        "applies only to protocol = bytecount, not echo; remove it"
     )
 
 
@@ -235,9 +255,15 @@ def test_integers_out_of_grammar_or_range(line, message):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("idle_timeout = soon", "'soon' is not a duration; write seconds, or a number with ms, s, m, h or d (e.g. 5m)"),
+        (
+            "idle_timeout = soon",
+            "'soon' is not a duration; write seconds, or a number with ms, s, m, h or d (e.g. 5m)",
+        ),
         ("idle_timeout = 8d", "8d is out of range; expected 1ms to 7d, or 0 for no timeout"),
-        ("max_message_size = lots", "'lots' is not a size; write bytes, or a number with K, M, G or T (e.g. 16M)"),
+        (
+            "max_message_size = lots",
+            "'lots' is not a size; write bytes, or a number with K, M, G or T (e.g. 16M)",
+        ),
         ("max_message_size = 0", "0 is out of range; expected 1 to 1T"),
         ("max_message_size = 2T", "2T is out of range; expected 1 to 1T"),
         ("max_header_length = 65", "65 is out of range; expected 1 to 64"),
@@ -257,7 +283,8 @@ def test_shutdown_grace_range():
 def test_address_must_be_an_ip_address():
     assert only_problem(ECHO + "address = localhost\n") == (
         "test.conf:4: [listener:echo] address: 'localhost' is not an IP address; write an IPv4 or IPv6 "
-        "address such as 127.0.0.1 or ::1 (:: means every address, IPv4 and IPv6; host names are not resolved)"
+        "address such as 127.0.0.1 or ::1 "
+        "(:: means every address, IPv4 and IPv6; host names are not resolved)"
     )
 
 

@@ -5,8 +5,17 @@ from echod.units import format_duration, format_size, parse_duration, parse_size
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("0", 0), ("512", 512), ("512b", 512), ("64K", 65536), ("16M", 16 << 20), ("16MiB", 16 << 20),
-     ("2g", 2 << 30), ("1T", 1 << 40), (" 3 KB ", 3072)],
+    [
+        ("0", 0),
+        ("512", 512),
+        ("512b", 512),
+        ("64K", 65536),
+        ("16M", 16 << 20),
+        ("16MiB", 16 << 20),
+        ("2g", 2 << 30),
+        ("1T", 1 << 40),
+        (" 3 KB ", 3072),
+    ],
 )
 def test_size_accepts_bytes_and_binary_units(text, value):
     assert parse_size(text) == value

@@ -1,0 +1,327 @@
+"""
+echod as its users meet it: a real process started through twistd, real
+sockets, real signals.
+"""
+
+import hashlib
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
+from tests.integration.daemon import TAC, Daemon, config_text, environment
+
+MiB = 1 << 20
+
+
+def assert_clean_exit(code: int, signum: int, output: str) -> None:
+    """Exit 0, or death by the same signal (as twistd re-raises it): both success to systemd."""
+    assert code in (0, -signum), output
+    assert "Traceback" not in output
+    bad = [line for line in output.splitlines() if line.split()[2:3] in (["error"], ["critical"])]
+    assert not bad, output
+
+
+@pytest.mark.parametrize("size", [0, 1, MiB, 64 * MiB])
+def test_echo_returns_every_byte(start_daemon, size):
+    daemon = start_daemon(echo={"protocol": "echo"})
+    payload = pattern(size)
+    received = echo(daemon.port("echo"), payload)
+    assert len(received) == size
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+
+
+def test_echo_without_half_close_keeps_the_connection_open(start_daemon):
+    daemon = start_daemon(echo={"protocol": "echo"})
+    with connect(daemon.port("echo")) as sock:
+        for i in range(5):
+            assert exchange([(sock, b"round %d" % i)], half_close=False) == [b"round %d" % i]
+
+
+def test_200_concurrent_connections_each_get_their_own_bytes(start_daemon):
+    daemon = start_daemon(echo={"protocol": "echo"})
+    socks = [connect(daemon.port("echo")) for _ in range(200)]
+    payloads = [pattern(10_000 + i, seed=i) for i in range(200)]
+    try:
+        assert exchange(list(zip(socks, payloads, strict=True))) == payloads
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_half_closing_clients_never_lose_their_echo(start_daemon):
+    """What `printf hello | nc -N host 7` does, 300 times over."""
+    daemon = start_daemon(echo={"protocol": "echo"})
+    for i in range(300):
+        assert echo(daemon.port("echo"), b"hello %d\n" % i) == b"hello %d\n" % i
+
+
+def test_echo_over_ipv6_and_dual_stack(start_daemon):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    daemon = start_daemon(echo={"protocol": "echo", "address": "::"})
+    assert echo(daemon.port("echo"), b"v6", host="::1") == b"v6"
+    assert echo(daemon.port("echo"), b"v4", host="127.0.0.1") == b"v4"
+
+
+def test_bytecount_echoes_the_payload_and_closes(start_daemon):
+    daemon = start_daemon(bc={"protocol": "bytecount"})
+    assert echo(daemon.port("bc"), b"5 hello", half_close=False) == b"hello"
+    assert echo(daemon.port("bc"), b"5 helloTRAILING") == b"hello"
+    assert echo(daemon.port("bc"), b"0 ") == b""
+    payload = pattern(3 * MiB)
+    assert echo(daemon.port("bc"), b"%d " % len(payload) + payload, half_close=False) == payload
+
+
+def test_bytecount_header_split_across_packets(start_daemon):
+    daemon = start_daemon(bc={"protocol": "bytecount"})
+    with connect(daemon.port("bc")) as sock:
+        for piece in (b"1", b"2", b" ", b"hello", b" world!"):
+            sock.sendall(piece)
+        assert read_until_closed(sock) == b"hello world!"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reason"),
+    [
+        (b"-5 hello", "is not a digit"),
+        (b" 5 hello", "no digits before the space"),
+        (b"5x hello", "is not a digit"),
+        (b"1" * 30, "exceeds max_message_size"),
+        (b"0" * 30, "no space after 20 header bytes"),
+        (b"99999999999 x", "exceeds max_message_size"),
+    ],
+)
+def test_bytecount_bad_header_closes_that_connection_only(start_daemon, request_bytes, reason):
+    daemon = start_daemon(bc={"protocol": "bytecount", "max_message_size": "1M"}, echo={"protocol": "echo"})
+    with connect(daemon.port("echo")) as bystander:
+        assert exchange([(bystander, b"before")], half_close=False) == [b"before"]
+        with connect(daemon.port("bc")) as sock:
+            local_port = sock.getsockname()[1]
+            sock.sendall(request_bytes)
+            assert read_until_closed(sock) == b""
+        line = daemon.wait_for(rf"bc: bad request from 127\.0\.0\.1:{local_port}, closing: .*").group(0)
+        assert reason in line
+        assert exchange([(bystander, b"after")], half_close=False) == [b"after"]
+    assert echo(daemon.port("bc"), b"2 ok") == b"ok"
+
+
+def test_idle_connection_is_closed_after_idle_timeout(start_daemon):
+    daemon = start_daemon(echo={"protocol": "echo", "idle_timeout": "700ms"})
+    with connect(daemon.port("echo")) as sock:
+        assert exchange([(sock, b"wake")], half_close=False) == [b"wake"]
+        started = time.monotonic()
+        assert read_until_closed(sock, timeout=30) == b""
+        assert time.monotonic() - started >= 0.6
+    assert echo(daemon.port("echo"), b"still serving") == b"still serving"
+
+
+def test_connection_caps_refuse_the_extra_connection_only(start_daemon):
+    daemon = start_daemon(echo={"protocol": "echo", "max_connections": "3", "max_connections_per_peer": "2"})
+    port = daemon.port("echo")
+    held = []
+
+    def open_from(source: str) -> socket.socket:
+        sock = connect(port, source=source)
+        held.append(sock)
+        return sock
+
+    def served(sock: socket.socket) -> bool:
+        return exchange([(sock, b"x")], half_close=False) == [b"x"]
+
+    try:
+        assert served(open_from("127.0.0.1"))
+        assert served(open_from("127.0.0.1"))
+        assert read_until_closed(open_from("127.0.0.1")) == b""  # per-peer cap
+        assert served(open_from("127.0.0.2"))  # another peer still gets in
+        assert read_until_closed(open_from("127.0.0.3")) == b""  # total cap
+        daemon.wait_for(
+            r"echo: max_connections_per_peer \(2\) reached, refusing new connections from 127\.0\.0\.1"
+        )
+        daemon.wait_for(r"echo: max_connections \(3\) reached")
+        held.pop(0).close()
+        daemon.wait_for(r"echo: below max_connections again")
+        assert served(open_from("127.0.0.3"))
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_clients_that_never_read_do_not_grow_the_server(start_daemon):
+    daemon = start_daemon(echo={"protocol": "echo"})
+    port = daemon.port("echo")
+    total = 50 * MiB
+    socks = [connect(port) for _ in range(20)]
+    block = memoryview(pattern(MiB))
+    sent = [0] * len(socks)
+    baseline = daemon.rss_kib()
+    with open(f"/proc/{daemon.process.pid}/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM, so that it measures the peak from here on
+    selector = selectors.DefaultSelector()
+    for i, sock in enumerate(socks):
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_WRITE, i)
+    try:
+        # Send until every connection is finished or has stalled for a second: a server
+        # without backpressure would read all 1000 MiB and hold it.
+        while events := selector.select(timeout=1.0):
+            for key, _ in events:
+                i = key.data
+                offset = sent[i] % MiB
+                sent[i] += key.fileobj.send(block[offset : offset + min(MiB - offset, total - sent[i])])
+                if sent[i] == total:
+                    selector.unregister(key.fileobj)
+        growth = daemon.rss_kib("VmHWM") - baseline
+        assert sum(sent) < 20 * total, "the server read everything: no backpressure"
+        assert growth < 16 * 1024, f"server grew by {growth} KiB while clients sent {sum(sent)} bytes"
+        assert echo(port, b"honest client") == b"honest client"
+        # The stalled connection is intact: the rest of its 50 MiB goes through, in order.
+        socks[0].setblocking(True)
+        rest = (pattern(MiB) * 50)[sent[0] :]
+        received = exchange([(socks[0], rest)])[0]
+        assert hashlib.sha256(received).digest() == hashlib.sha256(pattern(MiB) * 50).digest()
+    finally:
+        selector.close()
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly(start_daemon, signum):
+    daemon = start_daemon(echo={"protocol": "echo"}, bc={"protocol": "bytecount"})
+    assert echo(daemon.port("echo"), b"x") == b"x"
+    assert_clean_exit(daemon.stop(signum), signum, daemon.output)
+    assert "Server Shut Down." in daemon.output
+
+
+def test_stop_lets_an_open_connection_finish_within_the_grace_period(start_daemon):
+    daemon = start_daemon({"shutdown_grace": "30s"}, echo={"protocol": "echo"})
+    with connect(daemon.port("echo")) as sock:
+        assert exchange([(sock, b"first")], half_close=False) == [b"first"]
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait_for(r"waiting up to 30s for 1 open connection")
+        with pytest.raises(ConnectionRefusedError):
+            connect(daemon.port("echo"))
+        assert exchange([(sock, b"in flight")], half_close=True) == [b"in flight"]
+    assert_clean_exit(daemon.process.wait(30), signal.SIGTERM, daemon.output)
+    daemon.wait_for_end()
+    assert "still open after shutdown_grace" not in daemon.output
+
+
+def test_stop_closes_what_is_still_open_after_the_grace_period(start_daemon):
+    daemon = start_daemon({"shutdown_grace": "500ms"}, echo={"protocol": "echo"})
+    with connect(daemon.port("echo")) as sock:
+        assert exchange([(sock, b"idle now")], half_close=False) == [b"idle now"]
+        daemon.send_signal(signal.SIGTERM)
+        assert read_until_closed(sock) == b""
+    assert daemon.process.wait(30) in (0, -signal.SIGTERM)
+    daemon.wait_for(r"closed 1 connection\(s\) still open after shutdown_grace \(500ms\)")
+
+
+def test_tac_runs_under_plain_twistd(tmp_path):
+    """The tutorial's own command: ECHOD_CONFIG=FILE twistd -ny echod/echod.tac."""
+    path = tmp_path / "echod.conf"
+    path.write_text(config_text(echo={"protocol": "echo"}))
+    twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+    daemon = Daemon(path, [*twistd, "-ny", str(TAC), "--pidfile="], env=environment(ECHOD_CONFIG=str(path)))
+    try:
+        daemon.start().wait_ready()
+        assert echo(daemon.port("echo"), b"tac") == b"tac"
+        assert_clean_exit(daemon.stop(), signal.SIGTERM, daemon.output)
+    finally:
+        daemon.kill()
+
+
+BAD_CONFIG = "[listener:echo]\nprotocol = echo\nport = 7\nmax_conections = 5\n"
+BAD_CONFIG_MESSAGE = (
+    "[listener:echo] max_conections: unknown key 'max_conections'; did you mean 'max_connections'?"
+)
+
+
+@pytest.mark.parametrize("face", ["echod run", "twistd -ny echod.tac"])
+def test_bad_config_exits_78_with_the_message(tmp_path, face):
+    path = tmp_path / "bad.conf"
+    path.write_text(BAD_CONFIG)
+    if face == "echod run":
+        command, env = [sys.executable, "-m", "echod", "run", "-c", str(path)], environment()
+    else:
+        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-ny", str(TAC)]
+        env = environment(ECHOD_CONFIG=str(path))
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 78, result
+    assert f"echod: configuration error: {path}:4: {BAD_CONFIG_MESSAGE}" in result.stderr.splitlines()
+
+
+def test_port_in_use_is_explained(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        path = tmp_path / "echod.conf"
+        path.write_text(config_text(echo={"protocol": "echo", "port": str(port)}))
+        daemon = Daemon(path).start()
+        try:
+            assert daemon.process.wait(60) == 71
+            daemon.wait_for(
+                rf"cannot listen on tcp 127\.0\.0\.1:{port}: the address is already in use by another socket"
+            )
+        finally:
+            daemon.kill()
+
+
+def test_privileged_port_without_privilege_says_what_to_do(tmp_path):
+    path = tmp_path / "echod.conf"
+    path.write_text(config_text(echo={"protocol": "echo", "port": "7"}))
+    command = [sys.executable, "-m", "echod", "run", "-c", str(path)]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("setpriv (util-linux) is needed to drop CAP_NET_BIND_SERVICE as root")
+        drop = "-net_bind_service"
+        command = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", "--", *command]
+    daemon = Daemon(path, command).start()
+    try:
+        assert daemon.process.wait(60) == 71
+        daemon.wait_for(r"cannot listen on tcp 127\.0\.0\.1:7: port 7 is privileged .* socket activation")
+    finally:
+        daemon.kill()
+
+
+def test_check_config_summarises_or_lists_every_problem(tmp_path):
+    good = tmp_path / "good.conf"
+    good.write_text(
+        config_text(echo={"protocol": "echo", "port": "7"}, bc={"protocol": "bytecount", "port": "9"})
+    )
+    run = [sys.executable, "-m", "echod", "check-config", "-c"]
+    result = subprocess.run([*run, str(good)], capture_output=True, text=True, env=environment(), timeout=60)
+    assert result.returncode == 0, result
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{good}: OK, log_level=info, access_log=off"
+    assert lines[1].startswith("listener echo: echo/tcp on 127.0.0.1:7, max_connections=1024")
+    assert lines[2].endswith("max_message_size=16M, max_header_length=20")
+    bad = tmp_path / "bad.conf"
+    bad.write_text(BAD_CONFIG + "port = 8\n")
+    result = subprocess.run([*run, str(bad)], capture_output=True, text=True, env=environment(), timeout=60)
+    assert result.returncode == 78
+    assert result.stdout == ""
+    assert "this key appears twice" in result.stderr
+
+
+def test_version(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "echod", "--version"],
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=60,
+    )
+    from echod import __version__
+
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"echod {__version__} (Twisted ")

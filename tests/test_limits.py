@@ -1,0 +1,152 @@
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs
+
+from echod.echo import EchoFactory
+from echod.limits import LimitedFactory
+from echod.stats import ListenerStats
+
+
+def limited(inner: Factory | None = None, **limits) -> LimitedFactory:
+    options = {"max_connections": 100, "max_connections_per_peer": 100, "idle_timeout": 0}
+    options.update(limits)
+    return LimitedFactory(inner or EchoFactory(), name="l", stats=ListenerStats(), clock=Clock(), **options)
+
+
+def connect(factory: LimitedFactory, host: str = "10.0.0.1", port: int = 1000):
+    address = IPv6Address("TCP", host, port) if ":" in host else IPv4Address("TCP", host, port)
+    protocol = factory.buildProtocol(address)
+    if protocol is None:
+        return None, None
+    transport = StringTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_wrapped_protocol_sees_the_data_and_writes_through():
+    factory = limited()
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"ping")
+    assert transport.value() == b"ping"
+    assert (factory.stats.bytes_received, factory.stats.bytes_sent) == (4, 4)
+    assert (factory.stats.active, factory.stats.accepted) == (1, 1)
+
+
+def test_backpressure_reaches_the_real_transport():
+    factory = limited()
+    protocol, transport = connect(factory)
+    assert transport.producer is protocol
+    assert transport.streaming
+    protocol.pauseProducing()
+    assert transport.producerState == "paused"
+    protocol.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_total_cap_refuses_the_extra_connection_and_warns_once():
+    factory = limited(max_connections=2)
+    first, _ = connect(factory, "10.0.0.1")
+    connect(factory, "10.0.0.2")
+    with capturedLogs() as events:
+        assert connect(factory, "10.0.0.3") == (None, None)
+        assert connect(factory, "10.0.0.4") == (None, None)
+    assert factory.stats.refused == 2
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert [e["log_format"].format(**e) for e in warnings] == [
+        "l: max_connections (2) reached, refusing new connections from anyone"
+    ]
+    first.connectionLost(None)
+    assert connect(factory, "10.0.0.3")[0] is not None
+
+
+def test_per_peer_cap_refuses_only_that_peer():
+    factory = limited(max_connections_per_peer=2)
+    connect(factory, "10.0.0.1", 1)
+    connect(factory, "10.0.0.1", 2)
+    with capturedLogs() as events:
+        assert connect(factory, "10.0.0.1", 3) == (None, None)
+    assert connect(factory, "10.0.0.2", 1)[0] is not None
+    assert factory.stats.refused == 1
+    assert events[0]["log_format"].format(**events[0]) == (
+        "l: max_connections_per_peer (2) reached, refusing new connections from 10.0.0.1"
+    )
+
+
+def test_ipv4_mapped_ipv6_peer_counts_as_the_ipv4_peer():
+    factory = limited(max_connections_per_peer=1)
+    connect(factory, "192.0.2.7")
+    assert connect(factory, "::ffff:192.0.2.7") == (None, None)
+
+
+def test_closing_frees_the_peers_slot():
+    factory = limited(max_connections_per_peer=1)
+    protocol, _ = connect(factory, "10.0.0.1")
+    protocol.connectionLost(None)
+    assert connect(factory, "10.0.0.1")[0] is not None
+    assert factory.stats.active == 1
+
+
+def test_idle_connection_is_aborted_after_the_timeout():
+    factory = limited(idle_timeout=30)
+    protocol, transport = connect(factory)
+    factory.clock.advance(29)
+    protocol.dataReceived(b"x")
+    factory.clock.advance(29)
+    assert not transport.disconnecting
+    factory.clock.advance(1)
+    assert transport.disconnected  # aborted, not politely closed
+    assert factory.stats.timed_out == 1
+
+
+def test_zero_idle_timeout_never_times_out():
+    factory = limited(idle_timeout=0)
+    _, transport = connect(factory)
+    factory.clock.advance(10**9)
+    assert not transport.disconnecting
+    assert not factory.clock.getDelayedCalls()
+
+
+def test_connection_lost_cancels_the_idle_timer():
+    factory = limited(idle_timeout=30)
+    protocol, _ = connect(factory)
+    protocol.connectionLost(None)
+    assert not factory.clock.getDelayedCalls()
+
+
+def test_half_close_reaches_the_wrapped_protocol():
+    factory = limited()
+    protocol, transport = connect(factory)
+    assert IHalfCloseableProtocol.providedBy(protocol)
+    protocol.dataReceived(b"bye")
+    protocol.readConnectionLost()
+    assert transport.value() == b"bye"
+    assert transport.disconnecting
+
+
+def test_half_close_closes_a_protocol_that_does_not_handle_it():
+    factory = limited(Factory.forProtocol(Protocol))
+    protocol, transport = connect(factory)
+    protocol.readConnectionLost()
+    assert transport.disconnecting
+
+
+def test_when_empty_fires_once_the_last_connection_closes():
+    factory = limited()
+    assert factory.when_empty().called
+    a, _ = connect(factory, "10.0.0.1")
+    b, _ = connect(factory, "10.0.0.2")
+    waiting = factory.when_empty()
+    a.connectionLost(None)
+    assert not waiting.called
+    b.connectionLost(None)
+    assert waiting.called
+
+
+def test_abort_all_aborts_every_open_connection():
+    factory = limited()
+    transports = [connect(factory, f"10.0.0.{i}")[1] for i in range(3)]
+    assert factory.abort_all() == 3
+    assert all(t.disconnected for t in transports)
