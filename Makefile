@@ -42,7 +42,8 @@ test-system: system-packages
 	PYTHONPATH=$(CURDIR) $(SYSTEM_PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 system-packages:
-	@missing=$$(for p in $(SYSTEM_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(SYSTEM_TEST_PACKAGES); do \
+		[ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" = installed ] || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" -ne 0 ]; then echo "make: as root, or after 'apt install" $$missing"', test-system can run" >&2; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
