@@ -5,7 +5,7 @@ VENV ?= .venv
 VENV_PYTHON := $(VENV)/bin/python
 # Bookworm's own interpreter and packages: the versions the .deb runs on.
 SYSTEM_PYTHON ?= /usr/bin/python3
-SYSTEM_TEST_PACKAGES := python3-twisted python3-pytest python3-hypothesis
+SYSTEM_TEST_PACKAGES := python3-twisted python3-sdnotify python3-pytest python3-hypothesis systemd
 PYTEST_ARGS ?=
 
 RUN_DIR := .run

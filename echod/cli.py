@@ -40,9 +40,14 @@ def load_or_exit(path: str) -> Settings:
         raise SystemExit(EX_CONFIG) from None
 
 
-def check_config(path: str) -> int:
-    """Print a summary line per listener; on problems, print them all and return EX_CONFIG."""
+def check_config(path: str, quiet: bool = False) -> int:
+    """
+    Print a summary line per listener (nothing if C{quiet}); on problems,
+    print them all and exit with EX_CONFIG.
+    """
     settings = load_or_exit(path)
+    if quiet:
+        return 0
     print(f"{path}: OK, log_level={settings.log_level}, access_log={settings.access_log or 'off'}")
     for listener in settings.listeners:
         print(listener.summary())
@@ -53,6 +58,11 @@ def run(path: str) -> None:
     """Run echod in the foreground under twistd until it is stopped."""
     load_or_exit(path)
     os.environ[CONFIG_ENV] = path
+    from echod import activation
+
+    # Before twistd: its plugins import Twisted's systemd support, which
+    # takes LISTEN_FDS out of the environment for itself.
+    activation.capture()
     from twisted.scripts.twistd import run as twistd
 
     sys.argv = ["echod", "--nodaemon", "--pidfile=", "--python", TAC_PATH]
@@ -76,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("-c", "--config", default=default_path, metavar="FILE", help=config_help)
+        if name == "check-config":
+            command.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     args = parser.parse_args(argv)
     if args.command == "check-config":
-        return check_config(args.config)
+        return check_config(args.config, args.quiet)
     run(args.config)
     return 0

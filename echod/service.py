@@ -1,30 +1,39 @@
 """
 Composition: from L{Settings} to running Twisted services.
 
-L{EchodService} owns one L{ListenerService} per configured listener. Stopping
-it stops listening first, then gives the connections still open up to
-C{shutdown_grace} to finish before closing them.
+L{EchodService} owns one L{ListenerService} per configured listener, tells
+systemd how it is doing, reloads on SIGHUP, and on stop stops listening,
+then gives the connections still open up to C{shutdown_grace} to finish.
 """
 
 from __future__ import annotations
 
+import signal
+import socket
+from dataclasses import replace
+
 from twisted.application.service import Application, MultiService, Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorCore, IReactorSocket, IReactorTime
+from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger
 
+from echod import activation
 from echod.bytecount import BytecountFactory
-from echod.config import ListenerSettings, Settings
+from echod.config import ConfigError, ListenerSettings, Settings, load
 from echod.echo import EchoFactory
 from echod.limits import LimitedFactory
 from echod.logs import DaemonLog
+from echod.notify import Notifier
 from echod.sockets import BindError, bind_stream
 from echod.stats import ListenerStats
 from echod.units import format_duration
 
 #: Exit status when a listener cannot be set up (sysexits.h EX_OSERR).
 EX_OSERR = 71
+
+#: What an admin runs so that systemd's sockets follow /etc/echod.conf again.
+APPLY_SOCKETS = "systemctl daemon-reload && systemctl restart echod.socket"
 
 
 def protocol_factory(settings: ListenerSettings, stats: ListenerStats) -> Factory:
@@ -34,92 +43,306 @@ def protocol_factory(settings: ListenerSettings, stats: ListenerStats) -> Factor
     return EchoFactory()
 
 
+def _socket_key(settings: ListenerSettings) -> tuple[str, str, int]:
+    return settings.transport, settings.address, settings.port
+
+
+def _human_bytes(count: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def _where(settings: ListenerSettings) -> str:
+    host = f"[{settings.address}]" if ":" in settings.address else settings.address
+    return f"{settings.transport} {host}:{settings.port}"
+
+
 class ListenerService(Service):
-    """One configured listener: its socket, its limits and its counters."""
+    """
+    One configured listener: its listening socket (bound here or inherited
+    from systemd), its limits and its counters.
+
+    The socket is kept open for as long as the listener lives, and Twisted
+    is handed a port on it; so the protocol can be swapped on reload without
+    the socket ever closing.
+    """
 
     log = Logger()
 
-    def __init__(self, settings: ListenerSettings, reactor: IReactorSocket) -> None:
+    def __init__(
+        self,
+        settings: ListenerSettings,
+        reactor: IReactorCore,
+        stats: ListenerStats | None = None,
+        sock: socket.socket | None = None,
+        inherited: bool = False,
+    ) -> None:
         self.settings = settings
         self.name = settings.name
-        self.stats = ListenerStats()
-        self.factory = LimitedFactory(
+        self.stats = stats if stats is not None else ListenerStats()
+        self.socket = sock
+        self.inherited = inherited
+        self._reactor = reactor
+        self.factory = self._factory(settings)
+        self.port = None
+
+    def _factory(self, settings: ListenerSettings) -> LimitedFactory:
+        return LimitedFactory(
             protocol_factory(settings, self.stats),
             name=settings.name,
             max_connections=settings.max_connections,
             max_connections_per_peer=settings.max_connections_per_peer,
             idle_timeout=settings.idle_timeout,
             stats=self.stats,
-            clock=reactor,
+            clock=self._reactor,
         )
-        self._reactor = reactor
-        self.port = None
 
     def privilegedStartService(self) -> None:
         # Binding here rather than in startService lets twistd bind a
         # privileged port before it drops root for --uid.
-        sock = bind_stream(self.settings.address, self.settings.port)
-        try:
-            self.port = self._reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)
-        finally:
-            sock.close()
+        if self.socket is None:
+            self.socket = bind_stream(self.settings.address, self.settings.port)
+        self._adopt()
         host = self.port.getHost()
         shown = f"[{host.host}]" if ":" in host.host else host.host
         self.log.info(
-            "{name}: {protocol}/{transport} listening on {address}",
+            "{name}: {protocol}/{transport} listening on {address}{origin}",
             name=self.name,
             protocol=self.settings.protocol,
             transport=self.settings.transport,
             address=f"{shown}:{host.port}",
+            origin=" (socket from systemd)" if self.inherited else "",
         )
         super().privilegedStartService()
 
-    def stopService(self) -> defer.Deferred | None:
+    def _adopt(self) -> None:
+        # Twisted neither sets O_NONBLOCK on an adopted descriptor nor closes
+        # ours; it listens on a duplicate.
+        self.socket.setblocking(False)
+        self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
+
+    def reconfigure(self, settings: ListenerSettings) -> LimitedFactory | None:
+        """
+        Apply C{settings}, which keep this listener's socket, to connections
+        accepted from now on. A changed protocol gets a new factory on the
+        same socket; the old one is returned, its connections still open.
+        """
+        old, self.settings = self.settings, settings
+        if settings.protocol != old.protocol:
+            retired, self.factory = self.factory, self._factory(settings)
+            port, self.port = self.port, None
+            self._adopt()
+            if port is not None:
+                port.stopListening()
+            return retired
+        factory = self.factory
+        factory.max_connections = settings.max_connections
+        factory.max_connections_per_peer = settings.max_connections_per_peer
+        factory.idle_timeout = settings.idle_timeout
+        if isinstance(factory.wrappedFactory, BytecountFactory):
+            factory.wrappedFactory.max_message_size = settings.max_message_size
+            factory.wrappedFactory.max_header_length = settings.max_header_length
+        return None
+
+    def stopService(self) -> defer.Deferred:
         super().stopService()
         port, self.port = self.port, None
-        return port.stopListening() if port is not None else None
+        stopped = port.stopListening() if port is not None else None
+        stopped = stopped if stopped is not None else defer.succeed(None)
+        # Closing our copy too is what makes new connections be refused; an
+        # inherited socket stays open in systemd, queueing them for the next start.
+        stopped.addBoth(lambda _: self.socket.close() if self.socket is not None else None)
+        return stopped
 
 
 class EchodService(MultiService):
     """
-    The whole daemon: every listener, and the graceful stop.
+    The whole daemon: every listener, systemd notifications, reload on
+    SIGHUP, and the graceful stop.
     """
 
     log = Logger()
 
     def __init__(
-        self, settings: Settings, reactor: IReactorCore, daemon_log: DaemonLog | None = None
+        self,
+        settings: Settings,
+        reactor: IReactorCore,
+        daemon_log: DaemonLog | None = None,
+        notifier: Notifier | None = None,
+        inherited: list[activation.InheritedSocket] = (),
     ) -> None:
         super().__init__()
         self.settings = settings
         self.daemon_log = daemon_log
+        self.notifier = notifier if notifier is not None else Notifier(reactor, {})
         self._reactor = reactor
-        self.listeners = [ListenerService(s, reactor) for s in settings.listeners]
-        for listener in self.listeners:
-            listener.setServiceParent(self)
+        self._activated = bool(inherited)
+        self._retired: list[LimitedFactory] = []
+        self._alerts: dict[str, str] = {}
+        self._stopping = False
+        pairs, self._unmatched = activation.match(settings.listeners, inherited)
+        for listener in settings.listeners:
+            found = pairs.get(listener.name)
+            ListenerService(
+                listener, reactor, sock=found.sock if found else None, inherited=found is not None
+            ).setServiceParent(self)
+
+    @property
+    def listeners(self) -> list[ListenerService]:
+        return list(self)
 
     def privilegedStartService(self) -> None:
+        for sock in self._unmatched:
+            self._alert(
+                f"unmatched:{sock.describe()}",
+                f"systemd passed socket {sock.describe()}, which no listener in {self.settings.path} "
+                f"uses; to make them agree run: {APPLY_SOCKETS}",
+            )
         try:
             super().privilegedStartService()
         except BindError as e:
-            self.log.critical("{error}", error=e)
+            self.log.critical("{error}{hint}", error=e, hint=self._bind_hint())
             raise SystemExit(EX_OSERR) from None
+
+    def _bind_hint(self) -> str:
+        if not self._activated:
+            return ""
+        return (
+            f" (systemd's sockets do not include it; to make them follow the configuration: {APPLY_SOCKETS})"
+        )
 
     def startService(self) -> None:
         super().startService()
+        signal.signal(signal.SIGHUP, self._on_sighup)
         self.log.info(
             "echod serving {count} listener(s) from {path}",
             count=len(self.listeners),
             path=self.settings.path,
         )
+        self.notifier.ready(self.status())
+        self.notifier.start(self.status)
+
+    def _on_sighup(self, signum: int, frame: object) -> None:
+        # A signal handler may run between any two bytecodes of the reactor:
+        # hop onto the reactor before touching anything.
+        self._reactor.callFromThread(self.reload)
+
+    def _alert(self, key: str, message: str) -> None:
+        """Log a warning that stays in the status line until cleared."""
+        self._alerts[key] = message
+        self.log.warn("{message}", message=message)
+
+    def status(self) -> str:
+        """The one line C{systemctl status} shows."""
+        if self._stopping:
+            left = sum(f.stats.active for f in self._factories())
+            return f"stopping: {left} connection(s) still open"
+        parts = []
+        for listener in self.listeners:
+            s = listener.stats
+            text = f"{listener.name} {s.active} open, {s.accepted} served, {s.refused} refused"
+            if s.timed_out:
+                text += f", {s.timed_out} timed out"
+            if s.protocol_errors:
+                text += f", {s.protocol_errors} bad"
+            parts.append(text)
+        echoed = sum(listener.stats.bytes_sent for listener in self.listeners)
+        line = "; ".join(parts) + f"; {_human_bytes(echoed)} echoed"
+        if self._alerts:
+            line = f"{len(self._alerts)} problem(s), see the log: " + line
+        return line
+
+    # -- reload -------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Read the configuration file again and apply it, or keep the old one if it is bad."""
+        if self._stopping:
+            self.log.info("SIGHUP ignored: stopping")
+            return
+        self.notifier.reloading()
+        self.log.info("reloading {path}", path=self.settings.path)
+        try:
+            new = load(self.settings.path)
+        except ConfigError as e:
+            for problem in e.problems:
+                self.log.error("reload: {problem}", problem=problem)
+            self._alert("reload", f"reload failed, still serving the previous configuration: {e.problems[0]}")
+        else:
+            self._alerts.pop("reload", None)
+            self._apply(new)
+            self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
+        self.notifier.ready(self.status())
+
+    def _apply(self, new: Settings) -> None:
+        if self.daemon_log is not None:
+            self.daemon_log.set_level(new.log_level)
+        current = {listener.name: listener for listener in self.listeners}
+        for settings in new.listeners:
+            listener = current.pop(settings.name, None)
+            if listener is None:
+                self._add(settings)
+            elif _socket_key(settings) == _socket_key(listener.settings):
+                self._retire(listener.reconfigure(settings))
+            elif listener.inherited:
+                self._alert(
+                    f"moved:{settings.name}",
+                    f"{settings.name}: the configuration now says {_where(settings)}, but its socket "
+                    f"comes from systemd and is {_where(listener.settings)}; to move it run: {APPLY_SOCKETS}",
+                )
+                kept = {"transport": listener.settings.transport, "address": listener.settings.address}
+                self._retire(listener.reconfigure(replace(settings, port=listener.settings.port, **kept)))
+            else:
+                self._add(settings, listener)
+        for listener in current.values():
+            self._remove(listener)
+        self.settings = new
+
+    def _add(self, settings: ListenerSettings, replacing: ListenerService | None = None) -> None:
+        """Start a listener on a new socket; it replaces C{replacing} only once the socket is bound."""
+        try:
+            sock = bind_stream(settings.address, settings.port)
+        except BindError as e:
+            self._alert(f"bind:{settings.name}", f"reload: {settings.name} keeps its previous socket: {e}")
+            return
+        self._alerts.pop(f"bind:{settings.name}", None)
+        stats = ListenerStats()
+        if replacing is not None:
+            stats = replacing.stats
+            self._remove(replacing)
+        ListenerService(settings, self._reactor, stats=stats, sock=sock).setServiceParent(self)
+
+    def _remove(self, listener: ListenerService) -> None:
+        listener.disownServiceParent()
+        self._retire(listener.factory)
+        self.log.info(
+            "{name}: stopped listening on {where}", name=listener.name, where=_where(listener.settings)
+        )
+
+    def _retire(self, factory: LimitedFactory | None) -> None:
+        """Keep counting a factory that no longer accepts, until its last connection ends."""
+        if factory is None or not factory.protocols:
+            return
+        self._retired.append(factory)
+        factory.when_empty().addCallback(lambda _: self._retired.remove(factory))
+
+    # -- stop ---------------------------------------------------------------
+
+    def _factories(self) -> list[LimitedFactory]:
+        return [listener.factory for listener in self.listeners] + self._retired
 
     def stopService(self) -> defer.Deferred:
+        self._stopping = True
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.notifier.stopping(self.status())
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._drain())
         return stopped
 
     def _drain(self) -> defer.Deferred | None:
-        open_connections = sum(listener.stats.active for listener in self.listeners)
+        factories = self._factories()
+        open_connections = sum(f.stats.active for f in factories)
         if not open_connections:
             return None
         grace = self.settings.shutdown_grace
@@ -128,13 +351,13 @@ class EchodService(MultiService):
             grace=format_duration(grace),
             count=open_connections,
         )
-        drained = defer.gatherResults([listener.factory.when_empty() for listener in self.listeners])
-        timer = self._reactor.callLater(grace, self._abort_all)
+        drained = defer.gatherResults([f.when_empty() for f in factories])
+        timer = self._reactor.callLater(grace, self._abort_all, factories)
         drained.addBoth(lambda result: timer.cancel() if timer.active() else None)
         return drained
 
-    def _abort_all(self) -> None:
-        count = sum(listener.factory.abort_all() for listener in self.listeners)
+    def _abort_all(self, factories: list[LimitedFactory]) -> None:
+        count = sum(f.abort_all() for f in factories)
         self.log.warn(
             "closed {count} connection(s) still open after shutdown_grace ({grace})",
             count=count,
@@ -142,15 +365,22 @@ class EchodService(MultiService):
         )
 
 
-def make_application(settings: Settings, reactor: IReactorTime | None = None) -> Application:
+def make_application(
+    settings: Settings,
+    reactor: IReactorCore | None = None,
+    inherited: list[activation.InheritedSocket] | None = None,
+) -> Application:
     """
-    The twistd application for C{settings}, logging to stdout at the
-    configured level.
+    The twistd application for C{settings}: logging to stdout at the
+    configured level, notifying systemd when it is there, serving on the
+    sockets systemd passed where they match a listener.
     """
     if reactor is None:
         from twisted.internet import reactor
+    if inherited is None:
+        inherited = activation.inherited_sockets()
     application = Application("echod")
     daemon_log = DaemonLog(settings.log_level)
     application.setComponent(ILogObserver, daemon_log.observer)
-    EchodService(settings, reactor, daemon_log).setServiceParent(application)
+    EchodService(settings, reactor, daemon_log, Notifier(reactor), inherited).setServiceParent(application)
     return application
