@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 VENV_PYTHON := $(VENV)/bin/python
-# Bookworm's own interpreter and packages: the versions the .deb runs on.
+# Bookworm's own interpreter and packages: the versions the .deb runs on,
+# and the systemd tools the tests drive (systemd-socket-activate, systemd-analyze).
 SYSTEM_PYTHON ?= /usr/bin/python3
 SYSTEM_TEST_PACKAGES := python3-twisted python3-sdnotify python3-pytest python3-hypothesis systemd
 PYTEST_ARGS ?=
@@ -34,7 +35,7 @@ check-config: $(VENV)/.installed
 test: test-venv test-system
 
 # The newest releases from PyPI.
-test-venv: $(VENV)/.installed
+test-venv: $(VENV)/.installed system-packages
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
 
 # Debian's python3 with Debian's python3-twisted (22.4 on bookworm).

@@ -95,4 +95,4 @@ class DaemonLog:
 
     def set_level(self, level: str) -> None:
         """Show events of C{level} and above from now on."""
-        self._predicate.defaultLogLevel = LEVELS[level]
+        self._predicate.setLogLevelForNamespace("", LEVELS[level])

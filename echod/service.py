@@ -43,10 +43,6 @@ def protocol_factory(settings: ListenerSettings, stats: ListenerStats) -> Factor
     return EchoFactory()
 
 
-def _socket_key(settings: ListenerSettings) -> tuple[str, str, int]:
-    return settings.transport, settings.address, settings.port
-
-
 def _human_bytes(count: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if count >= size:
@@ -122,6 +118,13 @@ class ListenerService(Service):
         # ours; it listens on a duplicate.
         self.socket.setblocking(False)
         self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
+
+    def keeps_socket(self, settings: ListenerSettings) -> bool:
+        """Whether C{settings} still describe this listener's socket (port 0: the port it got)."""
+        if (settings.transport, settings.address) != (self.settings.transport, self.settings.address):
+            return False
+        bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
+        return settings.port in (self.settings.port, bound)
 
     def reconfigure(self, settings: ListenerSettings) -> LimitedFactory | None:
         """
@@ -216,6 +219,12 @@ class EchodService(MultiService):
     def startService(self) -> None:
         super().startService()
         signal.signal(signal.SIGHUP, self._on_sighup)
+        # twistd starts services before the reactor runs; only once it runs
+        # are Twisted's SIGTERM/SIGINT handlers in place, so only then may
+        # systemd be told it can send them.
+        self._reactor.callWhenRunning(self._ready)
+
+    def _ready(self) -> None:
         self.log.info(
             "echod serving {count} listener(s) from {path}",
             count=len(self.listeners),
@@ -283,7 +292,7 @@ class EchodService(MultiService):
             listener = current.pop(settings.name, None)
             if listener is None:
                 self._add(settings)
-            elif _socket_key(settings) == _socket_key(listener.settings):
+            elif listener.keeps_socket(settings):
                 self._retire(listener.reconfigure(settings))
             elif listener.inherited:
                 self._alert(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TAC = ROOT / "echod" / "echod.tac"
-LISTENING = re.compile(r"(?P<name>\S+): (?P<proto>\w+)/tcp listening on (?P<address>.+):(?P<port>\d+)$")
+LISTENING = re.compile(
+    r"(?P<name>\S+): (?P<proto>\w+)/tcp listening on (?P<address>\S+):(?P<port>\d+)"
+    r"( \(socket from systemd\))?$"
+)
 
 #: The configuration of a listener that tests start from.
 BASE_LISTENER = {
@@ -35,6 +39,17 @@ def config_text(general: dict[str, str] | None = None, **listeners: dict[str, st
         lines.append(f"[listener:{name}]")
         lines += [f"{k} = {v}" for k, v in {**BASE_LISTENER, **keys}.items()]
     return "\n".join(lines) + "\n"
+
+
+def without_bind_privilege(command: list[str]) -> list[str]:
+    """C{command} run without the capability to bind ports below 1024 (as root too)."""
+    if os.geteuid() != 0:
+        return command
+    tool = shutil.which("setpriv")
+    if tool is None:
+        raise RuntimeError("setpriv (util-linux) is needed to drop CAP_NET_BIND_SERVICE as root")
+    drop = "-net_bind_service"
+    return [tool, f"--inh-caps={drop}", f"--bounding-set={drop}", "--", *command]
 
 
 def environment(**extra: str) -> dict[str, str]:

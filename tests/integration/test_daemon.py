@@ -4,9 +4,7 @@ sockets, real signals.
 """
 
 import hashlib
-import os
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +14,7 @@ import time
 import pytest
 
 from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
-from tests.integration.daemon import TAC, Daemon, config_text, environment
+from tests.integration.daemon import TAC, Daemon, config_text, environment, without_bind_privilege
 
 MiB = 1 << 20
 
@@ -279,12 +277,7 @@ def test_port_in_use_is_explained(tmp_path):
 def test_privileged_port_without_privilege_says_what_to_do(tmp_path):
     path = tmp_path / "echod.conf"
     path.write_text(config_text(echo={"protocol": "echo", "port": "7"}))
-    command = [sys.executable, "-m", "echod", "run", "-c", str(path)]
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("setpriv (util-linux) is needed to drop CAP_NET_BIND_SERVICE as root")
-        drop = "-net_bind_service"
-        command = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", "--", *command]
+    command = without_bind_privilege([sys.executable, "-m", "echod", "run", "-c", str(path)])
     daemon = Daemon(path, command).start()
     try:
         assert daemon.process.wait(60) == 71

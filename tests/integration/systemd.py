@@ -1,0 +1,90 @@
+"""
+Stand-ins for what systemd gives a service, built from the real pieces: a
+notification socket that records what the daemon says, and
+systemd-socket-activate to pass it listening sockets.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def socket_activate(
+    listen: list[str], names: list[str] | None = None, env: tuple[str, ...] = ()
+) -> list[str]:
+    """The systemd-socket-activate command prefix that listens on C{listen}."""
+    tool = shutil.which("systemd-socket-activate")
+    if tool is None:
+        raise RuntimeError("systemd-socket-activate is missing: apt install systemd")
+    command = [tool] + [f"--listen={address}" for address in listen]
+    if names:
+        command.append("--fdname=" + ":".join(names))
+    for variable in env:
+        command += ["-E", variable]
+    return command
+
+
+class NotifySocket:
+    """
+    An AF_UNIX datagram socket playing systemd's NOTIFY_SOCKET: every
+    message the daemon sends is kept, with when it arrived.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.decode("latin-1").splitlines() if "=" in line)
+            with self._changed:
+                self.messages.append((time.monotonic(), fields))
+                self._changed.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, str]], bool], after: int = 0, timeout: float = 30
+    ) -> tuple[int, dict[str, str]]:
+        """The index and fields of the first message from index C{after} on that satisfies C{predicate}."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for index in range(after, len(self.messages)):
+                    if predicate(self.messages[index][1]):
+                        return index, self.messages[index][1]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no such notification in {timeout}s; got {self.snapshot()}")
+                self._changed.wait(left)
+
+    def snapshot(self) -> list[dict[str, str]]:
+        with self._changed:
+            return [fields for _, fields in self.messages]
+
+    def times(self, predicate: Callable[[dict[str, str]], bool]) -> list[float]:
+        with self._changed:
+            return [when for when, fields in self.messages if predicate(fields)]
+
+    def close(self) -> None:
+        self._sock.close()

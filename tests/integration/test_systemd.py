@@ -1,0 +1,330 @@
+"""
+echod under systemd's protocols, without a booted systemd: sockets passed by
+systemd-socket-activate, sd_notify messages caught on a test NOTIFY_SOCKET.
+"""
+
+import itertools
+import signal
+import socket
+import statistics
+import sys
+import threading
+
+import pytest
+
+from tests.integration.clients import connect, echo, exchange, pattern
+from tests.integration.daemon import Daemon, config_text, environment, without_bind_privilege
+from tests.integration.systemd import NotifySocket, free_port, socket_activate
+
+PASS_ENV = ("PYTHONPATH", "PYTHONUNBUFFERED", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+@pytest.fixture
+def notify(tmp_path):
+    sock = NotifySocket(tmp_path / "notify")
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def run(tmp_path, notify):
+    """Start echod with a config and extra environment; optionally under systemd-socket-activate."""
+    daemons: list[Daemon] = []
+
+    def start(
+        text: str, activate: list[str] | None = None, names=None, wait=True, unprivileged=False, **env: str
+    ) -> Daemon:
+        path = tmp_path / f"echod-{len(daemons)}.conf"
+        path.write_text(text)
+        command = [sys.executable, "-m", "echod", "run", "-c", str(path)]
+        if activate is not None:
+            command = socket_activate(activate, names, PASS_ENV + tuple(env)) + command
+        if unprivileged:
+            command = without_bind_privilege(command)
+        daemon = Daemon(path, command, environment(NOTIFY_SOCKET=notify.path, **env))
+        daemons.append(daemon)
+        daemon.start()
+        if activate is not None:
+            # systemd-socket-activate starts the service on the first connection.
+            daemon.wait_for(r"Listening on .* as 3\.")
+            host, _, port = activate[0].rpartition(":")
+            daemon.first_client = connect(int(port), host.strip("[]") or "127.0.0.1")
+        if wait:
+            daemon.wait_ready()
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        if getattr(daemon, "first_client", None):
+            daemon.first_client.close()
+        daemon.kill()
+
+
+def is_ready(fields):
+    return fields.get("READY") == "1"
+
+
+def test_ready_is_sent_once_every_listener_accepts(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}, bc={"protocol": "bytecount"}), wait=False)
+    index, fields = notify.wait_for(is_ready)
+    assert index == 0, notify.snapshot()
+    # READY came after every "listening" line: both ports answer now.
+    assert echo(daemon.port("echo"), b"ready?") == b"ready?"
+    assert echo(daemon.port("bc"), b"3 yes") == b"yes"
+    assert fields["STATUS"].startswith("echo 0 open, 0 served, 0 refused; bc 0 open, 0 served, 0 refused")
+
+
+def test_status_is_refreshed_with_live_counters(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}, bc={"protocol": "bytecount"}))
+    notify.wait_for(is_ready)
+    assert echo(daemon.port("echo"), pattern(3000)) == pattern(3000)
+    with connect(daemon.port("bc")) as sock:
+        assert exchange([(sock, b"x 1")]) == [b""]
+    _, fields = notify.wait_for(lambda f: "bc 0 open, 1 served" in f.get("STATUS", ""), timeout=15)
+    assert fields["STATUS"] == (
+        "echo 0 open, 1 served, 0 refused; bc 0 open, 1 served, 0 refused, 1 bad; 2.9 KiB echoed"
+    )
+
+
+def test_watchdog_is_fed_at_half_the_interval(run, notify):
+    run(config_text(echo={"protocol": "echo"}), WATCHDOG_USEC="300000")
+    notify.wait_for(lambda f: f.get("WATCHDOG") == "1")
+    first = notify.wait_for(lambda f: f.get("WATCHDOG") == "1")[0]
+    notify.wait_for(lambda f: f.get("WATCHDOG") == "1", after=first + 8)
+    pings = notify.times(lambda f: f.get("WATCHDOG") == "1")
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert 0.1 <= statistics.median(gaps) <= 0.25, gaps
+
+
+def test_watchdog_meant_for_another_process_is_not_fed(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}), WATCHDOG_USEC="300000", WATCHDOG_PID="1")
+    notify.wait_for(is_ready)
+    daemon.send_signal(signal.SIGHUP)
+    index, _ = notify.wait_for(lambda f: f.get("RELOADING") == "1")
+    notify.wait_for(is_ready, after=index)
+    assert not notify.times(lambda f: "WATCHDOG" in f)
+
+
+def test_stop_says_stopping(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    notify.wait_for(is_ready)
+    code = daemon.stop()
+    assert code in (0, -signal.SIGTERM), daemon.output
+    assert "Received SIGTERM" in daemon.output, daemon.output
+    _, fields = notify.wait_for(lambda f: f.get("STOPPING") == "1", timeout=3)
+    assert fields["STATUS"].startswith("stopping: 0 connection(s) still open")
+
+
+class Traffic:
+    """Clients echoing without pause in a thread: one persistent connection and a stream of new ones."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.rounds = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._persistent = connect(self.port)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            payload = pattern(4096, seed=n)
+            try:
+                if exchange([(self._persistent, payload)], half_close=False) != [payload]:
+                    self.errors.append(f"persistent round {n}: wrong bytes")
+                if echo(self.port, payload) != payload:
+                    self.errors.append(f"new connection {n}: wrong bytes")
+            except OSError as e:
+                self.errors.append(f"round {n}: {e!r}")
+            self.rounds = n
+
+    def wait_rounds(self, more: int) -> None:
+        target = self.rounds + more
+        while self.rounds < target and self._thread.is_alive() and not self.errors:
+            self._stop.wait(0.01)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+        self._persistent.close()
+
+
+def reload(daemon: Daemon, notify: NotifySocket) -> dict[str, str]:
+    """SIGHUP; return the READY message that ends the reload, after checking its RELOADING message."""
+    start = len(notify.snapshot())
+    daemon.send_signal(signal.SIGHUP)
+    index, fields = notify.wait_for(lambda f: f.get("RELOADING") == "1", after=start)
+    assert int(fields["MONOTONIC_USEC"]) > 0
+    return notify.wait_for(is_ready, after=index)[1]
+
+
+def test_reload_under_traffic_applies_changes_without_dropping_anything(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo", "max_connections": "50"}))
+    path = daemon.config_path
+    with Traffic(daemon.port("echo")) as traffic:
+        traffic.wait_rounds(20)
+        path.write_text(
+            config_text(
+                {"log_level": "debug"},
+                echo={"protocol": "echo", "max_connections": "40", "port": str(daemon.port("echo"))},
+                bc={"protocol": "bytecount"},
+            )
+        )
+        status = reload(daemon, notify)["STATUS"]
+        assert "bc 0 open" in status
+        traffic.wait_rounds(20)
+        daemon.wait_for(r"bc: bytecount/tcp listening on 127\.0\.0\.1:\d+")
+        assert echo(daemon.port("bc"), b"2 hi") == b"hi"
+        daemon.wait_for(r"debug +echo: connection from")  # the new log level applies
+        path.write_text(config_text(echo={"protocol": "echo", "port": str(daemon.port("echo"))}))
+        reload(daemon, notify)
+        traffic.wait_rounds(20)
+        daemon.wait_for(r"bc: stopped listening on tcp 127\.0\.0\.1:")
+    assert traffic.errors == []
+    assert traffic.rounds >= 60
+    with pytest.raises(ConnectionRefusedError):
+        connect(daemon.port("bc"))
+
+
+def test_bad_config_on_reload_keeps_serving_and_says_so(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    good = daemon.config_path.read_text()
+    with Traffic(daemon.port("echo")) as traffic:
+        daemon.config_path.write_text(good + "max_conections = 3\n")
+        status = reload(daemon, notify)["STATUS"]
+        assert status.startswith("1 problem(s), see the log: echo ")
+        daemon.wait_for(r"error +reload: .*max_conections: unknown key 'max_conections'")
+        daemon.wait_for(r"reload failed, still serving the previous configuration")
+        traffic.wait_rounds(20)
+        daemon.config_path.write_text(good)
+        assert reload(daemon, notify)["STATUS"].startswith("echo ")
+        traffic.wait_rounds(5)
+    assert traffic.errors == []
+
+
+def test_reload_moves_a_listener_and_its_open_connections_finish(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    old_port, new_port = daemon.port("echo"), free_port()
+    with connect(old_port) as open_before:
+        assert exchange([(open_before, b"before")], half_close=False) == [b"before"]
+        daemon.config_path.write_text(config_text(echo={"protocol": "echo", "port": str(new_port)}))
+        reload(daemon, notify)
+        assert echo(new_port, b"new port") == b"new port"
+        with pytest.raises(ConnectionRefusedError):
+            connect(old_port)
+        assert exchange([(open_before, b"still here")]) == [b"still here"]
+
+
+def test_reload_changes_protocol_on_the_same_socket(run, notify):
+    daemon = run(config_text(svc={"protocol": "echo"}))
+    port = daemon.port("svc")
+    with connect(port) as echo_client:
+        assert exchange([(echo_client, b"accepted")], half_close=False) == [b"accepted"]
+        daemon.config_path.write_text(config_text(svc={"protocol": "bytecount", "port": str(port)}))
+        reload(daemon, notify)
+        assert echo(port, b"2 okEXTRA") == b"ok"
+        assert exchange([(echo_client, b"3 still echo")]) == [b"3 still echo"]
+
+
+def test_reload_to_a_port_in_use_keeps_the_old_socket(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        daemon.config_path.write_text(config_text(echo={"protocol": "echo", "port": str(taken)}))
+        status = reload(daemon, notify)["STATUS"]
+    assert status.startswith("1 problem(s)")
+    daemon.wait_for(rf"reload: echo keeps its previous socket: cannot listen on tcp 127\.0\.0\.1:{taken}")
+    assert echo(daemon.port("echo"), b"old") == b"old"
+
+
+def test_graceful_stop_finishes_the_connection_in_flight(run, notify):
+    daemon = run(config_text({"shutdown_grace": "30s"}, echo={"protocol": "echo"}))
+    with connect(daemon.port("echo")) as sock:
+        assert exchange([(sock, b"a")], half_close=False) == [b"a"]
+        daemon.send_signal(signal.SIGTERM)
+        notify.wait_for(lambda f: f.get("STOPPING") == "1")
+        big = pattern(8 << 20)
+        assert exchange([(sock, big)]) == [big]
+    assert daemon.process.wait(30) in (0, -signal.SIGTERM)
+
+
+# -- socket activation --------------------------------------------------------
+
+
+def test_activated_sockets_are_matched_by_address(run, notify):
+    echo_port, bc_port, spare = free_port(), free_port(), free_port()
+    text = config_text(
+        echo={"protocol": "echo", "address": "::", "port": str(echo_port)},
+        bc={"protocol": "bytecount", "port": str(bc_port)},
+    )
+    daemon = run(text, activate=[f"[::]:{echo_port}", f"127.0.0.1:{bc_port}", f"127.0.0.1:{spare}"])
+    assert exchange([(daemon.first_client, b"first")]) == [b"first"]
+    daemon.wait_for(rf"echo: echo/tcp listening on \[::\]:{echo_port} \(socket from systemd\)")
+    daemon.wait_for(rf"bc: bytecount/tcp listening on 127\.0\.0\.1:{bc_port} \(socket from systemd\)")
+    assert echo(echo_port, b"v6", host="::1") == b"v6"
+    assert echo(echo_port, b"v4", host="127.0.0.1") == b"v4"
+    assert echo(bc_port, b"2 ok") == b"ok"
+    daemon.wait_for(
+        rf"systemd passed socket tcp 127\.0\.0\.1:{spare} \(fd 5\), which no listener in .* uses; "
+        r"to make them agree run: systemctl daemon-reload && systemctl restart echod\.socket"
+    )
+    assert notify.wait_for(is_ready)[1]["STATUS"].startswith("1 problem(s), see the log: ")
+
+
+def test_activated_sockets_are_matched_by_name(run, notify):
+    a, b = free_port(), free_port()
+    # The config's addresses differ from the sockets': only the names can match them.
+    text = config_text(first={"protocol": "echo", "port": "0"}, second={"protocol": "bytecount", "port": "0"})
+    daemon = run(text, activate=[f"127.0.0.1:{a}", f"127.0.0.1:{b}"], names=["second", "first"])
+    daemon.wait_for(rf"second: bytecount/tcp listening on 127\.0\.0\.1:{a} \(socket from systemd\)")
+    daemon.wait_for(rf"first: echo/tcp listening on 127\.0\.0\.1:{b} \(socket from systemd\)")
+    assert exchange([(daemon.first_client, b"2 okEXTRA")]) == [b"ok"]
+    assert echo(b, b"echo") == b"echo"
+
+
+def test_listener_without_an_inherited_socket_binds_its_own(run, notify):
+    activated = free_port()
+    text = config_text(
+        act={"protocol": "echo", "port": str(activated)}, own={"protocol": "bytecount", "port": "0"}
+    )
+    daemon = run(text, activate=[f"127.0.0.1:{activated}"])
+    daemon.wait_for(rf"own: bytecount/tcp listening on 127\.0\.0\.1:{daemon.port('own')}$")
+    assert echo(daemon.port("own"), b"1 x") == b"x"
+
+
+def test_activated_listener_moved_in_the_config_says_what_to_run(run, notify):
+    port = free_port()
+    daemon = run(config_text(echo={"protocol": "echo", "port": str(port)}), activate=[f"127.0.0.1:{port}"])
+    elsewhere = free_port()
+    daemon.config_path.write_text(
+        config_text(echo={"protocol": "echo", "port": str(elsewhere), "max_connections": "5"})
+    )
+    status = reload(daemon, notify)["STATUS"]
+    assert status.startswith("1 problem(s)")
+    daemon.wait_for(
+        rf"echo: the configuration now says tcp 127\.0\.0\.1:{elsewhere}, but its socket comes from systemd "
+        rf"and is tcp 127\.0\.0\.1:{port}; to move it run: "
+        r"systemctl daemon-reload && systemctl restart echod\.socket"
+    )
+    assert echo(port, b"kept") == b"kept"
+
+
+def test_listener_missing_from_systemds_sockets_says_what_to_run(run, notify):
+    activated = free_port()
+    text = config_text(
+        act={"protocol": "echo", "port": str(activated)}, low={"protocol": "echo", "port": "7"}
+    )
+    daemon = run(text, activate=[f"127.0.0.1:{activated}"], wait=False, unprivileged=True)
+    assert daemon.process.wait(60) == 71
+    daemon.wait_for(
+        r"port 7 is privileged .* \(systemd's sockets do not include it; to make them follow the "
+        r"configuration: systemctl daemon-reload && systemctl restart echod\.socket\)"
+    )

@@ -1,0 +1,80 @@
+"""
+The unit files as systemd itself judges them: `systemd-analyze verify` and
+the offline `systemd-analyze security` exposure score.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITS = ROOT / "systemd"
+
+pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+
+
+def unit_lines(name: str) -> list[str]:
+    return [line.strip() for line in (UNITS / name).read_text().splitlines()]
+
+
+@pytest.fixture
+def installed_units(tmp_path):
+    """The units with /usr/bin/echod pointing at this checkout's echod, as verify checks that it exists."""
+    launcher = tmp_path / "echod"
+    launcher.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m echod "$@"\n')
+    launcher.chmod(0o755)
+    for name in ("echod.service", "echod.socket"):
+        text = (UNITS / name).read_text().replace("/usr/bin/echod", str(launcher))
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_units_verify_clean(installed_units):
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", "echod.socket", "echod.service"],
+        cwd=installed_units,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_service_exposure_is_at_most_1_2():
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNITS / "echod.service")],
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"Overall exposure level for echod\.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 1.2, result.stdout
+
+
+def test_service_holds_no_capability_and_needs_none_when_activated():
+    lines = unit_lines("echod.service")
+    assert "CapabilityBoundingSet=" in lines
+    assert "AmbientCapabilities=" in lines
+    assert "NoNewPrivileges=yes" in lines
+    assert "Wants=echod.socket" in lines
+
+
+def test_service_is_a_notify_service_that_does_not_restart_on_config_errors():
+    lines = unit_lines("echod.service")
+    for expected in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=78",
+        "ExecReload=/usr/bin/echod check-config --quiet",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ):
+        assert expected in lines
+    assert any(line.startswith("WatchdogSec=") for line in lines)
+    assert any(line.startswith("Documentation=") for line in lines)
