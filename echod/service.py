@@ -183,7 +183,7 @@ class EchodService(MultiService):
         self._reactor = reactor
         self._activated = bool(inherited)
         self._retired: list[LimitedFactory] = []
-        self._alerts: dict[str, str] = {}
+        self._alerts: dict[str, str] = {}  # key -> short text for the status line
         self._stopping = False
         pairs, self._unmatched = activation.match(settings.listeners, inherited)
         for listener in settings.listeners:
@@ -202,6 +202,7 @@ class EchodService(MultiService):
                 f"unmatched:{sock.describe()}",
                 f"systemd passed socket {sock.describe()}, which no listener in {self.settings.path} "
                 f"uses; to make them agree run: {APPLY_SOCKETS}",
+                f"systemd's sockets differ from {self.settings.path}: run '{APPLY_SOCKETS}'",
             )
         try:
             super().privilegedStartService()
@@ -238,10 +239,14 @@ class EchodService(MultiService):
         # hop onto the reactor before touching anything.
         self._reactor.callFromThread(self.reload)
 
-    def _alert(self, key: str, message: str) -> None:
-        """Log a warning that stays in the status line until cleared."""
-        self._alerts[key] = message
+    def _alert(self, key: str, message: str, summary: str) -> None:
+        """Log a warning, and keep C{summary} in the status line until the alert is cleared."""
+        self._alerts[key] = summary
         self.log.warn("{message}", message=message)
+
+    def _clear_alerts(self, prefix: str) -> None:
+        for key in [key for key in self._alerts if key.startswith(prefix)]:
+            del self._alerts[key]
 
     def status(self) -> str:
         """The one line C{systemctl status} shows."""
@@ -260,7 +265,7 @@ class EchodService(MultiService):
         echoed = sum(listener.stats.bytes_sent for listener in self.listeners)
         line = "; ".join(parts) + f"; {_human_bytes(echoed)} echoed"
         if self._alerts:
-            line = f"{len(self._alerts)} problem(s), see the log: " + line
+            line = "WARNING: " + "; ".join(dict.fromkeys(self._alerts.values())) + " | " + line
         return line
 
     # -- reload -------------------------------------------------------------
@@ -277,9 +282,14 @@ class EchodService(MultiService):
         except ConfigError as e:
             for problem in e.problems:
                 self.log.error("reload: {problem}", problem=problem)
-            self._alert("reload", f"reload failed, still serving the previous configuration: {e.problems[0]}")
+            self._alert(
+                "reload",
+                f"reload failed, still serving the previous configuration: {e.problems[0]}",
+                f"reload failed, previous configuration kept: {e.problems[0]}",
+            )
         else:
-            self._alerts.pop("reload", None)
+            self._clear_alerts("reload")
+            self._clear_alerts("moved:")
             self._apply(new)
             self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
         self.notifier.ready(self.status())
@@ -299,6 +309,7 @@ class EchodService(MultiService):
                     f"moved:{settings.name}",
                     f"{settings.name}: the configuration now says {_where(settings)}, but its socket "
                     f"comes from systemd and is {_where(listener.settings)}; to move it run: {APPLY_SOCKETS}",
+                    f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
                 )
                 kept = {"transport": listener.settings.transport, "address": listener.settings.address}
                 self._retire(listener.reconfigure(replace(settings, port=listener.settings.port, **kept)))
@@ -313,9 +324,13 @@ class EchodService(MultiService):
         try:
             sock = bind_stream(settings.address, settings.port)
         except BindError as e:
-            self._alert(f"bind:{settings.name}", f"reload: {settings.name} keeps its previous socket: {e}")
+            self._alert(
+                f"bind:{settings.name}",
+                f"reload: {settings.name} keeps its previous socket: {e}",
+                f"{settings.name} could not move to {_where(settings)}, see the log",
+            )
             return
-        self._alerts.pop(f"bind:{settings.name}", None)
+        self._clear_alerts(f"bind:{settings.name}")
         stats = ListenerStats()
         if replacing is not None:
             stats = replacing.stats

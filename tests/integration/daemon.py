@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 TAC = ROOT / "echod" / "echod.tac"
 LISTENING = re.compile(
-    r"(?P<name>\S+): (?P<proto>\w+)/tcp listening on (?P<address>\S+):(?P<port>\d+)"
+    r"(?P<name>[\w.-]+): (?P<proto>\w+)/tcp listening on (?P<address>\S+):(?P<port>\d+)"
     r"( \(socket from systemd\))?$"
 )
 
@@ -64,7 +64,11 @@ class Daemon:
     """One echod process and everything it printed."""
 
     def __init__(
-        self, config_path: Path, command: list[str] | None = None, env: dict[str, str] | None = None
+        self,
+        config_path: Path,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        journal: bool = False,
     ):
         self.config_path = config_path
         self.command = command or [sys.executable, "-m", "echod", "run", "-c", str(config_path)]
@@ -73,22 +77,25 @@ class Daemon:
         self.ports: dict[str, int] = {}
         self._changed = threading.Condition()
         self.process: subprocess.Popen | None = None
+        self.journal = journal
 
     def start(self) -> Daemon:
+        read_end, write_end = os.pipe()
+        env = self.env
+        if self.journal:
+            # What systemd does when stdout is the journal: name the stream's device and inode.
+            st = os.fstat(write_end)
+            env = {**env, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
         self.process = subprocess.Popen(
-            self.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self.env,
-            text=True,
-            errors="replace",
+            self.command, stdout=write_end, stderr=write_end, stdin=subprocess.DEVNULL, env=env
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        os.close(write_end)
+        output = open(read_end, encoding="utf-8", errors="replace")
+        threading.Thread(target=self._read, args=(output,), daemon=True).start()
         return self
 
-    def _read(self) -> None:
-        for line in self.process.stdout:
+    def _read(self, output) -> None:
+        for line in output:
             with self._changed:
                 self.lines.append(line.rstrip("\n"))
                 match = LISTENING.search(line.rstrip("\n"))

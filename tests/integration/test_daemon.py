@@ -4,6 +4,7 @@ sockets, real signals.
 """
 
 import hashlib
+import re
 import selectors
 import signal
 import socket
@@ -221,6 +222,31 @@ def test_stop_closes_what_is_still_open_after_the_grace_period(start_daemon):
         assert read_until_closed(sock) == b""
     assert daemon.process.wait(30) in (0, -signal.SIGTERM)
     daemon.wait_for(r"closed 1 connection\(s\) still open after shutdown_grace \(500ms\)")
+
+
+def test_under_the_journal_every_line_carries_its_priority(tmp_path):
+    path = tmp_path / "echod.conf"
+    path.write_text(config_text(bc={"protocol": "bytecount"}))
+    daemon = Daemon(path, journal=True).start()
+    try:
+        daemon.wait_ready()
+        assert echo(daemon.port("bc"), b"x") == b""
+        daemon.wait_for(r"^<4>bc: bad request from 127\.0\.0\.1:\d+, closing: byte b'x'")
+        assert_clean_exit(daemon.stop(), signal.SIGTERM, daemon.output)
+    finally:
+        daemon.kill()
+    lines = daemon.output.splitlines()
+    assert all(re.match(r"<[2-7]>", line) for line in lines), lines
+    assert "<6>Server Shut Down." in lines
+
+
+def test_config_errors_under_the_journal_are_errors(tmp_path):
+    path = tmp_path / "bad.conf"
+    path.write_text(BAD_CONFIG)
+    daemon = Daemon(path, journal=True).start()
+    assert daemon.process.wait(60) == 78
+    daemon.wait_for_end()
+    assert daemon.output == f"<3>echod: configuration error: {path}:4: {BAD_CONFIG_MESSAGE}"
 
 
 def test_tac_runs_under_plain_twistd(tmp_path):
