@@ -21,10 +21,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The shipped configuration with the privileged echo port moved to $(RUN_PORT).
+# The shipped configuration with the privileged echo port moved to $(RUN_PORT)
+# and the access log kept in $(RUN_DIR).
 $(RUN_DIR)/echod.conf: etc/echod.conf
 	mkdir -p $(RUN_DIR)
-	sed -e 's/^port = 7$$/port = $(RUN_PORT)/' etc/echod.conf > $@
+	sed -e 's/^port = 7$$/port = $(RUN_PORT)/' \
+	    -e 's|^access_log = .*|access_log = $(CURDIR)/$(RUN_DIR)/access.log|' etc/echod.conf > $@
 
 run: $(VENV)/.installed $(RUN_DIR)/echod.conf
 	$(VENV_PYTHON) -m echod run -c $(RUN_DIR)/echod.conf

@@ -91,6 +91,8 @@ class Bytecount(Protocol):
 
     log = Logger()
     factory: BytecountFactory
+    #: Why the request was refused, if it was.
+    rejected: str | None = None
 
     def __init__(self) -> None:
         self._parser: HeaderParser | None = None
@@ -136,6 +138,7 @@ class Bytecount(Protocol):
         close_when_sent(self)
 
     def _reject(self, reason: str) -> None:
+        self.rejected = reason
         self._remaining = 0
         self.factory.stats.protocol_errors += 1
         self.log.warn(

@@ -1,6 +1,7 @@
 """
 Connection limits around any protocol factory: a total cap, a per-peer cap,
-an idle timeout, and the byte and connection counters that go with them.
+an idle timeout, and the accounting that goes with them: counters, and a line
+in the access log for every connection.
 
 One wrapper does all of it, in the manner of L{twisted.protocols.policies}:
 the protocols inside know nothing of limits, and stacking a wrapper per
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin, WrappingFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echod.accesslog import AccessLog, format_entry
 from echod.addresses import format_peer, peer_host
 from echod.stats import ListenerStats
 
@@ -37,26 +40,46 @@ class LimitedProtocol(ProtocolWrapper, TimeoutMixin):
 
     factory: LimitedFactory
     peer = ""
+    received = 0
+    sent = 0
+    started = 0.0
+    #: Why the connection ended, for the access log; the first cause wins.
+    closed_by: str | None = None
 
     def makeConnection(self, transport) -> None:
         self.callLater = self.factory.clock.callLater
+        self.started = self.factory.clock.seconds()
         self.setTimeout(self.factory.idle_timeout or None)
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
-        self.factory.stats.bytes_received += len(data)
+        self.received += len(data)
         self.resetTimeout()
         self.wrappedProtocol.dataReceived(data)
 
     def write(self, data: bytes) -> None:
-        self.factory.stats.bytes_sent += len(data)
+        self.sent += len(data)
         self.transport.write(data)
 
     def writeSequence(self, data: list[bytes]) -> None:
-        self.factory.stats.bytes_sent += sum(map(len, data))
+        self.sent += sum(map(len, data))
         self.transport.writeSequence(data)
 
+    def loseConnection(self) -> None:
+        self._closed_by("bad-request" if getattr(self.wrappedProtocol, "rejected", None) else "server")
+        super().loseConnection()
+
+    def _closed_by(self, cause: str) -> None:
+        if self.closed_by is None:
+            self.closed_by = cause
+
+    def abort(self, cause: str) -> None:
+        """Drop the connection now, whatever is still queued for it."""
+        self._closed_by(cause)
+        self.transport.abortConnection()
+
     def readConnectionLost(self) -> None:
+        self._closed_by("client")
         half = IHalfCloseableProtocol(self.wrappedProtocol, None)
         if half is not None:
             half.readConnectionLost()
@@ -80,10 +103,13 @@ class LimitedProtocol(ProtocolWrapper, TimeoutMixin):
         )
         # abort, not lose: an idle peer that stopped reading would otherwise
         # keep the connection open until its unread echo drained.
-        self.transport.abortConnection()
+        self.abort("idle-timeout")
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         self.setTimeout(None)
+        if reason is not None and not reason.check(error.ConnectionDone):
+            self._closed_by("reset" if reason.check(error.ConnectionLost) else "error")
+        self._closed_by("client")
         super().connectionLost(reason)
 
 
@@ -112,6 +138,7 @@ class LimitedFactory(WrappingFactory):
         idle_timeout: float,
         stats: ListenerStats,
         clock: IReactorTime | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         super().__init__(wrappedFactory)
         if clock is None:
@@ -122,6 +149,7 @@ class LimitedFactory(WrappingFactory):
         self.idle_timeout = idle_timeout
         self.stats = stats
         self.clock = clock
+        self.access_log = access_log
         self._per_peer: dict[str, int] = {}
         self._full_peers: set[str] = set()
         self._full = False
@@ -153,6 +181,12 @@ class LimitedFactory(WrappingFactory):
         self, addr: IAddress, limit: str, value: int, known: bool, remember: Callable[[], None]
     ) -> None:
         self.stats.refused += 1
+        if self.access_log is not None:
+            self.access_log.write(
+                format_entry(
+                    self.clock.seconds(), self.name, format_peer(addr), 0, 0, 0.0, "refused-" + limit
+                )
+            )
         if known:
             self.log.debug(
                 "{listener}: refused {peer} ({limit})",
@@ -188,6 +222,15 @@ class LimitedFactory(WrappingFactory):
             del self._per_peer[p.peer]
         self._full_peers.discard(p.peer)
         self.stats.active -= 1
+        self.stats.bytes_received += p.received
+        self.stats.bytes_sent += p.sent
+        if self.access_log is not None:
+            now = self.clock.seconds()
+            self.access_log.write(
+                format_entry(
+                    now, self.name, format_peer(p.getPeer()), p.received, p.sent, now - p.started, p.closed_by
+                )
+            )
         if self._full and len(self.protocols) < self.max_connections:
             self._full = False
             self.log.info("{listener}: below max_connections again, accepting", listener=self.name)
@@ -207,9 +250,17 @@ class LimitedFactory(WrappingFactory):
         self._empty_waiters.append(d)
         return d
 
-    def abort_all(self) -> int:
+    def abort_all(self, cause: str = "shutdown") -> int:
         """Abort every open connection; return how many there were."""
         open_protocols = list(self.protocols)
         for p in open_protocols:
-            p.transport.abortConnection()
+            p.abort(cause)
         return len(open_protocols)
+
+    def totals(self) -> tuple[int, int]:
+        """Bytes received and sent, closed connections and open ones together."""
+        received, sent = self.stats.bytes_received, self.stats.bytes_sent
+        for p in self.protocols:
+            received += p.received
+            sent += p.sent
+        return received, sent

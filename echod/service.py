@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger
 
 from echod import activation
+from echod.accesslog import AccessLog
 from echod.bytecount import BytecountFactory
 from echod.config import ConfigError, ListenerSettings, Settings, load
 from echod.echo import EchoFactory
@@ -31,6 +32,8 @@ from echod.units import format_duration
 
 #: Exit status when a listener cannot be set up (sysexits.h EX_OSERR).
 EX_OSERR = 71
+#: Exit status when the access log cannot be opened (sysexits.h EX_CANTCREAT).
+EX_CANTCREAT = 73
 
 #: What an admin runs so that systemd's sockets follow /etc/echod.conf again.
 APPLY_SOCKETS = "systemctl daemon-reload && systemctl restart echod.socket"
@@ -74,8 +77,10 @@ class ListenerService(Service):
         stats: ListenerStats | None = None,
         sock: socket.socket | None = None,
         inherited: bool = False,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.settings = settings
+        self.access_log = access_log
         self.name = settings.name
         self.stats = stats if stats is not None else ListenerStats()
         self.socket = sock
@@ -93,6 +98,7 @@ class ListenerService(Service):
             idle_timeout=settings.idle_timeout,
             stats=self.stats,
             clock=self._reactor,
+            access_log=self.access_log,
         )
 
     def privilegedStartService(self) -> None:
@@ -183,6 +189,7 @@ class EchodService(MultiService):
         self._reactor = reactor
         self._activated = bool(inherited)
         self._retired: list[LimitedFactory] = []
+        self.access_log: AccessLog | None = None
         self._alerts: dict[str, str] = {}  # key -> short text for the status line
         self._stopping = False
         pairs, self._unmatched = activation.match(settings.listeners, inherited)
@@ -204,11 +211,30 @@ class EchodService(MultiService):
                 f"uses; to make them agree run: {APPLY_SOCKETS}",
                 f"systemd's sockets differ from {self.settings.path}: run '{APPLY_SOCKETS}'",
             )
+        if self.settings.access_log:
+            # Opened here, like the sockets, so that twistd --uid can still open it as root.
+            try:
+                self._use_access_log(AccessLog(self.settings.access_log, self._reactor))
+            except OSError as e:
+                self.log.critical(
+                    "cannot open access_log {path}: {error}; create its directory, make it writable "
+                    "for the daemon's user, or set access_log = (empty) to turn it off",
+                    path=self.settings.access_log,
+                    error=e.strerror or e,
+                )
+                raise SystemExit(EX_CANTCREAT) from None
         try:
             super().privilegedStartService()
         except BindError as e:
             self.log.critical("{error}{hint}", error=e, hint=self._bind_hint())
             raise SystemExit(EX_OSERR) from None
+
+    def _use_access_log(self, access_log: AccessLog | None) -> None:
+        self.access_log = access_log
+        for listener in self.listeners:
+            listener.access_log = access_log
+        for factory in self._factories():
+            factory.access_log = access_log
 
     def _bind_hint(self) -> str:
         if not self._activated:
@@ -220,6 +246,7 @@ class EchodService(MultiService):
     def startService(self) -> None:
         super().startService()
         signal.signal(signal.SIGHUP, self._on_sighup)
+        signal.signal(signal.SIGUSR1, self._on_sigusr1)
         # twistd starts services before the reactor runs; only once it runs
         # are Twisted's SIGTERM/SIGINT handlers in place, so only then may
         # systemd be told it can send them.
@@ -238,6 +265,25 @@ class EchodService(MultiService):
         # A signal handler may run between any two bytecodes of the reactor:
         # hop onto the reactor before touching anything.
         self._reactor.callFromThread(self.reload)
+
+    def _on_sigusr1(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self.reopen_logs)
+
+    def reopen_logs(self) -> None:
+        """Reopen the access log at its path (after logrotate moved the file away)."""
+        if self.access_log is None:
+            return
+        try:
+            self.access_log.reopen()
+        except OSError as e:
+            self._alert(
+                "access_log",
+                f"cannot reopen access_log {self.access_log.path}: {e.strerror or e}; "
+                "still writing to the file it had open",
+                "access log cannot be reopened, see the log",
+            )
+        else:
+            self._clear_alerts("access_log")
 
     def _alert(self, key: str, message: str, summary: str) -> None:
         """Log a warning, and keep C{summary} in the status line until the alert is cleared."""
@@ -262,7 +308,7 @@ class EchodService(MultiService):
             if s.protocol_errors:
                 text += f", {s.protocol_errors} bad"
             parts.append(text)
-        echoed = sum(listener.stats.bytes_sent for listener in self.listeners)
+        echoed = sum(listener.factory.totals()[1] for listener in self.listeners)
         line = "; ".join(parts) + f"; {_human_bytes(echoed)} echoed"
         if self._alerts:
             line = "WARNING: " + "; ".join(dict.fromkeys(self._alerts.values())) + " | " + line
@@ -297,6 +343,7 @@ class EchodService(MultiService):
     def _apply(self, new: Settings) -> None:
         if self.daemon_log is not None:
             self.daemon_log.set_level(new.log_level)
+        self._switch_access_log(new.access_log)
         current = {listener.name: listener for listener in self.listeners}
         for settings in new.listeners:
             listener = current.pop(settings.name, None)
@@ -319,6 +366,25 @@ class EchodService(MultiService):
             self._remove(listener)
         self.settings = new
 
+    def _switch_access_log(self, path: str | None) -> None:
+        current = self.access_log.path if self.access_log is not None else None
+        if path == current:
+            return
+        try:
+            new = AccessLog(path, self._reactor) if path else None
+        except OSError as e:
+            self._alert(
+                "access_log",
+                f"reload: cannot open access_log {path}: {e.strerror or e}; keeping {current or 'none'}",
+                "new access_log cannot be opened, see the log",
+            )
+            return
+        old = self.access_log
+        self._use_access_log(new)
+        if old is not None:
+            old.close()
+        self._clear_alerts("access_log")
+
     def _add(self, settings: ListenerSettings, replacing: ListenerService | None = None) -> None:
         """Start a listener on a new socket; it replaces C{replacing} only once the socket is bound."""
         try:
@@ -335,7 +401,9 @@ class EchodService(MultiService):
         if replacing is not None:
             stats = replacing.stats
             self._remove(replacing)
-        ListenerService(settings, self._reactor, stats=stats, sock=sock).setServiceParent(self)
+        ListenerService(
+            settings, self._reactor, stats=stats, sock=sock, access_log=self.access_log
+        ).setServiceParent(self)
 
     def _remove(self, listener: ListenerService) -> None:
         listener.disownServiceParent()
@@ -362,7 +430,13 @@ class EchodService(MultiService):
         self.notifier.stopping(self.status())
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._drain())
+        stopped.addBoth(self._close_access_log)
         return stopped
+
+    def _close_access_log(self, result: object) -> object:
+        if self.access_log is not None:
+            self.access_log.close()
+        return result
 
     def _drain(self) -> defer.Deferred | None:
         factories = self._factories()

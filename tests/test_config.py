@@ -28,6 +28,7 @@ def only_problem(text: str) -> str:
 def test_shipped_config_serves_echo_on_7_and_bytecount_on_50007():
     settings = load(str(ROOT / "etc" / "echod.conf"))
     assert settings.log_level == "info"
+    assert settings.access_log == "/var/log/echod/access.log"
     assert settings.shutdown_grace == 10
     echo, bytecount = settings.listeners
     assert (echo.name, echo.protocol, echo.transport, echo.address, echo.port) == (

@@ -31,7 +31,7 @@ def test_wrapped_protocol_sees_the_data_and_writes_through():
     protocol, transport = connect(factory)
     protocol.dataReceived(b"ping")
     assert transport.value() == b"ping"
-    assert (factory.stats.bytes_received, factory.stats.bytes_sent) == (4, 4)
+    assert factory.totals() == (4, 4)
     assert (factory.stats.active, factory.stats.accepted) == (1, 1)
 
 
@@ -150,3 +150,55 @@ def test_abort_all_aborts_every_open_connection():
     transports = [connect(factory, f"10.0.0.{i}")[1] for i in range(3)]
     assert factory.abort_all() == 3
     assert all(t.disconnected for t in transports)
+
+
+def logged(tmp_path, **limits):
+    from echod.accesslog import AccessLog
+
+    factory = limited(**limits)
+    factory.access_log = AccessLog(str(tmp_path / "access.log"), factory.clock)
+    return factory
+
+
+def entries(factory, tmp_path) -> list[list[str]]:
+    factory.access_log.flush()
+    return [line.split()[1:] for line in (tmp_path / "access.log").read_text().splitlines()]
+
+
+def test_access_log_has_a_line_per_connection_with_its_cause(tmp_path):
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    from echod.bytecount import BytecountFactory
+
+    factory = logged(tmp_path, idle_timeout=10, max_connections_per_peer=4)
+    client, _ = connect(factory, "10.0.0.1", 1)
+    client.dataReceived(b"abc")
+    factory.clock.advance(2)
+    client.readConnectionLost()
+    client.connectionLost(Failure(error.ConnectionDone()))
+    idle, _ = connect(factory, "10.0.0.1", 2)
+    factory.clock.advance(10)
+    idle.connectionLost(Failure(error.ConnectionAborted()))
+    reset, _ = connect(factory, "10.0.0.1", 3)
+    reset.connectionLost(Failure(error.ConnectionLost()))
+    for port in range(4, 9):
+        connect(factory, "10.0.0.1", port)
+    factory.abort_all()
+    for p in list(factory.protocols):
+        p.connectionLost(Failure(error.ConnectionAborted()))
+    assert entries(factory, tmp_path)[:4] == [
+        ["l", "10.0.0.1:1", "in=3", "out=3", "duration=2.000s", "closed=client"],
+        ["l", "10.0.0.1:2", "in=0", "out=0", "duration=10.000s", "closed=idle-timeout"],
+        ["l", "10.0.0.1:3", "in=0", "out=0", "duration=0.000s", "closed=reset"],
+        ["l", "10.0.0.1:8", "in=0", "out=0", "duration=0.000s", "closed=refused-max_connections_per_peer"],
+    ]
+    assert [e[-1] for e in entries(factory, tmp_path)[4:]] == ["closed=shutdown"] * 4
+
+    (tmp_path / "b").mkdir()
+    bad = logged(tmp_path / "b", max_connections=5)
+    bad.wrappedFactory = BytecountFactory("b", 20, 100, bad.stats)
+    protocol, _ = connect(bad, "10.0.0.2", 1)
+    protocol.dataReceived(b"x")
+    protocol.connectionLost(Failure(error.ConnectionDone()))
+    assert entries(bad, tmp_path / "b")[-1][-1] == "closed=bad-request"

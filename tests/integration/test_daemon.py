@@ -4,6 +4,7 @@ sockets, real signals.
 """
 
 import hashlib
+import os
 import re
 import selectors
 import signal
@@ -247,6 +248,50 @@ def test_config_errors_under_the_journal_are_errors(tmp_path):
     assert daemon.process.wait(60) == 78
     daemon.wait_for_end()
     assert daemon.output == f"<3>echod: configuration error: {path}:4: {BAD_CONFIG_MESSAGE}"
+
+
+def test_access_log_rotation_under_load_loses_and_repeats_no_line(start_daemon, tmp_path):
+    log = tmp_path / "access.log"
+    daemon = start_daemon({"access_log": str(log)}, echo={"protocol": "echo"}, bc={"protocol": "bytecount"})
+    ports = set()
+    for round_ in range(3):
+        for i in range(100):
+            with connect(daemon.port("echo")) as sock:
+                ports.add(sock.getsockname()[1])
+                assert exchange([(sock, b"%d" % i)]) == [b"%d" % i]
+            if i == 50:
+                os.rename(log, tmp_path / f"access.log.{round_ + 1}")
+                daemon.send_signal(signal.SIGUSR1)
+    with connect(daemon.port("bc")) as sock:
+        sock.sendall(b"-1 ")
+        read_until_closed(sock)
+    assert_clean_exit(daemon.stop(), signal.SIGTERM, daemon.output)
+    lines = []
+    for path in sorted(tmp_path.glob("access.log*")):
+        lines += path.read_text().splitlines()
+    echo_ports = [int(line.split()[2].rsplit(":", 1)[1]) for line in lines if line.split()[1] == "echo"]
+    assert sorted(echo_ports) == sorted(ports)  # every connection once: none lost, none repeated
+    assert all(
+        re.fullmatch(r"\S+Z echo 127\.0\.0\.1:\d+ in=\d+ out=\d+ duration=\S+s closed=client", line)
+        for line in lines
+        if " echo " in line
+    ), lines[:3]
+    assert [line.split()[-1] for line in lines if " bc " in line] == ["closed=bad-request"]
+
+
+def test_unwritable_access_log_stops_the_start_with_the_fix(tmp_path):
+    path = tmp_path / "echod.conf"
+    path.write_text(
+        config_text({"access_log": str(tmp_path / "nowhere" / "access.log")}, echo={"protocol": "echo"})
+    )
+    daemon = Daemon(path).start()
+    try:
+        assert daemon.process.wait(60) == 73
+        daemon.wait_for(
+            r"cannot open access_log .*/nowhere/access.log: No such file or directory; create its directory"
+        )
+    finally:
+        daemon.kill()
 
 
 def test_tac_runs_under_plain_twistd(tmp_path):

@@ -1,0 +1,112 @@
+"""
+The access log: one line per connection, written in batches, reopened on
+request so that logrotate can move the file away without losing or
+repeating a line.
+
+twistd's own log file cannot serve here: it rotates by itself, its SIGUSR1
+renames the file rather than reopening it, and it does not append (see
+twisted#3363), so external rotation either fights it or leaves holes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+#: Lines are written at least this often (seconds) ...
+FLUSH_INTERVAL = 1.0
+#: ... or as soon as this many bytes are waiting.
+FLUSH_SIZE = 64 * 1024
+
+
+def format_entry(
+    when: float, listener: str, peer: str, received: int, sent: int, duration: float, reason: str
+) -> str:
+    """One access log line: UTC time, listener, peer, bytes each way, duration, why it closed."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
+    return f"{stamp} {listener} {peer} in={received} out={sent} duration={duration:.3f}s closed={reason}\n"
+
+
+class AccessLog:
+    """
+    A buffered, append-only log file that can be reopened.
+
+    Lines wait in memory for at most L{FLUSH_INTERVAL} seconds or
+    L{FLUSH_SIZE} bytes. L{reopen} first writes what is waiting to the file
+    as it was opened (by then renamed by logrotate), then opens the path
+    anew, so each line lands in exactly one file.
+    """
+
+    log = Logger()
+
+    def __init__(self, path: str, clock: IReactorTime) -> None:
+        """
+        Open C{path} for appending.
+
+        @raise OSError: if it cannot be opened.
+        """
+        self.path = path
+        self._failing = False
+        self._file = self._open()
+        self._pending: list[str] = []
+        self._pending_size = 0
+        self._flusher = LoopingCall(self.flush)
+        self._flusher.clock = clock
+        self._flusher.start(FLUSH_INTERVAL, now=False)
+
+    def _open(self):
+        # O_APPEND: every write lands at the end, whatever else writes the file.
+        return open(self.path, "a", encoding="utf-8", errors="replace")
+
+    def write(self, line: str) -> None:
+        """Queue one line (ending in a newline)."""
+        self._pending.append(line)
+        self._pending_size += len(line)
+        if self._pending_size >= FLUSH_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every queued line to the file."""
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        lines = len(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        try:
+            self._file.write(text)
+            self._file.flush()
+        except OSError as e:
+            # Dropped, not kept: a full disk must not also fill the memory.
+            if not self._failing:
+                self.log.error(
+                    "access log {path}: {error}; dropping lines until it works again",
+                    path=self.path,
+                    error=e.strerror or e,
+                )
+            self._failing = True
+            return
+        if self._failing:
+            self._failing = False
+            self.log.info("access log {path} written again ({lines} lines)", path=self.path, lines=lines)
+
+    def reopen(self) -> None:
+        """
+        Finish with the current file and open the path again.
+
+        @raise OSError: if the path cannot be opened; the old file stays in use.
+        """
+        self.flush()
+        new = self._open()
+        old, self._file = self._file, new
+        old.close()
+
+    def close(self) -> None:
+        """Write what is queued and close the file."""
+        if self._flusher.running:
+            self._flusher.stop()
+        self.flush()
+        self._file.close()
