@@ -26,7 +26,7 @@ DEFAULT_PATH = "/etc/echod.conf"
 EX_CONFIG = 78
 
 PROTOCOLS = ("echo", "bytecount")
-TRANSPORTS = ("tcp",)
+TRANSPORTS = ("tcp", "udp")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 GLOBAL_SECTION = "echod"
@@ -74,10 +74,21 @@ class ListenerSettings:
     idle_timeout: float
     max_message_size: int
     max_header_length: int
+    blocked_source_ports: tuple[tuple[int, int], ...]
+    datagram_rate_per_peer: int
+    datagram_rate: int
+    byte_rate: int
 
     def summary(self) -> str:
         """One line for C{check-config} and the log."""
         host = f"[{self.address}]" if ":" in self.address else self.address
+        if self.transport == "udp":
+            return (
+                f"listener {self.name}: {self.protocol}/{self.transport} on {host}:{self.port}, "
+                f"blocked_source_ports={_format_ranges(self.blocked_source_ports) or 'none'}, "
+                f"datagram_rate_per_peer={self.datagram_rate_per_peer}, datagram_rate={self.datagram_rate}, "
+                f"byte_rate={format_size(self.byte_rate)}"
+            )
         text = (
             f"listener {self.name}: {self.protocol}/{self.transport} on {host}:{self.port}, "
             f"max_connections={self.max_connections}, "
@@ -154,6 +165,23 @@ def _duration(low: float, high: float, zero_means: str = "") -> Callable[[str], 
     return convert
 
 
+def _port_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    ranges = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if not match:
+            raise ValueError(f"{part!r} is not a port or a range of ports; write e.g. 0-1023, 1900, 5353")
+        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        if not 0 <= low <= high <= 65535:
+            raise ValueError(f"{part!r} is not a range of ports from 0 to 65535, low to high")
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
+def _format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
+    return ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
+
+
 def _address(text: str) -> str:
     try:
         return ipaddress.ip_address(text.strip("[]")).compressed
@@ -177,6 +205,7 @@ class _Key:
     convert: Callable[[str], Any]
     default: str | None  # None: the key is required
     protocols: tuple[str, ...] = PROTOCOLS
+    transports: tuple[str, ...] = TRANSPORTS
 
 
 _GLOBAL_KEYS: dict[str, _Key] = {
@@ -190,11 +219,15 @@ _LISTENER_KEYS: dict[str, _Key] = {
     "transport": _Key(_choice(*TRANSPORTS), "tcp"),
     "address": _Key(_address, "::"),
     "port": _Key(_integer(0, 65535), None),
-    "max_connections": _Key(_integer(1, 1_000_000), "1024"),
-    "max_connections_per_peer": _Key(_integer(1, 1_000_000), "64"),
-    "idle_timeout": _Key(_duration(0.001, 86400 * 7, zero_means="no timeout"), "5m"),
+    "max_connections": _Key(_integer(1, 1_000_000), "1024", transports=("tcp",)),
+    "max_connections_per_peer": _Key(_integer(1, 1_000_000), "64", transports=("tcp",)),
+    "idle_timeout": _Key(_duration(0.001, 86400 * 7, zero_means="no timeout"), "5m", transports=("tcp",)),
     "max_message_size": _Key(_size(1, 1 << 40), "16M", ("bytecount",)),
     "max_header_length": _Key(_integer(1, 64), "20", ("bytecount",)),
+    "blocked_source_ports": _Key(_port_ranges, "0-1023", transports=("udp",)),
+    "datagram_rate_per_peer": _Key(_integer(1, 10_000_000), "100", transports=("udp",)),
+    "datagram_rate": _Key(_integer(1, 10_000_000), "10000", transports=("udp",)),
+    "byte_rate": _Key(_size(1, 1 << 40), "16M", transports=("udp",)),
 }
 
 
@@ -244,7 +277,9 @@ class _Reader:
         line = self.lines.get((section, key)) or self.lines.get((section, None))
         self.problems.append(Problem(self.path, message, line, section, key))
 
-    def values(self, section: str, keys: dict[str, _Key], protocol: str | None) -> dict[str, Any]:
+    def values(
+        self, section: str, keys: dict[str, _Key], protocol: str | None = None, transport: str | None = None
+    ) -> dict[str, Any]:
         """Convert every key of C{section} that C{keys} knows, with defaults."""
         given = self.parser[section] if self.parser.has_section(section) else {}
         for key in given:
@@ -254,6 +289,13 @@ class _Reader:
                 self.problem(
                     f"applies only to protocol = {' or '.join(keys[key].protocols)}, "
                     f"not {protocol}; remove it",
+                    section,
+                    key,
+                )
+            elif transport is not None and transport not in keys[key].transports:
+                self.problem(
+                    f"applies only to transport = {' or '.join(keys[key].transports)}, "
+                    f"not {transport}; remove it",
                     section,
                     key,
                 )
@@ -271,6 +313,12 @@ class _Reader:
                 self.problem(str(e), section, key)
         return result
 
+    def _known(self, section: str, key: str, choices: tuple[str, ...], default: str | None) -> str | None:
+        """The value of C{key} if it is one of C{choices} (its own problems are reported elsewhere)."""
+        text = self.parser[section].get(key, default)
+        value = text.strip().lower() if text is not None else None
+        return value if value in choices else None
+
     def _unknown_key_message(self, key: str, keys: dict[str, _Key]) -> str:
         message = f"unknown key {key!r}"
         if keys is _LISTENER_KEYS and key in _GLOBAL_KEYS:
@@ -283,16 +331,23 @@ class _Reader:
     def settings(self) -> Settings:
         for section in self.parser.sections():
             self._check_section_name(section)
-        general = self.values(GLOBAL_SECTION, _GLOBAL_KEYS, None)
+        general = self.values(GLOBAL_SECTION, _GLOBAL_KEYS)
         listeners = []
         for section in self.parser.sections():
             if not section.startswith(LISTENER_PREFIX):
                 continue
             name = section[len(LISTENER_PREFIX) :]
-            protocol_text = self.parser[section].get("protocol", "")
-            protocol = protocol_text.strip().lower() if protocol_text.strip().lower() in PROTOCOLS else None
-            values = self.values(section, _LISTENER_KEYS, protocol)
-            if _LISTENER_NAME.fullmatch(name) and len(values) == len(_LISTENER_KEYS):
+            protocol = self._known(section, "protocol", PROTOCOLS, None)
+            transport = self._known(section, "transport", TRANSPORTS, "tcp")
+            values = self.values(section, _LISTENER_KEYS, protocol, transport)
+            if protocol == "bytecount" and transport == "udp":
+                self.problem(
+                    "bytecount needs a connection to close when the payload is done; use transport = tcp, "
+                    "or protocol = echo for UDP",
+                    section,
+                    "transport",
+                )
+            elif _LISTENER_NAME.fullmatch(name) and len(values) == len(_LISTENER_KEYS):
                 listeners.append(ListenerSettings(name=name, **values))
         if not any(s.startswith(LISTENER_PREFIX) for s in self.parser.sections()):
             self.problem(

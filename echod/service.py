@@ -26,8 +26,9 @@ from echod.echo import EchoFactory
 from echod.limits import LimitedFactory
 from echod.logs import DaemonLog
 from echod.notify import Notifier
-from echod.sockets import BindError, bind_stream
+from echod.sockets import MAX_DATAGRAM, BindError, bind_datagram, bind_stream, raise_fd_limit
 from echod.stats import ListenerStats
+from echod.udp import UDPEcho
 from echod.units import format_duration
 
 #: Exit status when a listener cannot be set up (sysexits.h EX_OSERR).
@@ -60,15 +61,17 @@ def _where(settings: ListenerSettings) -> str:
 
 class ListenerService(Service):
     """
-    One configured listener: its listening socket (bound here or inherited
-    from systemd), its limits and its counters.
+    One configured listener: its socket (bound here or inherited from
+    systemd), what serves on it, and its counters.
 
     The socket is kept open for as long as the listener lives, and Twisted
-    is handed a port on it; so the protocol can be swapped on reload without
-    the socket ever closing.
+    is handed a port on a duplicate of it; so what serves on it can be
+    replaced on reload without the socket ever closing.
     """
 
     log = Logger()
+    #: The connection factory, for listeners that have connections.
+    factory: LimitedFactory | None = None
 
     def __init__(
         self,
@@ -86,26 +89,37 @@ class ListenerService(Service):
         self.socket = sock
         self.inherited = inherited
         self._reactor = reactor
-        self.factory = self._factory(settings)
         self.port = None
 
-    def _factory(self, settings: ListenerSettings) -> LimitedFactory:
-        return LimitedFactory(
-            protocol_factory(settings, self.stats),
-            name=settings.name,
-            max_connections=settings.max_connections,
-            max_connections_per_peer=settings.max_connections_per_peer,
-            idle_timeout=settings.idle_timeout,
-            stats=self.stats,
-            clock=self._reactor,
-            access_log=self.access_log,
-        )
+    def _bind(self) -> socket.socket:
+        raise NotImplementedError
+
+    def _adopt(self) -> None:
+        raise NotImplementedError
+
+    def counters(self) -> str:
+        """This listener's part of the status line."""
+        raise NotImplementedError
+
+    def bytes_sent(self) -> int:
+        return self.stats.bytes_sent
+
+    def reconfigure(self, settings: ListenerSettings) -> LimitedFactory | None:
+        """
+        Apply C{settings}, which keep this listener's socket, to what it
+        serves from now on; return a factory whose connections must finish
+        on their own, if one was replaced.
+        """
+        raise NotImplementedError
 
     def privilegedStartService(self) -> None:
         # Binding here rather than in startService lets twistd bind a
         # privileged port before it drops root for --uid.
         if self.socket is None:
-            self.socket = bind_stream(self.settings.address, self.settings.port)
+            self.socket = self._bind()
+        # Twisted neither sets O_NONBLOCK on an adopted descriptor nor closes
+        # ours; it uses a duplicate.
+        self.socket.setblocking(False)
         self._adopt()
         host = self.port.getHost()
         shown = f"[{host.host}]" if ":" in host.host else host.host
@@ -119,12 +133,6 @@ class ListenerService(Service):
         )
         super().privilegedStartService()
 
-    def _adopt(self) -> None:
-        # Twisted neither sets O_NONBLOCK on an adopted descriptor nor closes
-        # ours; it listens on a duplicate.
-        self.socket.setblocking(False)
-        self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
-
     def keeps_socket(self, settings: ListenerSettings) -> bool:
         """Whether C{settings} still describe this listener's socket (port 0: the port it got)."""
         if (settings.transport, settings.address) != (self.settings.transport, self.settings.address):
@@ -132,12 +140,49 @@ class ListenerService(Service):
         bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
         return settings.port in (self.settings.port, bound)
 
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        port, self.port = self.port, None
+        stopped = port.stopListening() if port is not None else None
+        stopped = stopped if stopped is not None else defer.succeed(None)
+        # Closing our copy too is what makes new connections be refused; an
+        # inherited socket stays open in systemd, queueing them for the next start.
+        stopped.addBoth(lambda _: self.socket.close() if self.socket is not None else None)
+        return stopped
+
+
+class StreamListener(ListenerService):
+    """A TCP listener: connections, each served by the protocol inside the limits."""
+
+    def __init__(self, settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> None:
+        super().__init__(settings, reactor, **kwargs)
+        self.factory = self._factory(settings)
+
+    def _factory(self, settings: ListenerSettings) -> LimitedFactory:
+        return LimitedFactory(
+            protocol_factory(settings, self.stats),
+            name=settings.name,
+            max_connections=settings.max_connections,
+            max_connections_per_peer=settings.max_connections_per_peer,
+            idle_timeout=settings.idle_timeout,
+            stats=self.stats,
+            clock=self._reactor,
+            access_log=self.access_log,
+        )
+
+    def _bind(self) -> socket.socket:
+        return bind_stream(self.settings.address, self.settings.port)
+
+    def _adopt(self) -> None:
+        self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
+
+    def counters(self) -> str:
+        return self.stats.stream_summary()
+
+    def bytes_sent(self) -> int:
+        return self.factory.totals()[1]
+
     def reconfigure(self, settings: ListenerSettings) -> LimitedFactory | None:
-        """
-        Apply C{settings}, which keep this listener's socket, to connections
-        accepted from now on. A changed protocol gets a new factory on the
-        same socket; the old one is returned, its connections still open.
-        """
         old, self.settings = self.settings, settings
         if settings.protocol != old.protocol:
             retired, self.factory = self.factory, self._factory(settings)
@@ -155,15 +200,49 @@ class ListenerService(Service):
             factory.wrappedFactory.max_header_length = settings.max_header_length
         return None
 
-    def stopService(self) -> defer.Deferred:
-        super().stopService()
-        port, self.port = self.port, None
-        stopped = port.stopListening() if port is not None else None
-        stopped = stopped if stopped is not None else defer.succeed(None)
-        # Closing our copy too is what makes new connections be refused; an
-        # inherited socket stays open in systemd, queueing them for the next start.
-        stopped.addBoth(lambda _: self.socket.close() if self.socket is not None else None)
-        return stopped
+
+class DatagramListener(ListenerService):
+    """A UDP listener: datagrams echoed by one L{UDPEcho}."""
+
+    def __init__(self, settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> None:
+        super().__init__(settings, reactor, **kwargs)
+        self.protocol = UDPEcho(
+            settings.name,
+            settings.blocked_source_ports,
+            settings.datagram_rate_per_peer,
+            settings.datagram_rate,
+            settings.byte_rate,
+            self.stats,
+            reactor,
+        )
+
+    def _bind(self) -> socket.socket:
+        return bind_datagram(self.settings.address, self.settings.port)
+
+    def _adopt(self) -> None:
+        # Twisted's default maxPacketSize (8192) would cut larger datagrams short.
+        self.port = self._reactor.adoptDatagramPort(
+            self.socket.fileno(), self.socket.family, self.protocol, maxPacketSize=MAX_DATAGRAM
+        )
+
+    def counters(self) -> str:
+        return self.stats.datagram_summary()
+
+    def reconfigure(self, settings: ListenerSettings) -> None:
+        self.settings = settings
+        self.protocol.configure(
+            settings.blocked_source_ports,
+            settings.datagram_rate_per_peer,
+            settings.datagram_rate,
+            settings.byte_rate,
+        )
+        return None
+
+
+def make_listener(settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> ListenerService:
+    """The listener service for C{settings}'s transport."""
+    kind = DatagramListener if settings.transport == "udp" else StreamListener
+    return kind(settings, reactor, **kwargs)
 
 
 class EchodService(MultiService):
@@ -195,7 +274,7 @@ class EchodService(MultiService):
         pairs, self._unmatched = activation.match(settings.listeners, inherited)
         for listener in settings.listeners:
             found = pairs.get(listener.name)
-            ListenerService(
+            make_listener(
                 listener, reactor, sock=found.sock if found else None, inherited=found is not None
             ).setServiceParent(self)
 
@@ -204,6 +283,15 @@ class EchodService(MultiService):
         return list(self)
 
     def privilegedStartService(self) -> None:
+        files = raise_fd_limit()
+        needed = sum(listener.settings.max_connections for listener in self.listeners) + 64
+        if files < needed:
+            self.log.warn(
+                "only {files} open files allowed (RLIMIT_NOFILE) but the listeners may hold {needed} "
+                "connections; raise LimitNOFILE= or lower max_connections",
+                files=files,
+                needed=needed,
+            )
         for sock in self._unmatched:
             self._alert(
                 f"unmatched:{sock.describe()}",
@@ -299,16 +387,8 @@ class EchodService(MultiService):
         if self._stopping:
             left = sum(f.stats.active for f in self._factories())
             return f"stopping: {left} connection(s) still open"
-        parts = []
-        for listener in self.listeners:
-            s = listener.stats
-            text = f"{listener.name} {s.active} open, {s.accepted} served, {s.refused} refused"
-            if s.timed_out:
-                text += f", {s.timed_out} timed out"
-            if s.protocol_errors:
-                text += f", {s.protocol_errors} bad"
-            parts.append(text)
-        echoed = sum(listener.factory.totals()[1] for listener in self.listeners)
+        parts = [f"{listener.name} {listener.counters()}" for listener in self.listeners]
+        echoed = sum(listener.bytes_sent() for listener in self.listeners)
         line = "; ".join(parts) + f"; {_human_bytes(echoed)} echoed"
         if self._alerts:
             line = "WARNING: " + "; ".join(dict.fromkeys(self._alerts.values())) + " | " + line
@@ -401,7 +481,7 @@ class EchodService(MultiService):
         if replacing is not None:
             stats = replacing.stats
             self._remove(replacing)
-        ListenerService(
+        make_listener(
             settings, self._reactor, stats=stats, sock=sock, access_log=self.access_log
         ).setServiceParent(self)
 
@@ -422,7 +502,9 @@ class EchodService(MultiService):
     # -- stop ---------------------------------------------------------------
 
     def _factories(self) -> list[LimitedFactory]:
-        return [listener.factory for listener in self.listeners] + self._retired
+        return [
+            listener.factory for listener in self.listeners if listener.factory is not None
+        ] + self._retired
 
     def stopService(self) -> defer.Deferred:
         self._stopping = True

@@ -10,10 +10,34 @@ hand over one inherited from systemd.
 from __future__ import annotations
 
 import errno
+import resource
 import socket
 
 #: The listen(2) backlog. The kernel caps it at net.core.somaxconn.
 BACKLOG = 4096
+#: The largest UDP payload, which every datagram socket must be able to receive whole.
+MAX_DATAGRAM = 65535
+#: The receive buffer asked for UDP sockets.
+DATAGRAM_BUFFER = 4 << 20
+
+
+def raise_fd_limit() -> int:
+    """
+    Raise the soft limit on open files to the hard one, and return it.
+
+    Every connection is a descriptor, and the soft limit is often 1024: too
+    few for the default max_connections. The soft limit is low by default
+    only for programs that use select(2); Twisted's epoll reactor does not.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class BindError(Exception):
@@ -47,7 +71,30 @@ def describe_bind_failure(error: OSError, address: str, port: int, kind: str = "
     return f"cannot listen on {where}: {error.strerror or error}"
 
 
-def bind_stream(address: str, port: int, backlog: int = BACKLOG) -> socket.socket:
+def _bind(kind: int, address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if address == "::" else 1)
+        if kind == socket.SOCK_DGRAM:
+            # Room to queue a burst instead of dropping honest datagrams behind
+            # it; the kernel caps this at net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DATAGRAM_BUFFER)
+        sock.bind((address, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        name = "tcp" if kind == socket.SOCK_STREAM else "udp"
+        raise BindError(describe_bind_failure(e, address, port, name)) from e
+    return sock
+
+
+def bind_stream(address: str, port: int) -> socket.socket:
     """
     Create a non-blocking TCP socket listening on C{address}, C{port}.
 
@@ -56,16 +103,14 @@ def bind_stream(address: str, port: int, backlog: int = BACKLOG) -> socket.socke
 
     @raise BindError: with an explanation, if it cannot.
     """
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if address == "::" else 1)
-        sock.bind((address, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as e:
-        sock.close()
-        raise BindError(describe_bind_failure(e, address, port)) from e
-    return sock
+    return _bind(socket.SOCK_STREAM, address, port)
+
+
+def bind_datagram(address: str, port: int) -> socket.socket:
+    """
+    Create a non-blocking UDP socket bound to C{address}, C{port}; C{::} as
+    for L{bind_stream}.
+
+    @raise BindError: with an explanation, if it cannot.
+    """
+    return _bind(socket.SOCK_DGRAM, address, port)

@@ -16,11 +16,19 @@ class ListenerStats:
     protocol_errors: int = 0
     bytes_received: int = 0
     bytes_sent: int = 0
+    datagrams: int = 0
+    dropped_source: int = 0
+    dropped_rate: int = 0
 
-    def summary(self) -> str:
-        """A short human line, e.g. for C{systemctl status}."""
-        return (
-            f"{self.active} open, {self.accepted} accepted, {self.refused} refused, "
-            f"{self.timed_out} timed out, {self.protocol_errors} bad requests, "
-            f"{self.bytes_sent} bytes echoed"
-        )
+    def stream_summary(self) -> str:
+        """The counters of a TCP listener, for the status line."""
+        text = f"{self.active} open, {self.accepted} served, {self.refused} refused"
+        if self.timed_out:
+            text += f", {self.timed_out} timed out"
+        if self.protocol_errors:
+            text += f", {self.protocol_errors} bad"
+        return text
+
+    def datagram_summary(self) -> str:
+        """The counters of a UDP listener, for the status line."""
+        return f"{self.datagrams} echoed, {self.dropped_source + self.dropped_rate} dropped"

@@ -62,6 +62,10 @@ def test_defaults_fill_every_key_left_out():
                 idle_timeout=300.0,
                 max_message_size=16 << 20,
                 max_header_length=20,
+                blocked_source_ports=((0, 1023),),
+                datagram_rate_per_peer=100,
+                datagram_rate=10000,
+                byte_rate=16 << 20,
             ),
         ),
     )
@@ -227,7 +231,7 @@ def test_misspelt_choice_suggests_the_right_one():
 
 def test_unsupported_transport():
     assert only_problem(ECHO + "transport = sctp\n") == (
-        "test.conf:4: [listener:echo] transport: 'sctp' is not one of: tcp"
+        "test.conf:4: [listener:echo] transport: 'sctp' is not one of: tcp, udp"
     )
 
 
@@ -327,3 +331,59 @@ def test_every_problem_is_reported_at_once():
         """
     )
     assert [p.split(":")[1] for p in found] == ["2", "5", "6"]
+
+
+UDP = "[listener:u]\nprotocol = echo\ntransport = udp\nport = 7\n"
+
+
+def test_udp_listener_keys():
+    (listener,) = parse(
+        UDP + "blocked_source_ports = 0-1023, 1900 ,5353\ndatagram_rate_per_peer = 5\n"
+        "datagram_rate = 50\nbyte_rate = 1M\n"
+    ).listeners
+    assert listener.transport == "udp"
+    assert listener.blocked_source_ports == ((0, 1023), (1900, 1900), (5353, 5353))
+    assert (listener.datagram_rate_per_peer, listener.datagram_rate, listener.byte_rate) == (5, 50, 1 << 20)
+    assert listener.summary() == (
+        "listener u: echo/udp on [::]:7, blocked_source_ports=0-1023, 1900, 5353, "
+        "datagram_rate_per_peer=5, datagram_rate=50, byte_rate=1M"
+    )
+
+
+def test_udp_may_block_no_source_port():
+    assert parse(UDP + "blocked_source_ports =\n").listeners[0].blocked_source_ports == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0-1023, x", "'x' is not a port or a range of ports; write e.g. 0-1023, 1900, 5353"),
+        ("1023-0", "'1023-0' is not a range of ports from 0 to 65535, low to high"),
+        ("70000", "'70000' is not a range of ports from 0 to 65535, low to high"),
+    ],
+)
+def test_bad_port_lists(value, message):
+    assert only_problem(UDP + f"blocked_source_ports = {value}\n") == (
+        f"test.conf:5: [listener:u] blocked_source_ports: {message}"
+    )
+
+
+def test_tcp_keys_on_a_udp_listener_and_udp_keys_on_a_tcp_listener():
+    assert only_problem(UDP + "idle_timeout = 5s\n") == (
+        "test.conf:5: [listener:u] idle_timeout: applies only to transport = tcp, not udp; remove it"
+    )
+    assert only_problem(ECHO + "datagram_rate = 5\n") == (
+        "test.conf:4: [listener:echo] datagram_rate: applies only to transport = udp, not tcp; remove it"
+    )
+
+
+def test_bytecount_over_udp_is_refused():
+    assert only_problem("[listener:b]\nprotocol = bytecount\ntransport = udp\nport = 9\n") == (
+        "test.conf:3: [listener:b] transport: "
+        "bytecount needs a connection to close when the payload is done; "
+        "use transport = tcp, or protocol = echo for UDP"
+    )
+
+
+def test_tcp_and_udp_listeners_may_share_a_port_number():
+    assert len(parse(ECHO + UDP.replace("[listener:u]", "[listener:u7]")).listeners) == 2

@@ -1,0 +1,171 @@
+"""
+The Echo Protocol, RFC 862, over UDP: each datagram goes back whole to where
+it came from, unless answering would make echod a reflector.
+
+An echo port on UDP answers forged sources: an attacker sends datagrams
+"from" a victim, or from another UDP service to start a loop (echo to
+chargen, echo to echo). So, as careful inetds do, echod never answers
+privileged or listed source ports, nor broadcast, multicast or unspecified
+sources, and rate-limits the rest per source and in total, with token
+buckets whose excess is dropped and counted, never queued.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from echod.stats import ListenerStats
+
+#: How many sources have their own bucket at once; the least recently seen go first.
+MAX_TRACKED_PEERS = 65536
+#: A drop warning is logged at most this often (seconds), with the counts since the last one.
+WARN_INTERVAL = 10.0
+
+
+class TokenBucket:
+    """C{rate} tokens a second, at most C{burst} saved up."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, now: float, amount: float = 1.0) -> bool:
+        """Spend C{amount} tokens if there are that many; say whether there were."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= amount:
+            self.tokens -= amount
+            return True
+        return False
+
+
+class PeerBuckets:
+    """A token bucket per source host, for the most recently seen L{MAX_TRACKED_PEERS} hosts."""
+
+    def __init__(self, rate: float, limit: int = MAX_TRACKED_PEERS) -> None:
+        self.rate = rate
+        self._limit = limit
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, host: str, now: float) -> bool:
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            bucket = self._buckets[host] = TokenBucket(self.rate, self.rate, now)
+            if len(self._buckets) > self._limit:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(host)
+        return bucket.take(now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def unanswerable_source(host: str) -> bool:
+    """Whether C{host} is an address no echo may be sent to: broadcast, multicast or unspecified."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return True
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return (
+        address.is_multicast or address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255")
+    )
+
+
+class UDPEcho(DatagramProtocol):
+    """Echo each acceptable datagram back to its source, whole."""
+
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        name: str,
+        blocked_source_ports: tuple[tuple[int, int], ...],
+        datagram_rate_per_peer: int,
+        datagram_rate: int,
+        byte_rate: int,
+        stats: ListenerStats,
+        clock: IReactorTime,
+    ) -> None:
+        self.name = name
+        self.stats = stats
+        self.clock = clock
+        self.configure(blocked_source_ports, datagram_rate_per_peer, datagram_rate, byte_rate)
+        self._last_warning = -WARN_INTERVAL
+        self._dropped_since_warning = 0
+
+    def configure(
+        self,
+        blocked_source_ports: tuple[tuple[int, int], ...],
+        datagram_rate_per_peer: int,
+        datagram_rate: int,
+        byte_rate: int,
+    ) -> None:
+        """Set the limits (again); buckets start full."""
+        now = self.clock.seconds()
+        self.blocked_source_ports = blocked_source_ports
+        self._blocked_below = next((high + 1 for low, high in blocked_source_ports if low == 0), 0)
+        self._peers = PeerBuckets(datagram_rate_per_peer)
+        self._datagrams = TokenBucket(datagram_rate, datagram_rate, now)
+        # One second of bytes, but never less than one largest datagram.
+        self._bytes = TokenBucket(byte_rate, max(byte_rate, 65535), now)
+
+    def _blocked_port(self, port: int) -> bool:
+        if port < self._blocked_below:
+            return True
+        return any(low <= port <= high for low, high in self.blocked_source_ports)
+
+    def datagramReceived(self, data: bytes, addr: tuple) -> None:
+        host, port = addr[0], addr[1]
+        stats = self.stats
+        stats.bytes_received += len(data)
+        if self._blocked_port(port) or unanswerable_source(host):
+            stats.dropped_source += 1
+            self._dropped("source")
+            return
+        now = self.clock.seconds()
+        if not (
+            self._peers.take(host, now) and self._datagrams.take(now) and self._bytes.take(now, len(data))
+        ):
+            stats.dropped_rate += 1
+            self._dropped("rate")
+            return
+        try:
+            self.transport.write(data, addr)
+        except OSError:
+            # The socket's send buffer is full: dropping is what UDP does.
+            stats.dropped_rate += 1
+            return
+        stats.datagrams += 1
+        stats.bytes_sent += len(data)
+
+    def _dropped(self, why: str) -> None:
+        self._dropped_since_warning += 1
+        now = self.clock.seconds()
+        if now - self._last_warning < WARN_INTERVAL:
+            return
+        self.log.warn(
+            "{listener}: dropped {count} datagram(s) in the last {interval:g}s "
+            "(latest for its {why}; totals: {by_source} for their source, {by_rate} over the rate limits)",
+            listener=self.name,
+            count=self._dropped_since_warning,
+            interval=min(now - self._last_warning, WARN_INTERVAL),
+            why=why,
+            by_source=self.stats.dropped_source,
+            by_rate=self.stats.dropped_rate,
+        )
+        self._last_warning = now
+        self._dropped_since_warning = 0

@@ -1,0 +1,168 @@
+"""
+UDP echo over real sockets: whole datagrams back to their source, and the
+anti-reflection defences holding while honest clients keep being served.
+"""
+
+import os
+import socket
+import sys
+
+import pytest
+
+from tests.integration.daemon import Daemon, environment
+from tests.integration.systemd import free_port, socket_activate
+
+UDP = {"protocol": "echo", "transport": "udp"}
+
+
+def udp_listener(**keys: str) -> dict[str, str]:
+    base = {"address": "127.0.0.1", "port": "0", **UDP}
+    return {**base, **keys}
+
+
+def write_config(path, **keys: str) -> None:
+    lines = ["[listener:udp]"] + [f"{k} = {v}" for k, v in udp_listener(**keys).items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def udp_daemon(tmp_path):
+    started: list[Daemon] = []
+
+    def start(**keys: str) -> Daemon:
+        path = tmp_path / f"echod-{len(started)}.conf"
+        write_config(path, **keys)
+        daemon = Daemon(path).start().wait_ready()
+        started.append(daemon)
+        daemon.udp_port = int(daemon.wait_for(r"udp: echo/udp listening on \S+:(\d+)").group(1))
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def client(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, port))
+    sock.settimeout(10)
+    return sock
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    """Everything already waiting on C{sock}, without waiting for more."""
+    sock.setblocking(False)
+    got = []
+    try:
+        while True:
+            got.append(sock.recv(70000))
+    except BlockingIOError:
+        pass
+    sock.settimeout(10)
+    return got
+
+
+def test_datagrams_come_back_whole_up_to_the_largest(udp_daemon):
+    daemon = udp_daemon()
+    with client() as sock:
+        for size in (0, 1, 1472, 8193, 65507):  # 65507: the largest UDP payload over IPv4
+            payload = os.urandom(size)
+            sock.sendto(payload, ("127.0.0.1", daemon.udp_port))
+            assert sock.recv(70000) == payload, size
+
+
+def test_largest_ipv6_datagram(udp_daemon):
+    daemon = udp_daemon(address="::1")
+    with client("::1") as sock:
+        payload = os.urandom(65527)  # 65535 less the UDP header
+        sock.sendto(payload, ("::1", daemon.udp_port))
+        assert sock.recv(70000) == payload
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a source port below 1024 needs root")
+def test_privileged_source_ports_are_not_answered(udp_daemon):
+    daemon = udp_daemon()
+    with client(port=1000) as forged, client() as honest:
+        forged.sendto(b"loop?", ("127.0.0.1", daemon.udp_port))
+        honest.sendto(b"hello", ("127.0.0.1", daemon.udp_port))
+        assert honest.recv(100) == b"hello"  # answered after the forged one was handled
+        assert drain(forged) == []
+    daemon.wait_for(
+        r"udp: dropped 1 datagram\(s\) .* \(latest for its source; totals: 1 for their source, 0 over"
+    )
+
+
+def test_listed_source_ports_are_not_answered(udp_daemon):
+    blocked = free_port()
+    daemon = udp_daemon(blocked_source_ports=f"0-1023, {blocked}")
+    with client(port=blocked) as listed, client() as honest:
+        listed.sendto(b"x", ("127.0.0.1", daemon.udp_port))
+        honest.sendto(b"y", ("127.0.0.1", daemon.udp_port))
+        assert honest.recv(100) == b"y"
+        assert drain(listed) == []
+
+
+def ask(sock: socket.socket, port: int, payload: bytes, tries: int = 5) -> bool:
+    """What an honest UDP client does: send, wait a little for the answer, send again."""
+    sock.settimeout(0.5)
+    for _ in range(tries):
+        sock.sendto(payload, ("127.0.0.1", port))
+        try:
+            while sock.recv(70000) != payload:
+                pass  # a late answer to an earlier try
+            return True
+        except TimeoutError:
+            continue
+    return False
+
+
+def test_flood_from_one_source_is_limited_and_honest_clients_are_all_served(udp_daemon):
+    daemon = udp_daemon(datagram_rate_per_peer="20", datagram_rate="100000")
+    with client("127.0.0.2") as attacker, client("127.0.0.1") as honest:
+        for i in range(2000):
+            attacker.sendto(b"flood %d" % i, ("127.0.0.1", daemon.udp_port))
+        answered_honestly = sum(ask(honest, daemon.udp_port, b"honest %d" % i) for i in range(15))
+        echoed = drain(attacker)
+    assert answered_honestly == 15
+    assert 20 <= len(echoed) <= 40, len(echoed)  # the burst, and what refilled meanwhile
+    daemon.wait_for(r"over the rate limits\)")
+
+
+def test_global_rate_bounds_a_flood_from_many_sources(udp_daemon):
+    daemon = udp_daemon(datagram_rate_per_peer="1000", datagram_rate="30")
+    sources = [client(f"127.0.0.{i}") for i in range(10, 20)]
+    try:
+        for i in range(50):
+            for sock in sources:
+                sock.sendto(b"%d" % i, ("127.0.0.1", daemon.udp_port))
+        # A last datagram whose answer marks that the server has handled all of the above.
+        with client("127.0.0.3") as marker:
+            marker.sendto(b"done?", ("127.0.0.1", daemon.udp_port))
+            marker.settimeout(0.5)
+            try:
+                marker.recv(100)
+            except TimeoutError:
+                pass  # the global budget may be spent: that is the point
+        total = sum(len(drain(sock)) for sock in sources)
+    finally:
+        for sock in sources:
+            sock.close()
+    assert 30 <= total <= 45, total
+
+
+def test_udp_listener_under_socket_activation(tmp_path):
+    port = free_port()
+    path = tmp_path / "echod.conf"
+    write_config(path, port=str(port))
+    command = socket_activate([f"127.0.0.1:{port}"], env=("PYTHONPATH", "PYTHONUNBUFFERED"))
+    command.insert(1, "--datagram")
+    daemon = Daemon(path, [*command, sys.executable, "-m", "echod", "run", "-c", str(path)], environment())
+    try:
+        daemon.start()
+        daemon.wait_for(r"Listening on 127\.0\.0\.1:\d+ as 3\.")
+        with client() as sock:
+            sock.sendto(b"wake up", ("127.0.0.1", port))  # starts echod, then is answered by it
+            assert sock.recv(100) == b"wake up"
+        daemon.wait_for(rf"udp: echo/udp listening on 127\.0\.0\.1:{port} \(socket from systemd\)")
+    finally:
+        daemon.kill()
