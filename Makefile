@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 RUN_DIR := .run
 RUN_PORT ?= 7007
 
-.PHONY: run test test-venv test-system system-packages lint check-config clean
+.PHONY: run test test-venv test-system system-packages lint check-config fuzz clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,13 @@ system-packages:
 		if [ "$$(id -u)" -ne 0 ]; then echo "make: as root, or after 'apt install" $$missing"', test-system can run" >&2; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Coverage-guided fuzzing of the bytecount header parser, for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+fuzz: $(VENV)/.installed
+	$(VENV_PYTHON) -m pip install --quiet atheris
+	mkdir -p build/fuzz-corpus
+	PYTHONPATH=$(CURDIR) $(VENV_PYTHON) fuzz/fuzz_header.py -max_total_time=$(FUZZ_SECONDS) build/fuzz-corpus
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -387,3 +387,16 @@ def test_bytecount_over_udp_is_refused():
 
 def test_tcp_and_udp_listeners_may_share_a_port_number():
     assert len(parse(ECHO + UDP.replace("[listener:u]", "[listener:u7]")).listeners) == 2
+
+
+def test_shipped_udp_example_is_valid_once_uncommented():
+    text = (ROOT / "etc" / "echod.conf").read_text()
+    start = text.index("#[listener:udp-echo]")
+    uncommented = text[:start] + "\n".join(line.removeprefix("#") for line in text[start:].splitlines())
+    udp = parse(uncommented).listeners[-1]
+    assert (udp.name, udp.transport, udp.port, udp.blocked_source_ports) == (
+        "udp-echo",
+        "udp",
+        7,
+        ((0, 1023),),
+    )

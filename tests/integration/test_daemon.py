@@ -180,7 +180,7 @@ def test_clients_that_never_read_do_not_grow_the_server(start_daemon):
                     selector.unregister(key.fileobj)
         growth = daemon.rss_kib("VmHWM") - baseline
         assert sum(sent) < 20 * total, "the server read everything: no backpressure"
-        assert growth < 16 * 1024, f"server grew by {growth} KiB while clients sent {sum(sent)} bytes"
+        assert growth < 8 * 1024, f"server grew by {growth} KiB while clients sent {sum(sent)} bytes"
         assert echo(port, b"honest client") == b"honest client"
         # The stalled connection is intact: the rest of its 50 MiB goes through, in order.
         socks[0].setblocking(True)

@@ -1,0 +1,170 @@
+"""
+Attacks on the TCP listeners, bounded in count and time and aimed at
+loopback only, each measured by what honest clients get meanwhile.
+"""
+
+import resource
+import selectors
+import socket
+import time
+
+import pytest
+
+from tests.integration.clients import connect, echo, pattern, read_until_closed
+
+
+@pytest.fixture(autouse=True)
+def enough_descriptors():
+    """The attacks hold over a thousand sockets at once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"needs 4096 open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def wait_all_closed(socks: list[socket.socket], timeout: float) -> list[float]:
+    """Wait until the server has closed every socket; return when each closed."""
+    selector = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    closed_at = []
+    deadline = time.monotonic() + timeout
+    while len(closed_at) < len(socks):
+        left = deadline - time.monotonic()
+        assert left > 0, f"{len(socks) - len(closed_at)} connection(s) still open after {timeout}s"
+        for key, _ in selector.select(left):
+            try:
+                data = key.fileobj.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                selector.unregister(key.fileobj)
+                closed_at.append(time.monotonic())
+    selector.close()
+    return closed_at
+
+
+def honest_round(port: int, rounds: int, host: str = "127.0.0.1") -> int:
+    """How many of C{rounds} echoes came back intact."""
+    ok = 0
+    for i in range(rounds):
+        payload = pattern(2000, seed=i)
+        ok += echo(port, payload, host=host) == payload
+    return ok
+
+
+def count_access_log(path, cause: str) -> int:
+    return sum(line.endswith(f" closed={cause}") for line in path.read_text().splitlines())
+
+
+def test_slowloris_idle_connections_are_all_closed_at_the_idle_timeout(start_daemon, tmp_path):
+    log = tmp_path / "access.log"
+    daemon = start_daemon(
+        {"access_log": str(log)},
+        echo={"protocol": "echo", "idle_timeout": "2s", "max_connections": "2000"},
+    )
+    port = daemon.port("echo")
+    idle = [connect(port) for _ in range(1000)]
+    opened = time.monotonic()
+    try:
+        rss_before = daemon.rss_kib()
+        assert honest_round(port, 100) == 100  # all served while the 1000 sit there
+        closed_at = wait_all_closed(idle, timeout=60)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert min(closed_at) - opened >= 1.8, "closed before the idle timeout"
+    assert honest_round(port, 20) == 20
+    assert daemon.rss_kib() - rss_before < 16 * 1024
+    daemon.stop()
+    assert count_access_log(log, "idle-timeout") == 1000
+
+
+def test_connection_flood_from_one_host_is_capped_and_others_get_through(start_daemon, tmp_path):
+    log = tmp_path / "access.log"
+    daemon = start_daemon(
+        {"access_log": str(log)},
+        echo={"protocol": "echo", "max_connections": "500", "max_connections_per_peer": "50"},
+    )
+    port = daemon.port("echo")
+    flood = [connect(port, source="127.0.0.2") for _ in range(600)]
+    try:
+        assert honest_round(port, 100) == 100
+        # The 550 over the per-peer cap were closed as soon as they were accepted.
+        closed = wait_all_closed(flood[50:], timeout=30)
+        assert len(closed) == 550
+        for sock in flood[:50]:
+            assert sock.send(b"x") == 1  # the first 50 are still served
+    finally:
+        for sock in flood:
+            sock.close()
+    daemon.stop()
+    assert count_access_log(log, "refused-max_connections_per_peer") == 550
+
+
+def test_connection_flood_from_many_hosts_meets_the_total_cap(start_daemon, tmp_path):
+    log = tmp_path / "access.log"
+    daemon = start_daemon(
+        {"access_log": str(log)},
+        echo={"protocol": "echo", "max_connections": "300", "max_connections_per_peer": "40"},
+    )
+    port = daemon.port("echo")
+    flood = [connect(port, source=f"127.0.1.{host}") for host in range(1, 11) for _ in range(40)]
+    try:
+        refused = wait_all_closed(flood[300:], timeout=30)
+        assert len(refused) == 100
+    finally:
+        for sock in flood:
+            sock.close()
+    assert honest_round(port, 20) == 20  # capacity is back once the flood lets go
+    daemon.stop()
+    assert count_access_log(log, "refused-max_connections") == 100
+
+
+def test_bytecount_abuse_is_bounded_in_time_and_memory(start_daemon, tmp_path):
+    log = tmp_path / "access.log"
+    daemon = start_daemon(
+        {"access_log": str(log)},
+        bc={
+            "protocol": "bytecount",
+            "idle_timeout": "2s",
+            "max_message_size": "1M",
+            "max_connections": "1000",
+        },
+    )
+    port = daemon.port("bc")
+    rss_before = daemon.rss_kib()
+    attacks = {
+        "endless header": b"1" * 5 + b"0" * 100,  # no space within max_header_length
+        "absurd length": b"99999999999999999999 ",
+        "non-digits": b"GET / HTTP/1.1\r\n\r\n",
+        "length then silence": b"1000000 " + b"x" * 1000,
+    }
+    started = time.monotonic()
+    socks = {name: [connect(port) for _ in range(50)] for name in attacks}
+    try:
+        for name, request in attacks.items():
+            for sock in socks[name]:
+                sock.sendall(request)
+        ok = sum(
+            echo(port, b"%d " % len(p) + p, half_close=False) == p
+            for p in [pattern(5000, s) for s in range(50)]
+        )
+        assert ok == 50
+        for name in ("endless header", "absurd length", "non-digits"):
+            for sock in socks[name]:
+                assert read_until_closed(sock, timeout=10) == b"", name
+        silent = wait_all_closed(socks["length then silence"], timeout=30)
+    finally:
+        for group in socks.values():
+            for sock in group:
+                sock.close()
+    assert min(silent) - started >= 1.8, "the silent ones are closed by the idle timeout"
+    assert daemon.rss_kib() - rss_before < 16 * 1024
+    daemon.stop()
+    # Bad headers are refused by the parser at once; only the silent ones wait for the idle timeout.
+    assert count_access_log(log, "bad-request") == 150
+    assert count_access_log(log, "idle-timeout") == 50

@@ -1,0 +1,90 @@
+"""
+Property-based fuzzing: whatever bytes or text arrive, the parsers answer
+with a result or their own typed error, and never hold more than their limits.
+"""
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from echod.bytecount import HeaderError, HeaderParser
+from echod.config import ConfigError, Settings, parse
+
+KEYS = [
+    "log_level", "access_log", "shutdown_grace", "protocol", "transport", "address", "port",
+    "max_connections", "max_connections_per_peer", "idle_timeout", "max_message_size",
+    "max_header_length", "blocked_source_ports", "datagram_rate_per_peer", "datagram_rate", "byte_rate",
+]  # fmt: skip
+VALUES = [
+    "echo",
+    "bytecount",
+    "tcp",
+    "udp",
+    "::",
+    "127.0.0.1",
+    "7",
+    "0",
+    "-1",
+    "16M",
+    "5m",
+    "0-1023",
+    "",
+    "x",
+]
+SECTIONS = ["echod", "listener:a", "listener:b", "listener:", "listner:a", "DEFAULT", "a b"]
+
+ini_line = st.one_of(
+    st.builds(lambda s: f"[{s}]", st.sampled_from(SECTIONS) | st.text(max_size=10)),
+    st.builds(
+        lambda k, v: f"{k} = {v}",
+        st.sampled_from(KEYS) | st.text(max_size=8),
+        st.sampled_from(VALUES) | st.text(),
+    ),
+    st.text(max_size=30),
+)
+
+
+def check_config(text: str) -> None:
+    try:
+        result = parse(text, "fuzz.conf")
+    except ConfigError as e:
+        assert e.problems
+        for problem in e.problems:
+            assert str(problem).startswith("fuzz.conf")
+            assert problem.message
+    else:
+        assert isinstance(result, Settings)
+        assert result.listeners
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text())
+def test_arbitrary_text_is_a_config_or_a_config_error(text):
+    check_config(text)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ini_line, max_size=25))
+def test_ini_shaped_text_is_a_config_or_a_config_error(lines):
+    check_config("\n".join(lines))
+
+
+@settings(max_examples=500)
+@given(
+    max_header=st.integers(1, 64),
+    max_size=st.integers(1, 1 << 40),
+    chunks=st.lists(st.binary(max_size=40), max_size=20),
+)
+def test_header_parser_never_crashes_nor_buffers_past_its_limit(max_header, max_size, chunks):
+    parser = HeaderParser(max_header, max_size)
+    for chunk in chunks:
+        try:
+            result = parser.feed(chunk)
+        except HeaderError as e:
+            assert str(e)
+            return
+        if result is not None:
+            length, rest = result
+            assert 0 <= length <= max_size
+            assert rest == chunk[len(chunk) - len(rest) :]
+            return
+        assert parser.pending <= max_header
