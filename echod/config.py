@@ -78,6 +78,7 @@ class ListenerSettings:
     datagram_rate_per_peer: int
     datagram_rate: int
     byte_rate: int
+    reuse_port: bool
 
     def summary(self) -> str:
         """One line for C{check-config} and the log."""
@@ -192,6 +193,23 @@ def _address(text: str) -> str:
         ) from None
 
 
+def _boolean(text: str) -> bool:
+    value = {
+        "yes": True,
+        "true": True,
+        "on": True,
+        "1": True,
+        "no": False,
+        "false": False,
+        "off": False,
+        "0": False,
+    }
+    try:
+        return value[text.lower()]
+    except KeyError:
+        raise ValueError(f"{text!r} is not yes or no") from None
+
+
 def _optional_path(text: str) -> str | None:
     if not text:
         return None
@@ -228,6 +246,7 @@ _LISTENER_KEYS: dict[str, _Key] = {
     "datagram_rate_per_peer": _Key(_integer(1, 10_000_000), "100", transports=("udp",)),
     "datagram_rate": _Key(_integer(1, 10_000_000), "10000", transports=("udp",)),
     "byte_rate": _Key(_size(1, 1 << 40), "16M", transports=("udp",)),
+    "reuse_port": _Key(_boolean, "no"),
 }
 
 

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 
 from echod.config import DEFAULT_PATH, ConfigError, Settings, load
 
-SOCKET_UNIT = "echod.socket"
+#: The socket units whose addresses follow the configuration: the single one,
+#: and the template whose instances share the ports on several cores.
+SOCKET_UNITS = ("echod.socket", "echod@.socket")
 DROP_IN = "50-echod-conf.conf"
 
 _DIRECTIVES = {"tcp": "ListenStream", "udp": "ListenDatagram"}
@@ -54,10 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"echod-socket-generator: {path} is invalid, echod.socket keeps its defaults:\n{e}\n"
         )
         return 0
-    directory = os.path.join(argv[0], SOCKET_UNIT + ".d")
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, DROP_IN), "w") as f:
-        f.write(socket_drop_in(settings))
+    text = socket_drop_in(settings)
+    for unit in SOCKET_UNITS:
+        directory = os.path.join(argv[0], unit + ".d")
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, DROP_IN), "w") as f:
+            f.write(text)
     return 0
 
 

@@ -47,6 +47,12 @@ def protocol_factory(settings: ListenerSettings, stats: ListenerStats) -> Factor
     return EchoFactory()
 
 
+def bind_for(settings: ListenerSettings) -> socket.socket:
+    """A new socket for C{settings}: its transport, address, port and reuse_port."""
+    bind = bind_datagram if settings.transport == "udp" else bind_stream
+    return bind(settings.address, settings.port, settings.reuse_port)
+
+
 def _human_bytes(count: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if count >= size:
@@ -91,9 +97,6 @@ class ListenerService(Service):
         self._reactor = reactor
         self.port = None
 
-    def _bind(self) -> socket.socket:
-        raise NotImplementedError
-
     def _adopt(self) -> None:
         raise NotImplementedError
 
@@ -116,7 +119,7 @@ class ListenerService(Service):
         # Binding here rather than in startService lets twistd bind a
         # privileged port before it drops root for --uid.
         if self.socket is None:
-            self.socket = self._bind()
+            self.socket = bind_for(self.settings)
         # Twisted neither sets O_NONBLOCK on an adopted descriptor nor closes
         # ours; it uses a duplicate.
         self.socket.setblocking(False)
@@ -170,9 +173,6 @@ class StreamListener(ListenerService):
             access_log=self.access_log,
         )
 
-    def _bind(self) -> socket.socket:
-        return bind_stream(self.settings.address, self.settings.port)
-
     def _adopt(self) -> None:
         self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
 
@@ -215,9 +215,6 @@ class DatagramListener(ListenerService):
             self.stats,
             reactor,
         )
-
-    def _bind(self) -> socket.socket:
-        return bind_datagram(self.settings.address, self.settings.port)
 
     def _adopt(self) -> None:
         # Twisted's default maxPacketSize (8192) would cut larger datagrams short.
@@ -468,7 +465,7 @@ class EchodService(MultiService):
     def _add(self, settings: ListenerSettings, replacing: ListenerService | None = None) -> None:
         """Start a listener on a new socket; it replaces C{replacing} only once the socket is bound."""
         try:
-            sock = bind_stream(settings.address, settings.port)
+            sock = bind_for(settings)
         except BindError as e:
             self._alert(
                 f"bind:{settings.name}",

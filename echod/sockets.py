@@ -71,12 +71,14 @@ def describe_bind_failure(error: OSError, address: str, port: int, kind: str = "
     return f"cannot listen on {where}: {error.strerror or error}"
 
 
-def _bind(kind: int, address: str, port: int) -> socket.socket:
+def _bind(kind: int, address: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if address == "::" else 1)
         if kind == socket.SOCK_DGRAM:
@@ -94,23 +96,25 @@ def _bind(kind: int, address: str, port: int) -> socket.socket:
     return sock
 
 
-def bind_stream(address: str, port: int) -> socket.socket:
+def bind_stream(address: str, port: int, reuse_port: bool = False) -> socket.socket:
     """
     Create a non-blocking TCP socket listening on C{address}, C{port}.
 
     C{::} listens on every IPv4 and IPv6 address regardless of the host's
-    net.ipv6.bindv6only default.
+    net.ipv6.bindv6only default. With C{reuse_port} (SO_REUSEPORT), other
+    processes may bind the same port and the kernel spreads connections
+    over them all.
 
     @raise BindError: with an explanation, if it cannot.
     """
-    return _bind(socket.SOCK_STREAM, address, port)
+    return _bind(socket.SOCK_STREAM, address, port, reuse_port)
 
 
-def bind_datagram(address: str, port: int) -> socket.socket:
+def bind_datagram(address: str, port: int, reuse_port: bool = False) -> socket.socket:
     """
-    Create a non-blocking UDP socket bound to C{address}, C{port}; C{::} as
-    for L{bind_stream}.
+    Create a non-blocking UDP socket bound to C{address}, C{port}; C{::} and
+    C{reuse_port} as for L{bind_stream}.
 
     @raise BindError: with an explanation, if it cannot.
     """
-    return _bind(socket.SOCK_DGRAM, address, port)
+    return _bind(socket.SOCK_DGRAM, address, port, reuse_port)

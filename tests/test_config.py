@@ -66,6 +66,7 @@ def test_defaults_fill_every_key_left_out():
                 datagram_rate_per_peer=100,
                 datagram_rate=10000,
                 byte_rate=16 << 20,
+                reuse_port=False,
             ),
         ),
     )
@@ -399,4 +400,17 @@ def test_shipped_udp_example_is_valid_once_uncommented():
         "udp",
         7,
         ((0, 1023),),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("yes", True), ("On", True), ("1", True), ("no", False), ("off", False)]
+)
+def test_reuse_port_is_a_boolean(text, value):
+    assert parse(ECHO + f"reuse_port = {text}\n").listeners[0].reuse_port is value
+
+
+def test_reuse_port_must_be_yes_or_no():
+    assert only_problem(ECHO + "reuse_port = maybe\n") == (
+        "test.conf:4: [listener:echo] reuse_port: 'maybe' is not yes or no"
     )

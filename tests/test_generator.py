@@ -29,8 +29,9 @@ def test_generator_writes_the_drop_in_where_systemd_reads_it(tmp_path, monkeypat
     config.write_text("[listener:echo]\nprotocol = echo\nport = 7007\n")
     monkeypatch.setenv("ECHOD_CONFIG", str(config))
     assert main([str(tmp_path / "normal"), str(tmp_path / "early"), str(tmp_path / "late")]) == 0
-    drop_in = tmp_path / "normal" / "echod.socket.d" / "50-echod-conf.conf"
-    assert "ListenStream=[::]:7007" in drop_in.read_text().splitlines()
+    for unit in ("echod.socket", "echod@.socket"):
+        drop_in = tmp_path / "normal" / f"{unit}.d" / "50-echod-conf.conf"
+        assert "ListenStream=[::]:7007" in drop_in.read_text().splitlines()
 
 
 def test_invalid_config_writes_nothing_and_still_succeeds(tmp_path, monkeypatch, capsys):

@@ -28,15 +28,23 @@ def installed_units(tmp_path):
     launcher = tmp_path / "echod"
     launcher.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m echod "$@"\n')
     launcher.chmod(0o755)
-    for name in ("echod.service", "echod.socket"):
+    for name in ("echod.service", "echod.socket", "echod@.service", "echod@.socket"):
         text = (UNITS / name).read_text().replace("/usr/bin/echod", str(launcher))
-        (tmp_path / name).write_text(text)
+        (tmp_path / name.replace("@", "@1")).write_text(text)
     return tmp_path
 
 
 def test_units_verify_clean(installed_units):
     result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", "echod.socket", "echod.service"],
+        [
+            "systemd-analyze",
+            "verify",
+            "--man=no",
+            "echod.socket",
+            "echod.service",
+            "echod@1.socket",
+            "echod@1.service",
+        ],
         cwd=installed_units,
         capture_output=True,
         text=True,
@@ -46,13 +54,14 @@ def test_units_verify_clean(installed_units):
     assert result.stderr.strip() == ""
 
 
-def test_service_exposure_is_at_most_1_2():
+@pytest.mark.parametrize("unit", ["echod.service", "echod@.service"])
+def test_service_exposure_is_at_most_1_2(unit):
     result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNITS / "echod.service")],
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNITS / unit)],
         capture_output=True,
         text=True,
     )
-    match = re.search(r"Overall exposure level for echod\.service: (\d+\.\d+)", result.stdout)
+    match = re.search(r"Overall exposure level for echod\S*\.service: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 1.2, result.stdout
 
@@ -78,3 +87,21 @@ def test_service_is_a_notify_service_that_does_not_restart_on_config_errors():
         assert expected in lines
     assert any(line.startswith("WatchdogSec=") for line in lines)
     assert any(line.startswith("Documentation=") for line in lines)
+
+
+def test_instances_run_exactly_like_the_single_service():
+    """echod@.service is echod.service per instance: only the names of its socket and itself differ."""
+    single = unit_lines("echod.service")
+    template = [line.replace("echod@%i.socket", "echod.socket") for line in unit_lines("echod@.service")]
+    differences = [(a, b) for a, b in zip(single, template, strict=True) if a != b]
+    assert differences == [(single[1], template[1])]
+    assert template[1] == single[1] + ", instance %i"
+
+
+def test_instance_sockets_share_the_ports():
+    lines = unit_lines("echod@.socket")
+    assert "ReusePort=yes" in lines
+    assert "Service=echod@%i.service" in lines
+    assert [line for line in lines if line.startswith("Listen")] == [
+        line for line in unit_lines("echod.socket") if line.startswith("Listen")
+    ]

@@ -294,6 +294,33 @@ def test_unwritable_access_log_stops_the_start_with_the_fix(tmp_path):
         daemon.kill()
 
 
+def test_reuse_port_lets_instances_share_a_port_and_both_serve(tmp_path):
+    from tests.integration.systemd import free_port
+
+    port = free_port()
+    daemons = []
+    try:
+        for i in range(2):
+            path = tmp_path / f"echod-{i}.conf"
+            path.write_text(
+                config_text(
+                    {"access_log": str(tmp_path / f"access-{i}.log")},
+                    echo={"protocol": "echo", "port": str(port), "reuse_port": "yes"},
+                )
+            )
+            daemons.append(Daemon(path).start().wait_ready())
+        for i in range(64):
+            assert echo(port, b"%d" % i) == b"%d" % i
+        for daemon in daemons:
+            assert_clean_exit(daemon.stop(), signal.SIGTERM, daemon.output)
+        served = [len((tmp_path / f"access-{i}.log").read_text().splitlines()) for i in range(2)]
+        assert sum(served) == 64
+        assert min(served) > 0, served  # the kernel spread the connections over both
+    finally:
+        for daemon in daemons:
+            daemon.kill()
+
+
 def test_tac_runs_under_plain_twistd(tmp_path):
     """The tutorial's own command: ECHOD_CONFIG=FILE twistd -ny echod/echod.tac."""
     path = tmp_path / "echod.conf"

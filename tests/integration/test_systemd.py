@@ -225,6 +225,21 @@ def test_reload_moves_a_listener_and_its_open_connections_finish(run, notify):
         assert exchange([(open_before, b"still here")]) == [b"still here"]
 
 
+def test_reload_adds_and_removes_a_udp_listener(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    udp = {"protocol": "echo", "transport": "udp", "address": "127.0.0.1", "port": str(free_port())}
+    text = config_text(echo={"protocol": "echo", "port": str(daemon.port("echo"))})
+    daemon.config_path.write_text(text + "[listener:u]\n" + "".join(f"{k} = {v}\n" for k, v in udp.items()))
+    assert "u 0 echoed, 0 dropped" in reload(daemon, notify)["STATUS"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(b"datagram", ("127.0.0.1", int(udp["port"])))
+        assert sock.recv(100) == b"datagram"
+    daemon.config_path.write_text(text)
+    assert "u " not in reload(daemon, notify)["STATUS"]
+    daemon.wait_for(rf"u: stopped listening on udp 127\.0\.0\.1:{udp['port']}")
+
+
 def test_reload_changes_protocol_on_the_same_socket(run, notify):
     daemon = run(config_text(svc={"protocol": "echo"}))
     port = daemon.port("svc")
