@@ -97,6 +97,7 @@ def rootfs(packages: Sequence[str], log: Path) -> Path:
         if not done.exists():
             if not tarball.exists():
                 partial = tarball.with_suffix(".partial.zst")
+                partial.unlink(missing_ok=True)
                 with open(log, "ab") as out:
                     subprocess.run(
                         [

@@ -7,7 +7,7 @@ restart echod.socket` for ports; and what a broken file does to each.
 import time
 
 from tests.system.container import Container
-from tests.system.helpers import edit_config, journal, main_pid, refused, send, show, wait_for
+from tests.system.helpers import CLIENT, edit_config, journal, main_pid, refused, send, show, wait_for
 
 APPLY_PORTS = "systemctl daemon-reload && systemctl restart echod.socket"
 BREAK = r"s/^max_connections = 1024$/max_connections = lots/"
@@ -77,4 +77,26 @@ def test_restart_with_a_broken_config_fails_fast_without_a_restart_loop(installe
     # Fixed, it starts again.
     edit_config(c, "s/^max_connections = lots$/max_connections = 1024/")
     c.run(["systemctl", "restart", "echod"])
+    assert send(c, 7, "back") == "back"
+
+
+def test_clients_of_a_broken_config_cause_a_bounded_number_of_starts(installed: Container):
+    c = installed
+    edit_config(c, BREAK)
+    assert c.run(["systemctl", "restart", "echod"], check=False).returncode != 0
+    # A client connecting now makes the socket start the service again and
+    # again, up to the service's start limit; then the socket gives up and
+    # the port refuses connections instead of hanging them.
+    started = time.monotonic()
+    c.run(["python3", CLIENT, "send", "7", "x"], check=False, timeout=30)
+    assert time.monotonic() - started < 10
+    wait_for("the socket to give up", lambda: show(c, "echod.socket", "ActiveState") == "failed", timeout=10)
+    assert show(c, "echod.socket", "Result") == "service-start-limit-hit"
+    assert refused(c, 7)
+    attempts = journal(c).count("[listener:echo] max_connections: 'lots'")
+    assert attempts <= 1 + int(show(c, "echod.service", "StartLimitBurst"))
+    # Fixed, echod(8)'s recovery brings both back.
+    edit_config(c, "s/^max_connections = lots$/max_connections = 1024/")
+    c.sh("systemctl reset-failed echod.service echod.socket && systemctl restart echod")
+    assert show(c, "echod.socket", "ActiveState") == "active"
     assert send(c, 7, "back") == "back"
