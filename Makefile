@@ -66,3 +66,39 @@ lint: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) $(RUN_DIR) build dist *.egg-info .pytest_cache .hypothesis .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# -- The Debian package -------------------------------------------------------
+# `make deb`: ./echod.deb and ./echod_VERSION_all.deb (as root it installs the
+# build dependencies). `make test-package`: that package, installed, upgraded
+# and removed in booted bookworm containers (tests/system; root only).
+
+DEB_VERSION = $(shell awk 'NR == 1 { gsub(/[()]/, "", $$2); print $$2 }' debian/changelog)
+PACKAGE_TEST_PACKAGES := mmdebstrap systemd-container zstd lintian python3-pytest
+
+.PHONY: deb deb-build-deps test-package package-test-packages
+
+deb: deb-build-deps
+	tools/build-deb build/deb
+	cp build/deb/echod_$(DEB_VERSION)_all.deb echod_$(DEB_VERSION)_all.deb
+	cp echod_$(DEB_VERSION)_all.deb echod.deb
+
+deb-build-deps:
+	@if ! PATH=/usr/bin:/bin dpkg-checkbuilddeps 2>/dev/null; then \
+		if [ "$$(id -u)" -ne 0 ]; then echo "make: as root, or after 'apt-get build-dep ./', deb can build" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq ./; \
+	fi
+
+test-package: deb package-test-packages
+	ECHOD_DEB=$(CURDIR)/echod.deb $(SYSTEM_PYTHON) -m pytest -p no:cacheprovider tests/system $(PYTEST_ARGS)
+
+package-test-packages:
+	@$(MAKE) --no-print-directory system-packages SYSTEM_TEST_PACKAGES="$(PACKAGE_TEST_PACKAGES)"
+
+ifeq ($(shell id -u),0)
+test: test-package
+else
+test: package-tests-skipped
+.PHONY: package-tests-skipped
+package-tests-skipped:
+	@echo "make: SKIPPED test-package (the Debian package in booted containers): it needs root" >&2
+endif

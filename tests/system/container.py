@@ -1,0 +1,295 @@
+"""
+Booted Debian bookworm containers for the package tests.
+
+A root filesystem with systemd and the package's runtime dependencies is built
+once with mmdebstrap and cached outside the source tree (a tarball and its
+extracted copy, named by a hash of the package list, so that a changed list
+builds a new one). Each container boots that tree with systemd-nspawn
+--volatile=overlay, so every change made inside is thrown away at stop and
+the cached tree stays pristine. The containers have no network of their own:
+everything the tests install must already be in the tree.
+
+Commands run inside through nsenter on the container's PID 1, which needs no
+systemd on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+SUITE = "bookworm"
+MIRRORS = (
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+)
+#: What every container has besides the package's own dependencies: an init,
+#: the bus systemctl talks to, logrotate for the rotation test, man for the
+#: Documentation= check of systemd-analyze verify.
+BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "logrotate", "man-db")
+
+CACHE = Path(os.environ.get("ECHOD_TEST_CACHE", "/var/cache/echod-tests"))
+
+#: The PATH and environment of commands run inside.
+INSIDE_ENV = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_COLORS=0", "LC_ALL=C.UTF-8")
+
+_counter = itertools.count()
+
+
+def package_dependencies(deb: Path) -> list[str]:
+    """The packages named in C{deb}'s Depends and Pre-Depends (first alternative of each)."""
+    names = []
+    for field in ("Pre-Depends", "Depends"):
+        text = subprocess.run(
+            ["dpkg-deb", "--field", str(deb), field], check=True, capture_output=True, text=True
+        ).stdout
+        for clause in filter(None, (c.strip() for c in text.replace("\n", " ").split(","))):
+            first = clause.split("|")[0].strip()
+            names.append(re.split(r"[\s(:]", first, maxsplit=1)[0])
+    return names
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a running process names C{path} on its command line (a container booted from it)."""
+    needle = str(path).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def rootfs(packages: Sequence[str], log: Path) -> Path:
+    """
+    The extracted root filesystem with C{packages}, built and cached on first
+    use; older caches that no container uses any more are removed.
+    """
+    wanted = sorted(set(BASE_PACKAGES) | set(packages))
+    recipe = {"suite": SUITE, "variant": "minbase", "mirrors": MIRRORS, "packages": wanted}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    tarball = CACHE / f"rootfs-{key}.tar.zst"
+    base = CACHE / f"base-{key}"
+    done = CACHE / f"base-{key}.ok"
+    with _locked(CACHE / ".lock"):
+        if not done.exists():
+            if not tarball.exists():
+                partial = tarball.with_suffix(".partial.zst")
+                partial.unlink(missing_ok=True)
+                with open(log, "ab") as out:
+                    subprocess.run(
+                        [
+                            "mmdebstrap",
+                            "--variant=minbase",
+                            "--include=" + ",".join(wanted),
+                            SUITE,
+                            str(partial),
+                            *MIRRORS,
+                        ],
+                        check=True,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                partial.rename(tarball)
+                (CACHE / f"rootfs-{key}.json").write_text(json.dumps(recipe, indent=2) + "\n")
+            shutil.rmtree(base, ignore_errors=True)
+            base.mkdir()
+            subprocess.run(["tar", "--zstd", "-xf", str(tarball), "-C", str(base)], check=True)
+            done.touch()
+        for old in CACHE.glob("base-*"):
+            if old.is_dir() and old != base and not _in_use(old):
+                Path(f"{old}.ok").unlink(missing_ok=True)
+                shutil.rmtree(old, ignore_errors=True)
+        for old in CACHE.glob("rootfs-*"):
+            if not old.name.startswith(f"rootfs-{key}"):
+                old.unlink(missing_ok=True)
+    return base
+
+
+def _hierarchies() -> list[Path]:
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():  # the unified hierarchy alone
+        return [root]
+    return [root / name for name in ("systemd", "unified") if (root / name / "cgroup.procs").exists()]
+
+
+class Container:
+    """
+    One booted container. Use as a context manager: it boots on entry and is
+    stopped, and its cgroup removed, on exit, whatever happened inside.
+    """
+
+    def __init__(self, base: Path, binds: dict[str, Path], log: Path) -> None:
+        self.base = base
+        self.binds = binds
+        self.log = log
+        self.name = f"echod-test-{os.getpid()}-{next(_counter)}"
+        self.cgroups = [h / self.name for h in _hierarchies()]
+        self.nspawn: subprocess.Popen | None = None
+        self.pid1: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def __enter__(self) -> Container:
+        try:
+            self.boot()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def boot(self, timeout: float = 60) -> None:
+        for cgroup in self.cgroups:
+            cgroup.mkdir()
+        cgroups = self.cgroups
+
+        def enter_own_cgroup() -> None:
+            # Between fork and exec: nspawn and everything it starts live in
+            # a cgroup of their own, which --keep-unit makes them use.
+            for cgroup in cgroups:
+                (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+        command = [
+            "systemd-nspawn",
+            "--quiet",
+            f"--directory={self.base}",
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            "--private-network",
+            "--console=passive",
+            "--volatile=overlay",
+            f"--machine={self.name}",
+        ]
+        command += [f"--bind-ro={host}:{inside}" for inside, host in self.binds.items()]
+        with open(self.log, "ab") as out:
+            self.nspawn = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=enter_own_cgroup,
+            )
+        deadline = time.monotonic() + timeout
+        self.pid1 = self._wait_for_pid1(deadline)
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.run(["systemctl", "is-system-running"], check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"container {self.name} did not finish booting (state {state!r}); see {self.log}")
+
+    def _wait_for_pid1(self, deadline: float) -> int:
+        # nspawn's child whose command is systemd; a short-lived helper comes first.
+        while time.monotonic() < deadline:
+            if self.nspawn.poll() is not None:
+                raise RuntimeError(f"systemd-nspawn exited with {self.nspawn.returncode}; see {self.log}")
+            children = Path(f"/proc/{self.nspawn.pid}/task/{self.nspawn.pid}/children")
+            with contextlib.suppress(OSError):
+                for pid in children.read_text().split():
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                        return int(pid)
+            time.sleep(0.05)
+        raise RuntimeError(f"no systemd started in container {self.name}; see {self.log}")
+
+    def stop(self) -> None:
+        """Halt the container, or kill whatever is left of it, and remove its cgroups."""
+        if self.nspawn is not None and self.nspawn.poll() is None:
+            self.nspawn.send_signal(signal.SIGTERM)  # nspawn asks the container to halt
+            try:
+                self.nspawn.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.nspawn.kill()
+                self.nspawn.wait()
+        for _ in range(50):
+            left = self._processes()
+            if not left:
+                break
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        for cgroup in self.cgroups:
+            if cgroup.exists():
+                for directory in sorted(cgroup.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                    if directory.is_dir():
+                        with contextlib.suppress(OSError):
+                            directory.rmdir()
+                with contextlib.suppress(OSError):
+                    cgroup.rmdir()
+        shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.name}", ignore_errors=True)
+
+    def _processes(self) -> list[int]:
+        pids = set()
+        for cgroup in self.cgroups:
+            for procs in cgroup.rglob("cgroup.procs") if cgroup.exists() else ():
+                with contextlib.suppress(OSError):
+                    pids.update(int(p) for p in procs.read_text().split())
+        return sorted(pids)
+
+    # -- running commands inside ---------------------------------------------
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """The host command line that runs C{argv} inside the container."""
+        return ["nsenter", "-t", str(self.pid1), "-m", "-u", "-i", "-n", "-p", "-C", "--", *INSIDE_ENV, *argv]
+
+    def run(
+        self, argv: Sequence[str], check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        """Run C{argv} inside; with C{check}, fail with its output when it fails."""
+        stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+        done = subprocess.run(
+            self.command(argv), capture_output=True, text=True, timeout=timeout, check=False, **stdin
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(argv)} exited with {done.returncode}\n"
+                f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            )
+        return done
+
+    def sh(self, script: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run a shell script inside."""
+        return self.run(["sh", "-ec", script], check=check, timeout=timeout)
+
+    def popen(self, argv: Sequence[str]) -> subprocess.Popen:
+        """Start C{argv} inside without waiting; its stdout is a text pipe."""
+        return subprocess.Popen(
+            self.command(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def read(self, path: str) -> str:
+        return self.run(["cat", path]).stdout
+
+    def write(self, path: str, text: str) -> None:
+        self.run(["sh", "-c", 'cat > "$1"', "sh", path], input=text)
