@@ -44,6 +44,8 @@ def test_ships_the_daemon_units_generator_config_and_manual_pages(deb: Path):
         "/etc/logrotate.d/echod",
         "/lib/systemd/system/echod.service",
         "/lib/systemd/system/echod.socket",
+        "/lib/systemd/system/echod@.service",
+        "/lib/systemd/system/echod@.socket",
         "/lib/systemd/system-generators/echod-socket-generator",
         "/usr/lib/sysusers.d/echod.conf",
         "/usr/share/man/man8/echod.8.gz",
