@@ -102,3 +102,25 @@ test: package-tests-skipped
 package-tests-skipped:
 	@echo "make: SKIPPED test-package (the Debian package in booted containers): it needs root" >&2
 endif
+
+# Benchmark: echod against plain Twisted, asyncio, uvloop and a C epoll echo on this machine (README,
+# "Benchmark"); BENCH_QUICK=1 for a one-minute smoke run. uvloop is installed into build/bench/pylib and
+# put on the path of its own server only: the test virtualenv stays exactly as `make venv` made it.
+BENCH_DIR := build/bench
+BENCH_CC ?= gcc
+BENCH_CFLAGS ?= -O2 -Wall -Wextra
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: $(VENV)/.installed $(BENCH_DIR)/loadgen $(BENCH_DIR)/cecho $(BENCH_DIR)/pylib/.installed
+	$(VENV_PYTHON) bench/run.py $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
+
+$(BENCH_DIR)/%: bench/%.c
+	@mkdir -p $(BENCH_DIR)
+	$(BENCH_CC) $(BENCH_CFLAGS) -o $@ $<
+
+$(BENCH_DIR)/pylib/.installed: $(VENV)/.installed
+	@mkdir -p $(BENCH_DIR)/pylib
+	$(VENV_PYTHON) -m pip install --quiet --upgrade --target $(BENCH_DIR)/pylib uvloop \
+		|| echo "bench: uvloop did not install; the benchmark leaves it out"
+	touch $@

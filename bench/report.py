@@ -1,0 +1,224 @@
+"""
+The benchmark's report: medians over rounds, as Markdown tables.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from servers import PYLIB
+
+#: A load generator using this much of its core may have been the limit, not the server.
+LOADGEN_BOUND_PCT = 90
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import twisted
+
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    uvloop = next(
+        (p.name.removesuffix(".dist-info").split("-")[1] for p in PYLIB.glob("uvloop-*.dist-info")), None
+    )
+    gcc = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
+    try:
+        debian = Path("/etc/debian_version").read_text().strip()
+    except OSError:
+        debian = "?"
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "debian": debian,
+        "python": platform.python_version(),
+        "twisted": twisted.__version__,
+        "uvloop": uvloop,
+        "gcc": gcc,
+    }
+
+
+def rate(value: float) -> str:
+    return f"{value / 1000:.1f}k" if value >= 10000 else f"{value:,.0f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if a and b else "n/a"
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.1f}"
+
+
+class Medians:
+    """Figures of the runs of one (scenario, server) pair, as medians (errors: summed)."""
+
+    def __init__(self, runs: list[dict]) -> None:
+        self.runs = runs
+
+    def __getattr__(self, key: str) -> float:
+        return statistics.median(run[key] for run in self.runs)
+
+    @property
+    def errors(self) -> int:
+        return sum(run["errors"] for run in self.runs)
+
+    @property
+    def lost_pct(self) -> float:
+        done = sum(run["requests"] for run in self.runs)
+        return 100 * self.errors / (self.errors + done) if self.errors else 0.0
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Requests per second of server CPU time: what the server would do with a core to itself."""
+        values = [
+            run["req_s"] * 100 / run["server_cpu_pct"] for run in self.runs if run["server_cpu_pct"] > 0
+        ]
+        return statistics.median(values) if values else 0.0
+
+    def cell(self, value: float) -> str:
+        """A figure for a summary table, marked when it is not the server's own."""
+        if self.lost_pct > 50:
+            return f"{self.lost_pct:.0f}% lost"
+        text = rate(value)
+        if self.errors:
+            text += f" ({self.errors} err)"
+        if self.cpu_pct >= LOADGEN_BOUND_PCT:
+            text += " ‡"
+        return text
+
+    def usable(self, value: float) -> float:
+        return 0.0 if self.lost_pct > 50 else value
+
+
+def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians], float]) -> list[str]:
+    """A table of `figure` per scenario and server, with echod's ratios to the main comparators."""
+    keys = [s["key"] for s in results["servers"]]
+    head = ["scenario", *(labels[k] for k in keys), "echod / plain Twisted", "echod / half-close Twisted"]
+    head.append("echod / C")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in results["scenarios"]:
+        row = [name] + [
+            pairs[name, k].cell(figure(pairs[name, k])) if (name, k) in pairs else "" for k in keys
+        ]
+        echod = pairs[name, "echod"]
+        for other in ("twisted", "twisted-hc", "cecho"):
+            if (name, other) in pairs:
+                theirs = pairs[name, other]
+                row.append(ratio(echod.usable(figure(echod)), theirs.usable(figure(theirs))))
+            else:
+                row.append("")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def details(results: dict, pairs: dict, labels: dict) -> list[str]:
+    lines = [
+        "| scenario | server | req/s | MiB/s | p50 µs | p99 µs | errors | server CPU % | server peak RSS MiB"
+        " | loadgen CPU % | CPU wait % server / loadgen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in results["scenarios"]:
+        for server in results["servers"]:
+            if (name, server["key"]) not in pairs:
+                continue
+            m = pairs[name, server["key"]]
+            lines.append(
+                f"| {name} | {labels[server['key']]} | {rate(m.req_s)} | {m.mib_s:.1f} | {m.p50_us:.0f} "
+                f"| {m.p99_us:.0f} | {m.errors} | {m.server_cpu_pct:.0f} | {mib(m.peak_rss_kib)} "
+                f"| {m.cpu_pct:.0f} | {m.server_wait_pct:.0f} / {m.wait_pct:.0f} |"
+            )
+    return lines
+
+
+def extras(results: dict, labels: dict) -> list[str]:
+    starts, holds = defaultdict(list), defaultdict(list)
+    for start in results["starts"]:
+        starts[start["server"]].append(start)
+    for hold in results["holds"]:
+        holds[hold["server"]].append(hold)
+    n = results["settings"]["hold"]
+    lines = [
+        f"| server | start to ready, s | RSS idle MiB | RSS with {n:,} idle conns MiB | KiB per conn |",
+        "|---|---|---|---|---|",
+    ]
+    for server in results["servers"]:
+        key = server["key"]
+        ready = statistics.median(s["ready_s"] for s in starts[key])
+        idle = statistics.median(s["rss_kib"] for s in starts[key])
+        held = statistics.median(h["rss_held_kib"] for h in holds[key])
+        per = statistics.median((h["rss_held_kib"] - h["rss_idle_kib"]) / h["held"] for h in holds[key])
+        errors = sum(h["errors"] for h in holds[key])
+        note = f" ({errors} refused)" if errors else ""
+        lines.append(f"| {labels[key]} | {ready:.3f} | {mib(idle)} | {mib(held)}{note} | {per:.1f} |")
+    echod = sorted(s["ready_s"] for s in starts["echod"])
+    lines += [
+        "",
+        f"echod, process start to its `echod serving` line: median {statistics.median(echod):.3f} s "
+        f"(min {echod[0]:.3f}, max {echod[-1]:.3f}, {len(echod)} starts).",
+    ]
+    return lines
+
+
+def write_report(results: dict, path: Path) -> str:
+    """Render the report, write it to `path`, return its text."""
+    labels = {s["key"]: s["label"] for s in results["servers"]}
+    grouped = defaultdict(list)
+    for run in results["runs"]:
+        grouped[run["scenario"], run["server"]].append(run)
+    pairs = {key: Medians(runs) for key, runs in grouped.items()}
+    m, s = results["machine"], results["settings"]
+    lines = [
+        "# echod benchmark",
+        "",
+        f"{m['date']}: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Debian {m['debian']}, "
+        f"Python {m['python']}, Twisted {m['twisted']}, uvloop {m['uvloop'] or 'not installed'}, "
+        f"gcc {m['gcc']}.",
+        f"Medians of {s['rounds']} round(s); each run {s['warmup_s']} s warm-up + {s['duration_s']} s "
+        "measured on a freshly started server; server and load generator "
+        + ("pinned to cores 1 and 0." if s["pinned"] else "not pinned."),
+        f"Connections from {s['source_addresses']} loopback source addresses. For the connection "
+        "scenarios a request is a connection.",
+        "",
+        "Requests/s:",
+        "",
+        *summary(results, pairs, labels, lambda m: m.req_s),
+        "",
+        "Requests per second of server CPU time: requests/s divided by the share of a core the server used "
+        "in the same window. Unlike requests/s it barely moves when other processes take CPU time from the "
+        "server, so on a shared machine it is the steadier measure of what each server costs:",
+        "",
+        *summary(results, pairs, labels, lambda m: m.per_cpu_second),
+        "",
+        f"‡ the load generator used ≥ {LOADGEN_BOUND_PCT}% of its core: a lower bound for that server. "
+        '"lost": requests whose echo never came (the plain Twisted echo drops it on half-close).',
+        "",
+        "## Per run (medians)",
+        "",
+        "MiB/s is payload echoed per second, one direction. CPU % is of one core, over the measured window. "
+        "CPU wait % is the time the process was runnable but waiting for a core (/proc/PID/schedstat), in "
+        "the same window: high values mean other processes competed for the machine during that run. "
+        "Errors are summed over rounds.",
+        "",
+        *details(results, pairs, labels),
+        "",
+        "## Start-up and memory",
+        "",
+        *extras(results, labels),
+        "",
+    ]
+    complaints = sorted(set(results["complaints"]))
+    if complaints:
+        lines += ["Warnings logged by the servers:", "", *(f"    {c}" for c in complaints[:20]), ""]
+    lines.append(f"Benchmark time: {results['elapsed_s']:.0f} s.")
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text

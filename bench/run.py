@@ -1,0 +1,206 @@
+"""
+Benchmark echod against other echo servers on this machine: `make bench` (README, "Benchmark").
+
+    python bench/run.py [--quick] [--rounds N] [--pin] [--pin-study] [--report RUNS_JSON]
+
+Each (scenario, server) pair runs once per round on a freshly started server; within a round the
+order of the servers rotates, so that drift on a shared machine hits all of them alike, and the
+report gives medians over the rounds. Raw figures of every run go to build/bench/runs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from report import machine, write_report
+from servers import BUILD, Kind, Server, kinds
+
+LOADGEN = str(BUILD / "loadgen")
+#: Connections come from 127.0.0.1 .. 127.0.0.20, as from several client hosts: from one address the
+#: kernel runs short of reusable ephemeral ports near 14k new connections/s, and echod's shipped
+#: per-peer cap (64) would refuse the 100- and 1,000-connection scenarios.
+SOURCE_ADDRESSES = 20
+#: With --pin, the load generator and the server each get a core of their own. Not the default: on this
+#: shared machine, pinned figures scattered more (see README, "Benchmark"), as a pinned process cannot
+#: move away from a core another process is using.
+LOADGEN_CPU, SERVER_CPU = 0, 1
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    mode: str  # loadgen mode: echo, connect or bytecount
+    size: int
+    conns: int
+    only: tuple[str, ...] = ()  # server keys, if not every server
+    port: str = "echo"  # which of the server's listeners
+
+    def applies(self, kind: Kind) -> bool:
+        return not self.only or kind.key in self.only
+
+
+SCENARIOS = [
+    Scenario("echo 1 KiB, 10 conns", "echo", 1024, 10),
+    Scenario("echo 10 KiB, 10 conns", "echo", 10 * 1024, 10),
+    Scenario("echo 100 KiB, 10 conns", "echo", 100 * 1024, 10),
+    Scenario("echo 1 KiB, 100 conns", "echo", 1024, 100),
+    Scenario("new conns/s, 64 B, half-close", "connect", 64, 10),
+    Scenario("bytecount conns/s, 64 B", "bytecount", 64, 10, only=("echod",), port="bytecount"),
+]
+
+
+def pinned(argv: list[str], cpu: int | None) -> list[str]:
+    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
+def run_load(server: Server, scenario: Scenario, args: argparse.Namespace) -> dict:
+    """One loadgen run against a ready server; the load generator also reads the server's CPU time."""
+    server.reset_peak()
+    argv = [LOADGEN, "-p", str(server.ports[scenario.port]), "-m", scenario.mode, "-s", str(scenario.size)]
+    argv += ["-c", str(scenario.conns), "-a", str(SOURCE_ADDRESSES), "-w", str(args.warmup)]
+    argv += ["-d", str(args.duration), "-P", str(server.pid)]
+    out = subprocess.run(pinned(argv, args.loadgen_cpu), capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    result["peak_rss_kib"] = server.memory_kib("VmHWM")
+    return result
+
+
+def hold_connections(server: Server, count: int) -> dict:
+    """RSS of a ready server at idle, then with `count` idle connections open (each echoed once)."""
+    time.sleep(0.2)
+    idle = server.memory_kib("VmRSS")
+    argv = [LOADGEN, "-p", str(server.ports["echo"]), "-m", "hold", "-c", str(count), "-s", "64"]
+    argv += ["-a", str(SOURCE_ADDRESSES)]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            opened = json.loads(holder.stdout.readline())
+            time.sleep(0.3)
+            loaded = server.memory_kib("VmRSS")
+        finally:
+            holder.stdin.close()
+            holder.wait(10)
+    return {"rss_idle_kib": idle, "rss_held_kib": loaded, "held": count, **opened}
+
+
+def rotate(items: list, by: int) -> list:
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+@contextlib.contextmanager
+def started(kind: Kind, args: argparse.Namespace, log: list[dict], complaints: list[str]) -> Iterator[Server]:
+    """A ready server of `kind`, stopped on leaving; its start-up time and RSS go to `log`."""
+    server = Server(kind, cpu=args.server_cpu)
+    try:
+        server.start()
+        log.append({"server": kind.key, "ready_s": server.ready_s, "rss_kib": server.memory_kib("VmRSS")})
+        yield server
+    finally:
+        server.stop()
+        complaints.extend(f"{kind.key}: {line}" for line in server.complaints())
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    servers = kinds()
+    runs: list[dict] = []
+    starts: list[dict] = []
+    holds: list[dict] = []
+    complaints: list[str] = []
+    began = time.monotonic()
+    for round_ in range(args.rounds):
+        for scenario in SCENARIOS:
+            for kind in rotate([k for k in servers if scenario.applies(k)], round_):
+                with started(kind, args, starts, complaints) as server:
+                    result = run_load(server, scenario, args)
+                runs.append({"round": round_, "scenario": scenario.name, "server": kind.key, **result})
+                print(
+                    f"round {round_ + 1}/{args.rounds}  {scenario.name:<32} {kind.label:<19}"
+                    f"{result['req_s']:>10.0f}/s  errors {result['errors']}",
+                    flush=True,
+                )
+        for kind in rotate(servers, round_):
+            with started(kind, args, starts, complaints) as server:
+                holds.append({"round": round_, "server": kind.key, **hold_connections(server, args.hold)})
+    return {
+        "machine": machine(),
+        "settings": {
+            "rounds": args.rounds,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "pinned": args.server_cpu is not None,
+            "source_addresses": SOURCE_ADDRESSES,
+            "hold": args.hold,
+        },
+        "servers": [{"key": k.key, "label": k.label} for k in servers],
+        "scenarios": [s.name for s in SCENARIOS],
+        "runs": runs,
+        "starts": starts,
+        "holds": holds,
+        "complaints": complaints,
+        "elapsed_s": time.monotonic() - began,
+    }
+
+
+def pin_study(args: argparse.Namespace, repeats: int = 5) -> None:
+    """Whether pinning steadies the figures: the same runs pinned and unpinned, alternately."""
+    chosen = {k.key: k for k in kinds()}
+    for scenario in (SCENARIOS[0], SCENARIOS[2], SCENARIOS[4]):
+        for key in ("echod", "cecho"):
+            figures: dict[bool, list[float]] = {True: [], False: []}
+            for i in range(2 * repeats):
+                pin = i % 2 == 0
+                args.server_cpu, args.loadgen_cpu = (SERVER_CPU, LOADGEN_CPU) if pin else (None, None)
+                with started(chosen[key], args, [], []) as server:
+                    figures[pin].append(run_load(server, scenario, args)["req_s"])
+            for pin, values in figures.items():
+                median = statistics.median(values)
+                how = "pinned" if pin else "unpinned"
+                print(
+                    f"{scenario.name:<32} {key:<6} {how:<8} median {median:>9.0f}/s  min {min(values):>9.0f}"
+                    f"  max {max(values):>9.0f}  cv {100 * statistics.stdev(values) / median:4.1f}%",
+                    flush=True,
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="one short round: a smoke run of about a minute")
+    parser.add_argument("--rounds", type=int, help="rounds over every (scenario, server) pair (default 5)")
+    parser.add_argument(
+        "--pin", action="store_true", help="pin the server to core 1, the load generator to 0"
+    )
+    parser.add_argument("--pin-study", action="store_true", help="measure whether pinning steadies figures")
+    parser.add_argument("--hold", type=int, default=1000, help="idle connections for the RSS figure")
+    parser.add_argument("--report", metavar="RUNS_JSON", help="only write the report again from saved runs")
+    args = parser.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 5)
+    # Five short rounds rather than three long ones: a median over more rounds shrugs off more of the
+    # bursts of other work on a shared machine, and 1.2 s is tens of thousands of requests per run.
+    args.warmup, args.duration = (0.2, 0.8) if args.quick else (0.3, 1.2)
+    args.server_cpu, args.loadgen_cpu = (SERVER_CPU, LOADGEN_CPU) if args.pin else (None, None)
+    if args.pin_study:
+        pin_study(args)
+        return
+    if args.report:
+        with open(args.report) as f:
+            results = json.load(f)
+    else:
+        results = benchmark(args)
+        (BUILD / "runs.json").write_text(json.dumps(results, indent=1))
+    text = write_report(results, BUILD / "results.md")
+    print("\n" + text)
+    print(f"bench: {results['elapsed_s']:.0f} s; report in {BUILD / 'results.md'}, every run in runs.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""
+The servers the benchmark compares, and how to start, watch and stop one.
+
+Every Python server runs on the interpreter that runs the benchmark (the project's virtualenv), so
+echod and its comparators use the same Python and the same Twisted. Memory figures come from
+/proc/PID/status; the load generator reads the server's CPU time itself, over its measured window.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "bench"
+#: uvloop is installed here by `make bench`, not into the virtualenv the tests use.
+PYLIB = BUILD / "pylib"
+
+# "echo: echo/tcp listening on 127.0.0.1:PORT" from echod, "listening on 127.0.0.1:PORT" from the others.
+LISTENING = re.compile(r"(?:(?P<name>\S+): \S+/tcp )?listening on 127\.0\.0\.1:(?P<port>\d+)")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One server program: how to run it and which line says it is ready."""
+
+    key: str
+    label: str
+    argv: tuple[str, ...]
+    ready: str = "listening on"
+    pythonpath: str | None = None
+
+
+def echod_config() -> Path:
+    """
+    The shipped etc/echod.conf with every port set to 0 (a free port) and every address set to
+    127.0.0.1, so that the benchmark exposes nothing beyond this machine and all servers use IPv4
+    sockets. Everything else, the connection caps included, stays as shipped.
+    """
+    text = (ROOT / "etc" / "echod.conf").read_text()
+    text, ports = re.subn(r"(?m)^port = \d+$", "port = 0", text)
+    text, addresses = re.subn(r"(?m)^address = \S+$", "address = 127.0.0.1", text)
+    if not ports or ports != addresses:
+        raise SystemExit("bench: etc/echod.conf no longer has one 'port =' and 'address =' per listener")
+    path = BUILD / "echod.conf"
+    path.write_text(text)
+    return path
+
+
+def kinds() -> list[Kind]:
+    """The comparators, echod first; uvloop only if `make bench` could install it."""
+    py = sys.executable
+    found = [
+        Kind("echod", "echod", (py, "-m", "echod", "run", "-c", str(echod_config())), "echod serving"),
+        Kind("twisted", "plain Twisted", (py, str(ROOT / "bench" / "twisted_echo.py"))),
+        Kind(
+            "twisted-hc", "half-close Twisted", (py, str(ROOT / "bench" / "twisted_echo.py"), "--half-close")
+        ),
+        Kind("asyncio", "asyncio", (py, str(ROOT / "bench" / "asyncio_echo.py"))),
+    ]
+    if (PYLIB / "uvloop").is_dir():
+        found.append(
+            Kind(
+                "uvloop",
+                "uvloop",
+                (py, str(ROOT / "bench" / "asyncio_echo.py"), "--uvloop"),
+                pythonpath=str(PYLIB),
+            )
+        )
+    found.append(Kind("cecho", "C epoll", (str(BUILD / "cecho"),)))
+    return found
+
+
+@dataclass
+class Server:
+    """A running server process, its output, and the ports it announced."""
+
+    kind: Kind
+    cpu: int | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    ready_s: float = 0.0
+    process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> Server:
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
+        env["PYTHONPATH"] = self.kind.pythonpath or str(ROOT)
+        argv = list(self.kind.argv)
+        if self.cpu is not None:
+            argv = ["taskset", "-c", str(self.cpu), *argv]
+        ready = threading.Event()
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        threading.Thread(target=self._read, args=(ready, started), daemon=True).start()
+        if not ready.wait(timeout) or not self.ready_s:
+            self.stop()
+            raise RuntimeError(f"{self.kind.label} did not get ready:\n" + "\n".join(self.lines))
+        return self
+
+    def _read(self, ready: threading.Event, started: float) -> None:
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.lines.append(line)
+            match = LISTENING.search(line)
+            if match:
+                self.ports[match["name"] or "echo"] = int(match["port"])
+            if self.kind.ready in line and not ready.is_set():
+                self.ready_s = time.monotonic() - started
+                ready.set()
+        ready.set()  # the server exited: no need to wait any longer
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def memory_kib(self, key: str) -> int:
+        """A line of /proc/PID/status in KiB: VmRSS now, or VmHWM, the peak."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        raise KeyError(key)
+
+    def reset_peak(self) -> None:
+        """Restart VmHWM from the current RSS (proc(5), clear_refs value 5)."""
+        with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+            f.write("5")
+
+    def complaints(self) -> list[str]:
+        """Lines logged at warning level or above (echod's log format)."""
+        return [line for line in self.lines if re.search(r"\s(warn|error|critical)\s", line)]
