@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import lru_cache
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -23,11 +24,17 @@ FLUSH_INTERVAL = 1.0
 FLUSH_SIZE = 64 * 1024
 
 
+@lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    # Many connections end within the same second: format it once.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def format_entry(
     when: float, listener: str, peer: str, received: int, sent: int, duration: float, reason: str
 ) -> str:
     """One access log line: UTC time, listener, peer, bytes each way, duration, why it closed."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
+    stamp = f"{_second(int(when))}.{int(when % 1 * 1000):03d}Z"
     return f"{stamp} {listener} {peer} in={received} out={sent} duration={duration:.3f}s closed={reason}\n"
 
 

@@ -1,10 +1,13 @@
 """
 Peer addresses as echod names and counts them.
+
+These run for every connection, so they work on the address strings
+Twisted already has instead of parsing them with C{ipaddress}.
 """
 
-import ipaddress
-
 from twisted.internet.interfaces import IAddress
+
+_MAPPED = "::ffff:"
 
 
 def peer_host(address: IAddress) -> str:
@@ -16,12 +19,9 @@ def peer_host(address: IAddress) -> str:
     host = getattr(address, "host", None)
     if host is None:
         return str(address)
-    try:
-        parsed = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    mapped = getattr(parsed, "ipv4_mapped", None)
-    return str(mapped) if mapped is not None else host
+    if host.startswith(_MAPPED) and "." in host:
+        return host[len(_MAPPED) :]
+    return host
 
 
 def format_peer(address: IAddress) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin, WrappingFactory
 from twisted.python.failure import Failure
@@ -47,10 +47,17 @@ class LimitedProtocol(ProtocolWrapper, TimeoutMixin):
     closed_by: str | None = None
 
     def makeConnection(self, transport) -> None:
-        self.callLater = self.factory.clock.callLater
-        self.started = self.factory.clock.seconds()
-        self.setTimeout(self.factory.idle_timeout or None)
-        super().makeConnection(transport)
+        # ProtocolWrapper.makeConnection would also copy every interface the
+        # transport provides onto this wrapper, a zope call per connection
+        # that nothing here needs: the transport's methods are reached
+        # through __getattr__ all the same.
+        factory = self.factory
+        self.callLater = factory.clock.callLater
+        self.started = factory.clock.seconds()
+        self.setTimeout(factory.idle_timeout or None)
+        Protocol.makeConnection(self, transport)
+        factory.registerProtocol(self)
+        self.wrappedProtocol.makeConnection(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
@@ -95,12 +102,13 @@ class LimitedProtocol(ProtocolWrapper, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         self.factory.stats.timed_out += 1
-        self.factory.log.debug(
-            "{listener}: closing {peer}, idle for {timeout}s",
-            listener=self.factory.name,
-            peer=format_peer(self.getPeer()),
-            timeout=self.factory.idle_timeout,
-        )
+        if self.factory.log_connections:
+            self.factory.log.debug(
+                "{listener}: closing {peer}, idle for {timeout}s",
+                listener=self.factory.name,
+                peer=format_peer(self.getPeer()),
+                timeout=self.factory.idle_timeout,
+            )
         # abort, not lose: an idle peer that stopped reading would otherwise
         # keep the connection open until its unread echo drained.
         self.abort("idle-timeout")
@@ -127,6 +135,10 @@ class LimitedFactory(WrappingFactory):
     protocol = LimitedProtocol
     noisy = False
     log = Logger()
+    #: Log each connection opened and closed (at debug level). Off unless the
+    #: log level is debug: Twisted builds every event before filtering it,
+    #: which would cost each connection that much for nothing.
+    log_connections = False
 
     def __init__(
         self,
@@ -139,6 +151,7 @@ class LimitedFactory(WrappingFactory):
         stats: ListenerStats,
         clock: IReactorTime | None = None,
         access_log: AccessLog | None = None,
+        log_connections: bool = False,
     ) -> None:
         super().__init__(wrappedFactory)
         if clock is None:
@@ -150,6 +163,7 @@ class LimitedFactory(WrappingFactory):
         self.stats = stats
         self.clock = clock
         self.access_log = access_log
+        self.log_connections = log_connections
         self._per_peer: dict[str, int] = {}
         self._full_peers: set[str] = set()
         self._full = False
@@ -188,6 +202,8 @@ class LimitedFactory(WrappingFactory):
                 )
             )
         if known:
+            if not self.log_connections:
+                return
             self.log.debug(
                 "{listener}: refused {peer} ({limit})",
                 listener=self.name,
@@ -209,9 +225,10 @@ class LimitedFactory(WrappingFactory):
         self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
         self.stats.active += 1
         self.stats.accepted += 1
-        self.log.debug(
-            "{listener}: connection from {peer}", listener=self.name, peer=format_peer(p.getPeer())
-        )
+        if self.log_connections:
+            self.log.debug(
+                "{listener}: connection from {peer}", listener=self.name, peer=format_peer(p.getPeer())
+            )
 
     def unregisterProtocol(self, p: LimitedProtocol) -> None:
         super().unregisterProtocol(p)
@@ -234,9 +251,10 @@ class LimitedFactory(WrappingFactory):
         if self._full and len(self.protocols) < self.max_connections:
             self._full = False
             self.log.info("{listener}: below max_connections again, accepting", listener=self.name)
-        self.log.debug(
-            "{listener}: closed connection from {peer}", listener=self.name, peer=format_peer(p.getPeer())
-        )
+        if self.log_connections:
+            self.log.debug(
+                "{listener}: closed connection from {peer}", listener=self.name, peer=format_peer(p.getPeer())
+            )
         if not self.protocols:
             waiters, self._empty_waiters = self._empty_waiters, []
             for d in waiters:

@@ -25,6 +25,7 @@ from echod.config import ConfigError, ListenerSettings, Settings, load
 from echod.echo import EchoFactory
 from echod.limits import LimitedFactory
 from echod.logs import DaemonLog
+from echod.memory import tune_malloc
 from echod.notify import Notifier
 from echod.sockets import MAX_DATAGRAM, BindError, bind_datagram, bind_stream, raise_fd_limit
 from echod.stats import ListenerStats
@@ -78,6 +79,8 @@ class ListenerService(Service):
     log = Logger()
     #: The connection factory, for listeners that have connections.
     factory: LimitedFactory | None = None
+    #: Whether connections opened and closed are logged (at debug level).
+    log_connections = False
 
     def __init__(
         self,
@@ -171,6 +174,7 @@ class StreamListener(ListenerService):
             stats=self.stats,
             clock=self._reactor,
             access_log=self.access_log,
+            log_connections=self.log_connections,
         )
 
     def _adopt(self) -> None:
@@ -299,7 +303,7 @@ class EchodService(MultiService):
         if self.settings.access_log:
             # Opened here, like the sockets, so that twistd --uid can still open it as root.
             try:
-                self._use_access_log(AccessLog(self.settings.access_log, self._reactor))
+                self.access_log = AccessLog(self.settings.access_log, self._reactor)
             except OSError as e:
                 self.log.critical(
                     "cannot open access_log {path}: {error}; create its directory, make it writable "
@@ -308,18 +312,22 @@ class EchodService(MultiService):
                     error=e.strerror or e,
                 )
                 raise SystemExit(EX_CANTCREAT) from None
+        self._share_logs()
         try:
             super().privilegedStartService()
         except BindError as e:
             self.log.critical("{error}{hint}", error=e, hint=self._bind_hint())
             raise SystemExit(EX_OSERR) from None
 
-    def _use_access_log(self, access_log: AccessLog | None) -> None:
-        self.access_log = access_log
+    def _share_logs(self) -> None:
+        """Hand the access log and the connection-logging switch to every listener and factory."""
+        debug = self.settings.log_level == "debug"
         for listener in self.listeners:
-            listener.access_log = access_log
+            listener.access_log = self.access_log
+            listener.log_connections = debug
         for factory in self._factories():
-            factory.access_log = access_log
+            factory.access_log = self.access_log
+            factory.log_connections = debug
 
     def _bind_hint(self) -> str:
         if not self._activated:
@@ -442,6 +450,7 @@ class EchodService(MultiService):
         for listener in current.values():
             self._remove(listener)
         self.settings = new
+        self._share_logs()
 
     def _switch_access_log(self, path: str | None) -> None:
         current = self.access_log.path if self.access_log is not None else None
@@ -456,8 +465,7 @@ class EchodService(MultiService):
                 "new access_log cannot be opened, see the log",
             )
             return
-        old = self.access_log
-        self._use_access_log(new)
+        old, self.access_log = self.access_log, new
         if old is not None:
             old.close()
         self._clear_alerts("access_log")
@@ -554,6 +562,7 @@ def make_application(
     """
     if reactor is None:
         from twisted.internet import reactor
+    tune_malloc()
     if inherited is None:
         inherited = activation.inherited_sockets()
     application = Application("echod")
