@@ -1,7 +1,7 @@
 /*
  * loadgen: load generator for echo servers, one thread on epoll.
  *
- *   loadgen -p PORT [-m MODE] [-c CONNS] [-s SIZE] [-w WARMUP] [-d SECONDS] [-a ADDRS] [-P SERVER_PID]
+ *   loadgen -p PORT [-m MODE] [-c CONNS] [-s SIZE] [-w WARMUP] [-d SECONDS] [-a ADDRS] [-P SERVER_PID[,PID...]]
  *
  * Modes:
  *   echo       CONNS persistent connections. Each sends a SIZE-byte message, waits for all of its echo,
@@ -146,6 +146,17 @@ static double process_cpu_seconds(const char *pid)
     if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
         utime = stime = 0;
     return (double)(utime + stime) / sysconf(_SC_CLK_TCK);
+}
+
+/* Either figure summed over a comma-separated list of pids: a server may be several processes. */
+static double over_pids(const char *pids, double (*figure)(const char *))
+{
+    char copy[256], *save = NULL;
+    double total = 0;
+    snprintf(copy, sizeof copy, "%s", pids);
+    for (char *pid = strtok_r(copy, ",", &save); pid; pid = strtok_r(NULL, ",", &save))
+        total += figure(pid);
+    return total;
 }
 
 static void die(const char *what)
@@ -415,8 +426,8 @@ static void sample(double *cpu, double *wait, double *server_cpu, double *server
     cpu[i] = cpu_seconds();
     wait[i] = runq_wait_seconds("self");
     if (cfg.server_pid) {
-        server_cpu[i] = process_cpu_seconds(cfg.server_pid);
-        server_wait[i] = runq_wait_seconds(cfg.server_pid);
+        server_cpu[i] = over_pids(cfg.server_pid, process_cpu_seconds);
+        server_wait[i] = over_pids(cfg.server_pid, runq_wait_seconds);
     }
 }
 

@@ -103,7 +103,7 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
     """A table of `figure` per scenario and server, with echod's ratios to the main comparators."""
     keys = [s["key"] for s in results["servers"]]
     head = ["scenario", *(labels[k] for k in keys), "echod / plain Twisted", "echod / half-close Twisted"]
-    head.append("echod / C")
+    head += ["echod / C", "2 workers / 1 echod"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in results["scenarios"]:
         row = [name] + [
@@ -116,6 +116,8 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
                 row.append(ratio(echod.usable(figure(echod)), theirs.usable(figure(theirs))))
             else:
                 row.append("")
+        workers = pairs.get((name, "echod-2"))
+        row.append(ratio(workers.usable(figure(workers)), echod.usable(figure(echod))) if workers else "")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

@@ -39,11 +39,13 @@ class Kind:
 
 def echod_config() -> Path:
     """
-    The shipped etc/echod.conf with every port set to 0 (a free port) and every address set to
+    The shipped etc/echod.conf with every port set to 0 (a free port), every address set to
     127.0.0.1, so that the benchmark exposes nothing beyond this machine and all servers use IPv4
-    sockets. Everything else, the connection caps included, stays as shipped.
+    sockets, and the access log (on, as shipped) kept in build/bench. Everything else, the
+    connection caps included, stays as shipped.
     """
     text = (ROOT / "etc" / "echod.conf").read_text()
+    text = re.sub(r"(?m)^access_log = .+$", f"access_log = {BUILD / 'access.log'}", text)
     text, ports = re.subn(r"(?m)^port = \d+$", "port = 0", text)
     text, addresses = re.subn(r"(?m)^address = \S+$", "address = 127.0.0.1", text)
     if not ports or ports != addresses:
@@ -58,6 +60,12 @@ def kinds() -> list[Kind]:
     py = sys.executable
     found = [
         Kind("echod", "echod", (py, "-m", "echod", "run", "-c", str(echod_config())), "echod serving"),
+        Kind(
+            "echod-2",
+            "echod, 2 workers (reuse_port)",
+            (py, str(ROOT / "bench" / "echod_workers.py"), "2", str(echod_config())),
+            "echod serving",
+        ),
         Kind("twisted", "plain Twisted", (py, str(ROOT / "bench" / "twisted_echo.py"))),
         Kind(
             "twisted-hc", "half-close Twisted", (py, str(ROOT / "bench" / "twisted_echo.py"), "--half-close")
@@ -87,6 +95,8 @@ class Server:
     lines: list[str] = field(default_factory=list)
     ready_s: float = 0.0
     process: subprocess.Popen | None = None
+    #: The processes that serve, when they are not the one started (bench/echod_workers.py).
+    workers: tuple[int, ...] = ()
 
     def start(self, timeout: float = 30) -> Server:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
@@ -114,6 +124,8 @@ class Server:
         for raw in self.process.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             self.lines.append(line)
+            if line.startswith("pids: "):
+                self.workers = tuple(int(pid) for pid in line[6:].split(","))
             match = LISTENING.search(line)
             if match:
                 self.ports[match["name"] or "echo"] = int(match["port"])
@@ -133,21 +145,23 @@ class Server:
             self.process.wait()
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def pid(self) -> str:
+        """The serving process, or the comma-separated list of them, as the load generator takes it."""
+        return ",".join(map(str, self.workers or (self.process.pid,)))
 
     def memory_kib(self, key: str) -> int:
-        """A line of /proc/PID/status in KiB: VmRSS now, or VmHWM, the peak."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        raise KeyError(key)
+        """A line of /proc/PID/status in KiB, summed over the serving processes: VmRSS now, or VmHWM."""
+        total = 0
+        for pid in self.pid.split(","):
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+        return total
 
     def reset_peak(self) -> None:
         """Restart VmHWM from the current RSS (proc(5), clear_refs value 5)."""
-        with open(f"/proc/{self.pid}/clear_refs", "w") as f:
-            f.write("5")
+        for pid in self.pid.split(","):
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
 
     def complaints(self) -> list[str]:
         """Lines logged at warning level or above (echod's log format)."""
