@@ -90,6 +90,7 @@ def test_connection_flood_from_one_host_is_capped_and_others_get_through(start_d
         echo={"protocol": "echo", "max_connections": "500", "max_connections_per_peer": "50"},
     )
     port = daemon.port("echo")
+    rss_before = daemon.rss_kib()
     flood = [connect(port, source="127.0.0.2") for _ in range(600)]
     try:
         assert honest_round(port, 100) == 100
@@ -98,6 +99,7 @@ def test_connection_flood_from_one_host_is_capped_and_others_get_through(start_d
         assert len(closed) == 550
         for sock in flood[:50]:
             assert sock.send(b"x") == 1  # the first 50 are still served
+        assert daemon.rss_kib() - rss_before < 16 * 1024
     finally:
         for sock in flood:
             sock.close()
@@ -112,10 +114,12 @@ def test_connection_flood_from_many_hosts_meets_the_total_cap(start_daemon, tmp_
         echo={"protocol": "echo", "max_connections": "300", "max_connections_per_peer": "40"},
     )
     port = daemon.port("echo")
+    rss_before = daemon.rss_kib()
     flood = [connect(port, source=f"127.0.1.{host}") for host in range(1, 11) for _ in range(40)]
     try:
         refused = wait_all_closed(flood[300:], timeout=30)
         assert len(refused) == 100
+        assert daemon.rss_kib() - rss_before < 16 * 1024
     finally:
         for sock in flood:
             sock.close()

@@ -118,6 +118,7 @@ def ask(sock: socket.socket, port: int, payload: bytes, tries: int = 5) -> bool:
 
 def test_flood_from_one_source_is_limited_and_honest_clients_are_all_served(udp_daemon):
     daemon = udp_daemon(datagram_rate_per_peer="20", datagram_rate="100000")
+    rss_before = daemon.rss_kib()
     with client("127.0.0.2") as attacker, client("127.0.0.1") as honest:
         for i in range(2000):
             attacker.sendto(b"flood %d" % i, ("127.0.0.1", daemon.udp_port))
@@ -125,6 +126,7 @@ def test_flood_from_one_source_is_limited_and_honest_clients_are_all_served(udp_
         echoed = drain(attacker)
     assert answered_honestly == 15
     assert 20 <= len(echoed) <= 40, len(echoed)  # the burst, and what refilled meanwhile
+    assert daemon.rss_kib() - rss_before < 16 * 1024
     daemon.wait_for(r"over the rate limits\)")
 
 
