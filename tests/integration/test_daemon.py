@@ -21,6 +21,16 @@ from tests.integration.daemon import TAC, Daemon, config_text, environment, with
 MiB = 1 << 20
 
 
+def assert_start_fails(path, status: int, message: str, command: list[str] | None = None) -> None:
+    """echod started with the configuration at C{path} exits with C{status}, having said C{message}."""
+    daemon = Daemon(path, command).start()
+    try:
+        assert daemon.process.wait(60) == status
+        daemon.wait_for(message)
+    finally:
+        daemon.kill()
+
+
 def assert_clean_exit(code: int, signum: int, output: str) -> None:
     """Exit 0, or death by the same signal (as twistd re-raises it): both success to systemd."""
     assert code in (0, -signum), output
@@ -284,14 +294,11 @@ def test_unwritable_access_log_stops_the_start_with_the_fix(tmp_path):
     path.write_text(
         config_text({"access_log": str(tmp_path / "nowhere" / "access.log")}, echo={"protocol": "echo"})
     )
-    daemon = Daemon(path).start()
-    try:
-        assert daemon.process.wait(60) == 73
-        daemon.wait_for(
-            r"cannot open access_log .*/nowhere/access.log: No such file or directory; create its directory"
-        )
-    finally:
-        daemon.kill()
+    assert_start_fails(
+        path,
+        73,
+        r"cannot open access_log .*/nowhere/access.log: No such file or directory; create its directory",
+    )
 
 
 def test_reuse_port_lets_instances_share_a_port_and_both_serve(tmp_path):
@@ -362,26 +369,23 @@ def test_port_in_use_is_explained(tmp_path):
         port = squatter.getsockname()[1]
         path = tmp_path / "echod.conf"
         path.write_text(config_text(echo={"protocol": "echo", "port": str(port)}))
-        daemon = Daemon(path).start()
-        try:
-            assert daemon.process.wait(60) == 71
-            daemon.wait_for(
-                rf"cannot listen on tcp 127\.0\.0\.1:{port}: the address is already in use by another socket"
-            )
-        finally:
-            daemon.kill()
+        assert_start_fails(
+            path,
+            71,
+            rf"cannot listen on tcp 127\.0\.0\.1:{port}: the address is already in use by another socket",
+        )
 
 
 def test_privileged_port_without_privilege_says_what_to_do(tmp_path):
     path = tmp_path / "echod.conf"
     path.write_text(config_text(echo={"protocol": "echo", "port": "7"}))
     command = without_bind_privilege([sys.executable, "-m", "echod", "run", "-c", str(path)])
-    daemon = Daemon(path, command).start()
-    try:
-        assert daemon.process.wait(60) == 71
-        daemon.wait_for(r"cannot listen on tcp 127\.0\.0\.1:7: port 7 is privileged .* socket activation")
-    finally:
-        daemon.kill()
+    assert_start_fails(
+        path,
+        71,
+        r"cannot listen on tcp 127\.0\.0\.1:7: port 7 is privileged .* socket activation",
+        command=command,
+    )
 
 
 def test_check_config_summarises_or_lists_every_problem(tmp_path):
