@@ -89,16 +89,46 @@ def test_closing_frees_the_peers_slot():
     assert factory.stats.active == 1
 
 
-def test_idle_connection_is_aborted_after_the_timeout():
-    factory = limited(idle_timeout=30)
+def closed_at(factory, transport, until: int) -> int | None:
+    """Advance the clock a second at a time; when was the connection aborted?"""
+    for second in range(int(factory.clock.seconds()) + 1, until + 1):
+        factory.clock.advance(1)
+        if transport.disconnected:  # aborted, not politely closed
+            return second
+    return None
+
+
+def test_idle_connection_is_aborted_between_the_timeout_and_a_quarter_more():
+    factory = limited(idle_timeout=40)
     protocol, transport = connect(factory)
-    factory.clock.advance(29)
-    protocol.dataReceived(b"x")
-    factory.clock.advance(29)
-    assert not transport.disconnecting
-    factory.clock.advance(1)
-    assert transport.disconnected  # aborted, not politely closed
+    factory.clock.advance(30)
+    protocol.dataReceived(b"x")  # the last input, at 30 s
+    assert 30 + 40 <= closed_at(factory, transport, 200) <= 30 + 50
     assert factory.stats.timed_out == 1
+
+
+def test_input_keeps_a_connection_open():
+    factory = limited(idle_timeout=40)
+    protocol, transport = connect(factory)
+    for _ in range(20):
+        factory.clock.advance(30)
+        protocol.dataReceived(b"x")
+    assert not transport.disconnected
+
+
+def test_a_new_idle_timeout_applies_to_open_connections_from_the_next_sweep():
+    factory = limited(idle_timeout=400)
+    _, transport = connect(factory)
+    factory.idle_timeout = 4
+    assert closed_at(factory, transport, 100) <= 5
+
+
+def test_no_timer_runs_without_connections():
+    factory = limited(idle_timeout=40)
+    protocol, _ = connect(factory)
+    assert factory.clock.getDelayedCalls()
+    protocol.connectionLost(None)
+    assert not factory.clock.getDelayedCalls()
 
 
 def test_zero_idle_timeout_never_times_out():
@@ -106,13 +136,6 @@ def test_zero_idle_timeout_never_times_out():
     _, transport = connect(factory)
     factory.clock.advance(10**9)
     assert not transport.disconnecting
-    assert not factory.clock.getDelayedCalls()
-
-
-def test_connection_lost_cancels_the_idle_timer():
-    factory = limited(idle_timeout=30)
-    protocol, _ = connect(factory)
-    protocol.connectionLost(None)
     assert not factory.clock.getDelayedCalls()
 
 
