@@ -211,6 +211,21 @@ def test_signal_stops_cleanly(start_daemon, signum):
     assert "Server Shut Down." in daemon.output
 
 
+def test_reload_and_reopen_signals_while_starting_do_not_kill_it(tmp_path):
+    path = tmp_path / "echod.conf"
+    path.write_text(config_text({"access_log": str(tmp_path / "access.log")}, echo={"protocol": "echo"}))
+    daemon = Daemon(path).start()
+    try:
+        daemon.wait_for(r"Loading .*echod\.tac")  # twistd is starting: the service is not running yet
+        daemon.send_signal(signal.SIGHUP)
+        daemon.send_signal(signal.SIGUSR1)
+        daemon.wait_ready()
+        assert echo(daemon.port("echo"), b"alive") == b"alive"
+        assert_clean_exit(daemon.stop(), signal.SIGTERM, daemon.output)
+    finally:
+        daemon.kill()
+
+
 def test_stop_lets_an_open_connection_finish_within_the_grace_period(start_daemon):
     daemon = start_daemon({"shutdown_grace": "30s"}, echo={"protocol": "echo"})
     with connect(daemon.port("echo")) as sock:
