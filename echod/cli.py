@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from typing import IO
 
 from echod import __version__
 from echod.config import DEFAULT_PATH, EX_CONFIG, ConfigError, Settings, load
+from echod.signals import ignore_early_signals
 
 #: The environment variable naming the configuration file for the .tac file.
 CONFIG_ENV = "ECHOD_CONFIG"
@@ -59,11 +59,7 @@ def run(path: str) -> None:
     """Run echod in the foreground under twistd until it is stopped."""
     load_or_exit(path)
     os.environ[CONFIG_ENV] = path
-    # A reload or log reopen that arrives while starting (logrotate does not
-    # know) would kill the process by default; the service installs the real
-    # handlers once it runs.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    ignore_early_signals()
     from echod import activation
 
     # Before twistd: its plugins import Twisted's systemd support, which

@@ -27,6 +27,7 @@ from echod.limits import LimitedFactory
 from echod.logs import DaemonLog
 from echod.memory import tune_malloc
 from echod.notify import Notifier
+from echod.signals import ignore_early_signals
 from echod.sockets import MAX_DATAGRAM, BindError, bind_datagram, bind_stream, raise_fd_limit
 from echod.stats import ListenerStats
 from echod.udp import UDPEcho
@@ -563,6 +564,7 @@ def make_application(
     if reactor is None:
         from twisted.internet import reactor
     tune_malloc()
+    ignore_early_signals()
     if inherited is None:
         inherited = activation.inherited_sockets()
     application = Application("echod")
