@@ -24,7 +24,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echod.accesslog import AccessLog, format_entry
+from echod.accesslog import AccessLog
 from echod.addresses import format_peer, peer_host
 from echod.stats import ListenerStats
 
@@ -244,10 +244,8 @@ class LimitedFactory(WrappingFactory):
     ) -> None:
         self.stats.refused += 1
         if self.access_log is not None:
-            self.access_log.write(
-                format_entry(
-                    self.clock.seconds(), self.name, format_peer(addr), 0, 0, 0.0, "refused-" + limit
-                )
+            self.access_log.log_connection(
+                self.clock.seconds(), self.name, addr, 0, 0, 0.0, "refused-" + limit
             )
         if known:
             if not self.log_connections:
@@ -293,10 +291,8 @@ class LimitedFactory(WrappingFactory):
         self.stats.bytes_sent += p.sent
         if self.access_log is not None:
             now = self.clock.seconds()
-            self.access_log.write(
-                format_entry(
-                    now, self.name, format_peer(p.getPeer()), p.received, p.sent, now - p.started, p.closed_by
-                )
+            self.access_log.log_connection(
+                now, self.name, p.getPeer(), p.received, p.sent, now - p.started, p.closed_by
             )
         if self._full and len(self.protocols) < self.max_connections:
             self._full = False
