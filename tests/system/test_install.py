@@ -128,3 +128,14 @@ def test_command_line(shared_installed: Container):
     summary = c.run(["echod", "check-config"]).stdout
     assert summary.startswith("/etc/echod.conf: OK, log_level=info"), summary
     assert c.run(["python3", "-m", "echod", "check-config", "--quiet"]).stdout == ""
+
+
+def test_starting_the_service_alone_works_with_the_socket_unit_disabled(installed: Container):
+    c = installed
+    c.run(["systemctl", "disable", "--now", "echod.socket"])
+    assert show(c, "echod.service", "ActiveState") == "inactive"  # PartOf= the socket
+    c.run(["systemctl", "start", "echod"])
+    assert show(c, "echod.service", "ActiveState") == "active"
+    assert show(c, "echod.socket", "ActiveState") == "active"  # Wants= brought it
+    assert send(c, 7, "alone") == "alone"
+    assert send(c, 50007, "5 alone") == "alone"
