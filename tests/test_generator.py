@@ -12,7 +12,8 @@ def test_drop_in_replaces_the_units_addresses_with_the_listeners():
     settings = parse(
         "[listener:echo]\nprotocol = echo\nport = 7\n"
         "[listener:bc]\nprotocol = bytecount\nport = 50007\naddress = 127.0.0.1\n"
-        "[listener:test]\nprotocol = echo\nport = 0\n",
+        "[listener:test]\nprotocol = echo\nport = 0\n"
+        "[listener:udp]\nprotocol = echo\ntransport = udp\nport = 7\n",
         "/etc/echod.conf",
     )
     assert socket_drop_in(settings).splitlines()[2:] == [
@@ -21,6 +22,7 @@ def test_drop_in_replaces_the_units_addresses_with_the_listeners():
         "ListenDatagram=",
         "ListenStream=[::]:7",
         "ListenStream=127.0.0.1:50007",
+        "ListenDatagram=[::]:7",
     ]
 
 
