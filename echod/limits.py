@@ -63,6 +63,8 @@ class LimitedProtocol(ProtocolWrapper):
         # through __getattr__ all the same.
         factory = self.factory
         self.started = self.quiet_since = factory.clock.seconds()
+        # Only Twisted's own socket transports can send at once (see write).
+        self._direct = hasattr(transport, "writeSomeData") and hasattr(transport, "_tempDataLen")
         transport.bufferSize = BUFFER_SIZE
         Protocol.makeConnection(self, transport)
         factory.registerProtocol(self)
@@ -73,8 +75,28 @@ class LimitedProtocol(ProtocolWrapper):
         self.wrappedProtocol.dataReceived(data)
 
     def write(self, data: bytes) -> None:
+        transport = self.transport
+        # Nothing queued: send now. Twisted's write() always queues and waits
+        # for the next turn of the loop to send, which costs an echo two
+        # epoll_ctl calls and a turn per reply (measured: 1 KiB echo 1.7 times
+        # the requests/s). Not for a connection's first reply: measured, that
+        # cost 15% of the rate of one-reply connections. Whatever the kernel
+        # does not take, or an error, goes Twisted's usual way.
+        direct = (
+            self.sent
+            and self._direct
+            and not transport.dataBuffer
+            and not transport._tempDataLen
+            and not transport.disconnecting
+        )
         self.sent += len(data)
-        self.transport.write(data)
+        if direct:
+            sent = transport.writeSomeData(data)
+            if sent == len(data):
+                return
+            if isinstance(sent, int) and sent > 0:
+                data = data[sent:]
+        transport.write(data)
 
     def writeSequence(self, data: list[bytes]) -> None:
         self.sent += sum(map(len, data))
