@@ -391,8 +391,7 @@ class EchodService(MultiService):
     def status(self) -> str:
         """The one line C{systemctl status} shows."""
         if self._stopping:
-            left = sum(f.stats.active for f in self._factories())
-            return f"stopping: {left} connection(s) still open"
+            return f"stopping: {self._open_connections()} connection(s) still open"
         parts = [f"{listener.name} {listener.counters()}" for listener in self.listeners]
         echoed = sum(listener.bytes_sent() for listener in self.listeners)
         line = "; ".join(parts) + f"; {_human_bytes(echoed)} echoed"
@@ -512,6 +511,11 @@ class EchodService(MultiService):
             listener.factory for listener in self.listeners if listener.factory is not None
         ] + self._retired
 
+    def _open_connections(self) -> int:
+        # Counted by factory, not by ListenerStats.active: a retired factory
+        # shares its listener's stats, so summing those would count twice.
+        return sum(len(factory.protocols) for factory in self._factories())
+
     def stopService(self) -> defer.Deferred:
         self._stopping = True
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -528,7 +532,7 @@ class EchodService(MultiService):
 
     def _drain(self) -> defer.Deferred | None:
         factories = self._factories()
-        open_connections = sum(f.stats.active for f in factories)
+        open_connections = self._open_connections()
         if not open_connections:
             return None
         grace = self.settings.shutdown_grace

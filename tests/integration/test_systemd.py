@@ -251,6 +251,24 @@ def test_reload_changes_protocol_on_the_same_socket(run, notify):
         assert exchange([(echo_client, b"3 still echo")]) == [b"3 still echo"]
 
 
+def test_stop_counts_each_open_connection_once_after_a_protocol_swap(run, notify):
+    daemon = run(config_text({"shutdown_grace": "30s"}, svc={"protocol": "echo"}))
+    port = daemon.port("svc")
+    with connect(port) as old_protocol:
+        assert exchange([(old_protocol, b"echo")], half_close=False) == [b"echo"]
+        daemon.config_path.write_text(
+            config_text({"shutdown_grace": "30s"}, svc={"protocol": "bytecount", "port": str(port)})
+        )
+        reload(daemon, notify)
+        daemon.send_signal(signal.SIGTERM)
+        assert (
+            notify.wait_for(lambda f: f.get("STOPPING") == "1")[1]["STATUS"]
+            == "stopping: 1 connection(s) still open"
+        )
+        daemon.wait_for(r"waiting up to 30s for 1 open connection\(s\) to finish")
+    assert daemon.process.wait(30) in (0, -signal.SIGTERM)
+
+
 def test_reload_to_a_port_in_use_keeps_the_old_socket(run, notify):
     daemon = run(config_text(echo={"protocol": "echo"}))
     with socket.socket() as squatter:
