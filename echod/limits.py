@@ -13,8 +13,6 @@ C{IPv4Address} as a tuple and fails on every connection (Twisted 22.4 to
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -202,8 +200,8 @@ class LimitedFactory(WrappingFactory):
         self.access_log = access_log
         self.log_connections = log_connections
         self._per_peer: dict[str, int] = {}
-        self._full_peers: set[str] = set()
-        self._full = False
+        # The caps reached and announced: "max_connections", or a peer's host.
+        self._announced: set[str] = set()
         self._empty_waiters: list[defer.Deferred] = []
 
     @property
@@ -242,34 +240,24 @@ class LimitedFactory(WrappingFactory):
     def buildProtocol(self, addr: IAddress) -> LimitedProtocol | None:
         peer = peer_host(addr)
         if len(self.protocols) >= self.max_connections:
-            self._refuse(addr, "max_connections", self.max_connections, self._full, self._set_full)
+            self._refuse(addr, "max_connections", self.max_connections, "max_connections")
             return None
         if self._per_peer.get(peer, 0) >= self.max_connections_per_peer:
-            self._refuse(
-                addr,
-                "max_connections_per_peer",
-                self.max_connections_per_peer,
-                peer in self._full_peers,
-                lambda: self._full_peers.add(peer),
-            )
+            self._refuse(addr, "max_connections_per_peer", self.max_connections_per_peer, peer)
             return None
         protocol = super().buildProtocol(addr)
         if protocol is not None:
             protocol.peer = peer
         return protocol
 
-    def _set_full(self) -> None:
-        self._full = True
-
-    def _refuse(
-        self, addr: IAddress, limit: str, value: int, known: bool, remember: Callable[[], None]
-    ) -> None:
+    def _refuse(self, addr: IAddress, limit: str, value: int, reached: str) -> None:
+        """Count and log a refusal; warn once each time the cap C{reached} is reached."""
         self.stats.refused += 1
         if self.access_log is not None:
             self.access_log.log_connection(
                 self.clock.seconds(), self.name, addr, 0, 0, 0.0, "refused-" + limit
             )
-        if known:
+        if reached in self._announced:
             if not self.log_connections:
                 return
             self.log.debug(
@@ -279,7 +267,7 @@ class LimitedFactory(WrappingFactory):
                 limit=limit,
             )
             return
-        remember()
+        self._announced.add(reached)
         self.log.warn(
             "{listener}: {limit} ({value}) reached, refusing new connections from {who}",
             listener=self.name,
@@ -307,7 +295,7 @@ class LimitedFactory(WrappingFactory):
             self._per_peer[p.peer] = left
         else:
             del self._per_peer[p.peer]
-        self._full_peers.discard(p.peer)
+        self._announced.discard(p.peer)
         self.stats.active -= 1
         self.stats.bytes_received += p.received
         self.stats.bytes_sent += p.sent
@@ -316,8 +304,8 @@ class LimitedFactory(WrappingFactory):
             self.access_log.log_connection(
                 now, self.name, p.getPeer(), p.received, p.sent, now - p.started, p.closed_by
             )
-        if self._full and len(self.protocols) < self.max_connections:
-            self._full = False
+        if "max_connections" in self._announced and len(self.protocols) < self.max_connections:
+            self._announced.discard("max_connections")
             self.log.info("{listener}: below max_connections again, accepting", listener=self.name)
         if self.log_connections:
             self.log.debug(
