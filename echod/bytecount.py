@@ -97,7 +97,6 @@ class Bytecount(Protocol):
     def __init__(self) -> None:
         self._parser: HeaderParser | None = None
         self._remaining = -1  # -1: header not complete yet; 0: done
-        self._received_any = False
 
     def connectionMade(self) -> None:
         apply_backpressure(self)
@@ -105,7 +104,6 @@ class Bytecount(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._remaining < 0:
-            self._received_any = True
             try:
                 header = self._parser.feed(data)
             except HeaderError as e:
@@ -129,7 +127,7 @@ class Bytecount(Protocol):
     def readConnectionLost(self) -> None:
         if self._remaining > 0:
             self._reject(f"the client stopped sending with {self._remaining} payload bytes still due")
-        elif self._remaining < 0 and self._received_any:
+        elif self._remaining < 0 and self._parser.pending:
             self._reject(f"the client stopped sending after {self._parser.pending} header bytes")
         else:
             close_when_sent(self)
