@@ -115,16 +115,15 @@ class LimitedProtocol(ProtocolWrapper):
 
     def readConnectionLost(self) -> None:
         self._closed_by("client")
-        half = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if half is not None:
-            half.readConnectionLost()
-        else:
-            self.transport.loseConnection()
+        self._half_closed("readConnectionLost")
 
     def writeConnectionLost(self) -> None:
+        self._half_closed("writeConnectionLost")
+
+    def _half_closed(self, event: str) -> None:
         half = IHalfCloseableProtocol(self.wrappedProtocol, None)
         if half is not None:
-            half.writeConnectionLost()
+            getattr(half, event)()
         else:
             self.transport.loseConnection()
 
