@@ -528,6 +528,7 @@ class EchodService(MultiService):
     def _close_access_log(self, result: object) -> object:
         if self.access_log is not None:
             self.access_log.close()
+            self.access_log = None  # a late SIGUSR1 has nothing left to reopen
         return result
 
     def _drain(self) -> defer.Deferred | None:
