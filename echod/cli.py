@@ -56,8 +56,11 @@ def check_config(path: str, quiet: bool = False) -> int:
 
 
 def run(path: str) -> None:
-    """Run echod in the foreground under twistd until it is stopped."""
-    load_or_exit(path)
+    """
+    Run echod in the foreground under twistd until it is stopped. The
+    application file reads the configuration (once) and exits with
+    EX_CONFIG, every problem printed, if it is bad.
+    """
     os.environ[CONFIG_ENV] = path
     ignore_early_signals()
     from echod import activation
