@@ -170,6 +170,31 @@ def extras(results: dict, labels: dict) -> list[str]:
     return lines
 
 
+def scaling(results: dict, labels: dict) -> list[str]:
+    """The multi-core table: one worker and two, each held to the same CPU quota (bench/budget.py)."""
+    held = results.get("scaling") or {"unavailable": "not measured by this revision of the benchmark"}
+    if held["unavailable"]:
+        return [f"Not measured: {held['unavailable']}."]
+    grouped = defaultdict(list)
+    for run in held["runs"]:
+        grouped[run["scenario"], run["server"]].append(run)
+    pairs = {key: Medians(runs) for key, runs in grouped.items()}
+    share = f"{held['share']:.0%}"
+    lines = [
+        f"| scenario | 1 worker, {share} of a core | 2 workers, {share} each | 2 workers / 1 "
+        "| per server CPU-second, 2 / 1 | server CPU %, 1 / 2 | loadgen CPU %, 1 / 2 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(run["scenario"] for run in held["runs"]):
+        one, two = pairs[name, "echod"], pairs[name, "echod-2"]
+        lines.append(
+            f"| {name} | {one.cell(one.req_s)} | {two.cell(two.req_s)} | {ratio(two.req_s, one.req_s)} "
+            f"| {ratio(two.per_cpu_second, one.per_cpu_second)} | {one.server_cpu_pct:.0f} / "
+            f"{two.server_cpu_pct:.0f} | {one.cpu_pct:.0f} / {two.cpu_pct:.0f} |"
+        )
+    return lines
+
+
 def write_report(results: dict, path: Path) -> str:
     """Render the report, write it to `path`, return its text."""
     labels = {s["key"]: s["label"] for s in results["servers"]}
@@ -211,6 +236,14 @@ def write_report(results: dict, path: Path) -> str:
         "Errors are summed over rounds.",
         "",
         *details(results, pairs, labels),
+        "",
+        "## Multi-core",
+        "",
+        "echod, then two echod processes sharing the ports (`reuse_port`, what `echod@N.socket` does), "
+        "each held to the same CPU quota (a cgroup each) so that the workers and the load generator "
+        "together fit in the machine; unheld, the figure above is this machine's limit, not echod's:",
+        "",
+        *scaling(results, labels),
         "",
         "## Start-up and memory",
         "",

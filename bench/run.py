@@ -1,7 +1,7 @@
 """
 Benchmark echod against other echo servers on this machine: `make bench` (README, "Benchmark").
 
-    python bench/run.py [--quick] [--rounds N] [--pin] [--pin-study] [--report RUNS_JSON]
+    python bench/run.py [--quick] [--rounds N] [--share S] [--pin] [--pin-study] [--report RUNS_JSON]
 
 Each (scenario, server) pair runs once per round on a freshly started server; within a round the
 order of the servers rotates, so that drift on a shared machine hits all of them alike, and the
@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from budget import budgets, unavailable
 from report import machine, write_report
 from servers import BUILD, Kind, Server, kinds
 
@@ -55,6 +56,20 @@ SCENARIOS = [
     Scenario("new conns/s, 64 B, half-close", "connect", 64, 10),
     Scenario("bytecount conns/s, 64 B", "bytecount", 64, 10, only=("echod",), port="bytecount"),
 ]
+
+
+#: The multi-core figure (bench/budget.py): one echod, then two sharing the ports, each held to the
+#: same share of a core. The connection counts give the kernel's reuse_port hash enough connections
+#: to spread evenly: with 10, one worker often gets 7 and the other 3.
+SCALING = [
+    Scenario("echo 1 KiB, 100 conns", "echo", 1024, 100),
+    Scenario("echo 10 KiB, 100 conns", "echo", 10 * 1024, 100),
+    Scenario("echo 100 KiB, 20 conns", "echo", 100 * 1024, 20),
+    Scenario("new conns/s, 64 B, half-close", "connect", 64, 20),
+]
+#: Each worker's CPU quota: 2 x 0.4 core for the workers leaves 1.2 cores of this 2-core machine for
+#: the load generator, which needs up to about as much CPU as the servers at 100 KiB.
+SHARE = 0.4
 
 
 def pinned(argv: list[str], cpu: int | None) -> list[str]:
@@ -114,6 +129,9 @@ def benchmark(args: argparse.Namespace) -> dict:
     starts: list[dict] = []
     holds: list[dict] = []
     complaints: list[str] = []
+    scaling: list[dict] = []
+    workers = [k for k in servers if k.key in ("echod", "echod-2")]
+    cannot_budget = unavailable()
     began = time.monotonic()
     for round_ in range(args.rounds):
         for scenario in SCENARIOS:
@@ -129,6 +147,8 @@ def benchmark(args: argparse.Namespace) -> dict:
         for kind in rotate(servers, round_):
             with started(kind, args, starts, complaints) as server:
                 holds.append({"round": round_, "server": kind.key, **hold_connections(server, args.hold)})
+        if not cannot_budget:
+            scaling += scale(round_, args, workers, complaints)
     return {
         "machine": machine(),
         "settings": {
@@ -142,11 +162,29 @@ def benchmark(args: argparse.Namespace) -> dict:
         "servers": [{"key": k.key, "label": k.label} for k in servers],
         "scenarios": [s.name for s in SCENARIOS],
         "runs": runs,
+        "scaling": {"share": args.share, "unavailable": cannot_budget, "runs": scaling},
         "starts": starts,
         "holds": holds,
         "complaints": complaints,
         "elapsed_s": time.monotonic() - began,
     }
+
+
+def scale(round_: int, args: argparse.Namespace, workers: list[Kind], complaints: list[str]) -> list[dict]:
+    """One round of the multi-core scenarios: 1 and 2 echod workers, each held to `args.share` of a core."""
+    runs = []
+    for scenario in SCALING:
+        for kind in rotate(workers, round_):
+            with budgets(2, args.share) as held, started(kind, args, [], complaints) as server:
+                held.admit(int(pid) for pid in server.pid.split(","))
+                result = run_load(server, scenario, args)
+            runs.append({"round": round_, "scenario": scenario.name, "server": kind.key, **result})
+            print(
+                f"round {round_ + 1}/{args.rounds}  {scenario.name:<32} {kind.label:<19}"
+                f"{result['req_s']:>10.0f}/s  errors {result['errors']}  (workers held to {args.share:.0%})",
+                flush=True,
+            )
+    return runs
 
 
 def pin_study(args: argparse.Namespace, repeats: int = 5) -> None:
@@ -180,6 +218,9 @@ def main() -> None:
         "--pin", action="store_true", help="pin the server to core 1, the load generator to 0"
     )
     parser.add_argument("--pin-study", action="store_true", help="measure whether pinning steadies figures")
+    parser.add_argument(
+        "--share", type=float, default=SHARE, help=f"a worker's CPU quota in the multi-core figure ({SHARE})"
+    )
     parser.add_argument("--hold", type=int, default=1000, help="idle connections for the RSS figure")
     parser.add_argument("--report", metavar="RUNS_JSON", help="only write the report again from saved runs")
     args = parser.parse_args()
