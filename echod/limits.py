@@ -68,6 +68,11 @@ class LimitedProtocol(ProtocolWrapper):
         factory.registerProtocol(self)
         self.wrappedProtocol.makeConnection(self)
 
+    def logPrefix(self) -> str:
+        # Twisted asks every new connection; ProtocolWrapper's answer costs
+        # two zope interface lookups, and the listener's name says more.
+        return self.factory.name
+
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
         self.wrappedProtocol.dataReceived(data)
@@ -121,9 +126,8 @@ class LimitedProtocol(ProtocolWrapper):
         self._half_closed("writeConnectionLost")
 
     def _half_closed(self, event: str) -> None:
-        half = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if half is not None:
-            getattr(half, event)()
+        if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+            getattr(self.wrappedProtocol, event)()
         else:
             self.transport.loseConnection()
 
@@ -228,6 +232,12 @@ class LimitedFactory(WrappingFactory):
             self._sweeper = None
 
     def _sweep(self) -> None:
+        if not self.protocols:
+            # Stopped here rather than when the last connection closes: a
+            # listener whose connections come and go one at a time would
+            # otherwise start and stop a timer for each of them.
+            self._stop_sweeping()
+            return
         now = self.clock.seconds()
         for p in list(self.protocols):
             if p.received != p.seen:
@@ -311,7 +321,6 @@ class LimitedFactory(WrappingFactory):
                 "{listener}: closed connection from {peer}", listener=self.name, peer=format_peer(p.getPeer())
             )
         if not self.protocols:
-            self._stop_sweeping()
             waiters, self._empty_waiters = self._empty_waiters, []
             for d in waiters:
                 d.callback(None)

@@ -123,12 +123,21 @@ def test_a_new_idle_timeout_applies_to_open_connections_from_the_next_sweep():
     assert closed_at(factory, transport, 100) <= 5
 
 
-def test_no_timer_runs_without_connections():
+def test_the_sweep_stops_once_it_finds_no_connection():
     factory = limited(idle_timeout=40)
     protocol, _ = connect(factory)
     assert factory.clock.getDelayedCalls()
     protocol.connectionLost(None)
+    factory.clock.advance(10)
     assert not factory.clock.getDelayedCalls()
+
+
+def test_the_sweep_goes_on_when_connections_come_and_go_between_sweeps():
+    factory = limited(idle_timeout=40)
+    first, _ = connect(factory)
+    first.connectionLost(None)
+    _, transport = connect(factory)
+    assert 40 <= closed_at(factory, transport, 200) <= 50
 
 
 def test_zero_idle_timeout_never_times_out():
