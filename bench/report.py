@@ -164,7 +164,7 @@ def extras(results: dict, labels: dict) -> list[str]:
     echod = sorted(s["ready_s"] for s in starts["echod"])
     lines += [
         "",
-        f"echod, process start to its `echod serving` line: median {statistics.median(echod):.3f} s "
+        f"echod, process start to sd_notify READY=1: median {statistics.median(echod):.3f} s "
         f"(min {echod[0]:.3f}, max {echod[-1]:.3f}, {len(echod)} starts).",
     ]
     return lines

@@ -8,12 +8,15 @@ echod and its comparators use the same Python and the same Twisted. Memory figur
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,7 @@ BUILD = ROOT / "build" / "bench"
 #: uvloop is installed here by `make bench`, not into the virtualenv the tests use.
 PYLIB = BUILD / "pylib"
 
+_notify_sockets = itertools.count()
 # "echo: echo/tcp listening on 127.0.0.1:PORT" from echod, "listening on 127.0.0.1:PORT" from the others.
 LISTENING = re.compile(r"(?:(?P<name>\S+): \S+/tcp )?listening on 127\.0\.0\.1:(?P<port>\d+)")
 
@@ -35,6 +39,8 @@ class Kind:
     argv: tuple[str, ...]
     ready: str = "listening on"
     pythonpath: str | None = None
+    #: How many sd_notify READY=1 messages say it is ready (one per echod process), if it sends them.
+    notifies: int = 0
 
 
 def echod_config() -> Path:
@@ -59,12 +65,19 @@ def kinds() -> list[Kind]:
     """The comparators, echod first; uvloop only if `make bench` could install it."""
     py = sys.executable
     found = [
-        Kind("echod", "echod", (py, "-m", "echod", "run", "-c", str(echod_config())), "echod serving"),
+        Kind(
+            "echod",
+            "echod",
+            (py, "-m", "echod", "run", "-c", str(echod_config())),
+            "echod serving",
+            notifies=1,
+        ),
         Kind(
             "echod-2",
             "echod, 2 workers (reuse_port)",
             (py, str(ROOT / "bench" / "echod_workers.py"), "2", str(echod_config())),
             "echod serving",
+            notifies=2,
         ),
         Kind("twisted", "plain Twisted", (py, str(ROOT / "bench" / "twisted_echo.py"))),
         Kind(
@@ -105,6 +118,7 @@ class Server:
         if self.cpu is not None:
             argv = ["taskset", "-c", str(self.cpu), *argv]
         ready = threading.Event()
+        notified = self._listen_for_ready(env)
         started = time.monotonic()
         self.process = subprocess.Popen(
             argv,
@@ -118,7 +132,43 @@ class Server:
         if not ready.wait(timeout) or not self.ready_s:
             self.stop()
             raise RuntimeError(f"{self.kind.label} did not get ready:\n" + "\n".join(self.lines))
+        if notified is not None:
+            try:
+                self.ready_s = notified.result(timeout) - started
+            except (TimeoutError, OSError) as e:
+                self.stop()
+                raise RuntimeError(f"{self.kind.label} sent no READY=1: {e}") from e
         return self
+
+    def _listen_for_ready(self, env: dict[str, str]) -> Future | None:
+        """
+        For a server that sends sd_notify messages: a socket in C{env}'s NOTIFY_SOCKET, and a future
+        for when the last of its C{notifies} READY=1 came, as time.monotonic().
+        """
+        if not self.kind.notifies:
+            return None
+        path = BUILD / f"notify-{os.getpid()}-{next(_notify_sockets)}.sock"
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(path))
+        env["NOTIFY_SOCKET"] = str(path)
+        when: Future = Future()
+
+        def receive() -> None:
+            with sock:
+                try:
+                    sock.settimeout(60)
+                    readies = 0
+                    while readies < self.kind.notifies:
+                        readies += b"READY=1" in sock.recv(4096).split(b"\n")
+                    when.set_result(time.monotonic())
+                except OSError as e:
+                    when.set_exception(e)
+                finally:
+                    path.unlink(missing_ok=True)
+
+        threading.Thread(target=receive, daemon=True).start()
+        return when
 
     def _read(self, ready: threading.Event, started: float) -> None:
         for raw in self.process.stdout:
