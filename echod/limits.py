@@ -69,8 +69,8 @@ class LimitedProtocol(ProtocolWrapper):
         self.wrappedProtocol.makeConnection(self)
 
     def logPrefix(self) -> str:
-        # Twisted asks every new connection; ProtocolWrapper's answer costs
-        # two zope interface lookups, and the listener's name says more.
+        # Twisted asks every new connection; ProtocolWrapper's answer costs a
+        # zope interface lookup and a format, and the listener's name says more.
         return self.factory.name
 
     def dataReceived(self, data: bytes) -> None:
@@ -82,9 +82,11 @@ class LimitedProtocol(ProtocolWrapper):
         # Nothing queued: send now. Twisted's write() always queues and waits
         # for the next turn of the loop to send, which costs an echo two
         # epoll_ctl calls and a turn per reply (measured: 1 KiB echo 1.7 times
-        # the requests/s). Not for a connection's first reply: measured, that
-        # cost 15% of the rate of one-reply connections. Whatever the kernel
-        # does not take, or an error, goes Twisted's usual way.
+        # the requests/s). Not for a connection's first reply: that cost
+        # one-reply connections a tenth of their rate (measured), as the reply
+        # and the FIN then leave apart and each wakes the client (README,
+        # "Benchmark"). Whatever the kernel does not take, or an error, goes
+        # Twisted's usual way.
         direct = (
             self.sent
             and self._direct
@@ -215,11 +217,13 @@ class LimitedFactory(WrappingFactory):
     @idle_timeout.setter
     def idle_timeout(self, seconds: float) -> None:
         self._idle_timeout = seconds
-        if self._sweeper is not None:
-            self._stop_sweeping()
+        self._stop_sweeping()
+        if self.protocols:
             self._start_sweeping()
 
     def _start_sweeping(self) -> None:
+        if self._sweeper is not None and not self._sweeper.running:
+            self._sweeper = None  # a sweep raised, which ended its LoopingCall
         if self._sweeper is None and self._idle_timeout > 0:
             self._sweeper = LoopingCall(self._sweep)
             self._sweeper.clock = self.clock
@@ -290,7 +294,7 @@ class LimitedFactory(WrappingFactory):
         self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
         self.stats.active += 1
         self.stats.accepted += 1
-        if self._sweeper is None:
+        if self._sweeper is None or not self._sweeper.running:
             self._start_sweeping()
         if self.log_connections:
             self.log.debug(

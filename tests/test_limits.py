@@ -140,6 +140,32 @@ def test_the_sweep_goes_on_when_connections_come_and_go_between_sweeps():
     assert 40 <= closed_at(factory, transport, 200) <= 50
 
 
+def test_an_idle_timeout_set_where_there_was_none_applies_to_open_connections():
+    factory = limited(idle_timeout=0)
+    _, transport = connect(factory)
+    factory.idle_timeout = 4
+    assert closed_at(factory, transport, 100) <= 5
+
+
+def test_the_sweep_starts_again_with_the_next_connection_after_a_sweep_failed():
+    factory = limited(idle_timeout=40)
+    first, first_transport = connect(factory)
+    timeout, failures = first.timeoutConnection, []
+
+    def fail_once() -> None:
+        if not failures:
+            failures.append("raised")
+            raise RuntimeError("a bug in a sweep ends its LoopingCall")
+        timeout()
+
+    first.timeoutConnection = fail_once
+    factory.clock.advance(40)
+    assert failures and not first_transport.disconnected
+    _, transport = connect(factory)
+    assert 40 + 40 <= closed_at(factory, transport, 200) <= 40 + 50
+    assert first_transport.disconnected
+
+
 def test_zero_idle_timeout_never_times_out():
     factory = limited(idle_timeout=0)
     _, transport = connect(factory)
