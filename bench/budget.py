@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -54,7 +57,8 @@ class Budgets:
     def _make(self, count: int, quota: int) -> None:
         parent = self.root
         if self.version == 2:
-            # v2 hands a controller down only through every ancestor's subtree_control.
+            # v2 hands a controller down only through every ancestor's subtree_control. The root's
+            # is left as found or with cpu added: under systemd it has cpu already.
             parent = self.root / NAME
             parent.mkdir(exist_ok=True)
             self.groups.append(parent)
@@ -74,14 +78,35 @@ class Budgets:
     def admit(self, pids: Iterable[int]) -> None:
         """One process (and all its threads) into each group."""
         pids = list(pids)
-        for pid, group in zip(pids, self.workers[: len(pids)], strict=True):
+        if len(pids) > len(self.workers):
+            raise ValueError(f"{len(pids)} processes for {len(self.workers)} budgets")
+        for pid, group in zip(pids, self.workers, strict=False):
             (group / "cgroup.procs").write_text(str(pid))
 
     def close(self) -> None:
-        """Remove the groups; their processes must have exited (a cgroup with members cannot go)."""
+        """
+        Remove the groups, killing what is left in them first (a cgroup with members cannot go). A
+        group that will not go is reported, not raised: the figures measured so far are kept.
+        """
         for group in reversed(self.groups):
-            with contextlib.suppress(FileNotFoundError):
+            try:
+                _empty(group)
                 os.rmdir(group)
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                print(f"bench: could not remove {group}: {error}", file=sys.stderr, flush=True)
+
+
+def _empty(group: Path, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while pids := (group / "cgroup.procs").read_text().split():
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise OSError(f"processes {', '.join(pids)} are still in it")
+        time.sleep(0.05)  # polling: a cgroup v1 has no event for "now empty"
 
 
 @contextlib.contextmanager
@@ -93,10 +118,10 @@ def budgets(count: int, share: float) -> Iterator[Budgets]:
         held.close()
 
 
-def unavailable() -> str | None:
-    """Why budgets cannot be set here (not root, no cpu controller), or None when they can."""
+def unavailable(share: float) -> str | None:
+    """Why budgets of C{share} cannot be set here (not root, no cpu controller), or None when they can."""
     try:
-        with budgets(1, 0.5):
+        with budgets(1, share):
             return None
     except OSError as error:
         return str(error)

@@ -116,7 +116,9 @@ def started(kind: Kind, args: argparse.Namespace, log: list[dict], complaints: l
     server = Server(kind, cpu=args.server_cpu)
     try:
         server.start()
-        log.append({"server": kind.key, "ready_s": server.ready_s, "rss_kib": server.memory_kib("VmRSS")})
+        rss = server.memory_kib("VmRSS")
+        ready_by = "READY=1" if kind.notifies else "log line"
+        log.append({"server": kind.key, "ready_s": server.ready_s, "ready_by": ready_by, "rss_kib": rss})
         yield server
     finally:
         server.stop()
@@ -131,7 +133,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     complaints: list[str] = []
     scaling: list[dict] = []
     workers = [k for k in servers if k.key in ("echod", "echod-2")]
-    cannot_budget = unavailable()
+    cannot_budget = unavailable(args.share)
     began = time.monotonic()
     for round_ in range(args.rounds):
         for scenario in SCENARIOS:
@@ -173,11 +175,13 @@ def benchmark(args: argparse.Namespace) -> dict:
 def scale(round_: int, args: argparse.Namespace, workers: list[Kind], complaints: list[str]) -> list[dict]:
     """One round of the multi-core scenarios: 1 and 2 echod workers, each held to `args.share` of a core."""
     runs = []
+    # Never pinned: pinned to one core, two workers would share it.
+    free = argparse.Namespace(**{**vars(args), "server_cpu": None, "loadgen_cpu": None})
     for scenario in SCALING:
         for kind in rotate(workers, round_):
-            with budgets(2, args.share) as held, started(kind, args, [], complaints) as server:
+            with budgets(2, args.share) as held, started(kind, free, [], complaints) as server:
                 held.admit(int(pid) for pid in server.pid.split(","))
-                result = run_load(server, scenario, args)
+                result = run_load(server, scenario, free)
             runs.append({"round": round_, "scenario": scenario.name, "server": kind.key, **result})
             print(
                 f"round {round_ + 1}/{args.rounds}  {scenario.name:<32} {kind.label:<19}"
@@ -208,6 +212,14 @@ def pin_study(args: argparse.Namespace, repeats: int = 5) -> None:
                 )
 
 
+def share(text: str) -> float:
+    """A CPU quota for --share: at least 0.1 (a 1 ms quota in the 10 ms period), at most a core."""
+    value = float(text)
+    if not 0.1 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: a share of a core from 0.1 to 1")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -219,7 +231,7 @@ def main() -> None:
     )
     parser.add_argument("--pin-study", action="store_true", help="measure whether pinning steadies figures")
     parser.add_argument(
-        "--share", type=float, default=SHARE, help=f"a worker's CPU quota in the multi-core figure ({SHARE})"
+        "--share", type=share, default=SHARE, help=f"a worker's CPU quota in the multi-core figure ({SHARE})"
     )
     parser.add_argument("--hold", type=int, default=1000, help="idle connections for the RSS figure")
     parser.add_argument("--report", metavar="RUNS_JSON", help="only write the report again from saved runs")

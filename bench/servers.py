@@ -8,9 +8,11 @@ echod and its comparators use the same Python and the same Twisted. Memory figur
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -110,6 +112,7 @@ class Server:
     process: subprocess.Popen | None = None
     #: The processes that serve, when they are not the one started (bench/echod_workers.py).
     workers: tuple[int, ...] = ()
+    _notify: socket.socket | None = None
 
     def start(self, timeout: float = 30) -> Server:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
@@ -127,6 +130,7 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         threading.Thread(target=self._read, args=(ready, started), daemon=True).start()
         if not ready.wait(timeout) or not self.ready_s:
@@ -143,29 +147,34 @@ class Server:
     def _listen_for_ready(self, env: dict[str, str]) -> Future | None:
         """
         For a server that sends sd_notify messages: a socket in C{env}'s NOTIFY_SOCKET, and a future
-        for when the last of its C{notifies} READY=1 came, as time.monotonic().
+        for when the last of its C{notifies} READY=1 came, as time.monotonic(). The socket is in the
+        abstract namespace ("@" for sd_notify), so nothing is left behind in the file system.
         """
         if not self.kind.notifies:
             return None
-        path = BUILD / f"notify-{os.getpid()}-{next(_notify_sockets)}.sock"
-        path.unlink(missing_ok=True)
+        name = f"echod-bench-{os.getpid()}-{next(_notify_sockets)}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(path))
-        env["NOTIFY_SOCKET"] = str(path)
+        try:
+            sock.bind("\0" + name)
+        except OSError:
+            sock.close()
+            raise
+        env["NOTIFY_SOCKET"] = "@" + name
+        self._notify = sock
         when: Future = Future()
 
         def receive() -> None:
             with sock:
                 try:
-                    sock.settimeout(60)
                     readies = 0
                     while readies < self.kind.notifies:
-                        readies += b"READY=1" in sock.recv(4096).split(b"\n")
+                        message = sock.recv(4096)
+                        if not message:  # shut down by stop()
+                            raise OSError("stopped before it was ready")
+                        readies += b"READY=1" in message.split(b"\n")
                     when.set_result(time.monotonic())
                 except OSError as e:
                     when.set_exception(e)
-                finally:
-                    path.unlink(missing_ok=True)
 
         threading.Thread(target=receive, daemon=True).start()
         return when
@@ -185,14 +194,22 @@ class Server:
         ready.set()  # the server exited: no need to wait any longer
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """Stop the server and whatever it started (its own process group), by force after 10 s."""
+        if self._notify is not None:
+            with contextlib.suppress(OSError):  # wakes the thread waiting on it, if it still waits
+                self._notify.shutdown(socket.SHUT_RDWR)
+        if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        # Workers (bench/echod_workers.py) would outlive a wrapper that did not stop them in time.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     @property
     def pid(self) -> str:
