@@ -139,13 +139,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         for scenario in SCENARIOS:
             for kind in rotate([k for k in servers if scenario.applies(k)], round_):
                 with started(kind, args, starts, complaints) as server:
-                    result = run_load(server, scenario, args)
-                runs.append({"round": round_, "scenario": scenario.name, "server": kind.key, **result})
-                print(
-                    f"round {round_ + 1}/{args.rounds}  {scenario.name:<32} {kind.label:<19}"
-                    f"{result['req_s']:>10.0f}/s  errors {result['errors']}",
-                    flush=True,
-                )
+                    record(runs, round_, scenario, kind, run_load(server, scenario, args), args)
         for kind in rotate(servers, round_):
             with started(kind, args, starts, complaints) as server:
                 holds.append({"round": round_, "server": kind.key, **hold_connections(server, args.hold)})
@@ -182,13 +176,26 @@ def scale(round_: int, args: argparse.Namespace, workers: list[Kind], complaints
             with budgets(2, args.share) as held, started(kind, free, [], complaints) as server:
                 held.admit(int(pid) for pid in server.pid.split(","))
                 result = run_load(server, scenario, free)
-            runs.append({"round": round_, "scenario": scenario.name, "server": kind.key, **result})
-            print(
-                f"round {round_ + 1}/{args.rounds}  {scenario.name:<32} {kind.label:<19}"
-                f"{result['req_s']:>10.0f}/s  errors {result['errors']}  (workers held to {args.share:.0%})",
-                flush=True,
-            )
+            record(runs, round_, scenario, kind, result, args, f"  (workers held to {args.share:.0%})")
     return runs
+
+
+def record(
+    runs: list[dict],
+    round_: int,
+    scenario: Scenario,
+    kind: Kind,
+    result: dict,
+    args: argparse.Namespace,
+    note: str = "",
+) -> None:
+    """Keep one run's figures and say how it went."""
+    runs.append({"round": round_, "scenario": scenario.name, "server": kind.key, **result})
+    print(
+        f"round {round_ + 1}/{args.rounds}  {scenario.name:<32} {kind.label:<19}"
+        f"{result['req_s']:>10.0f}/s  errors {result['errors']}{note}",
+        flush=True,
+    )
 
 
 def pin_study(args: argparse.Namespace, repeats: int = 5) -> None:
