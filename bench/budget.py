@@ -45,7 +45,6 @@ class Budgets:
 
     def __init__(self, count: int, share: float) -> None:
         self.root, self.version = cpu_hierarchy()
-        self.share = share
         self.groups: list[Path] = []
         try:
             self._make(count, int(share * PERIOD_US))

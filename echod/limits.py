@@ -294,8 +294,7 @@ class LimitedFactory(WrappingFactory):
         self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
         self.stats.active += 1
         self.stats.accepted += 1
-        if self._sweeper is None or not self._sweeper.running:
-            self._start_sweeping()
+        self._start_sweeping()
         if self.log_connections:
             self.log.debug(
                 "{listener}: connection from {peer}", listener=self.name, peer=format_peer(p.getPeer())

@@ -137,16 +137,9 @@ class Daemon:
 
     def port(self, name: str, timeout: float = 30) -> int:
         """The port listener C{name} last said it listens on; waits for it to say so first."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while name not in self.ports:
-                if self.lines and self.lines[-1] is None:
-                    raise AssertionError(f"echod exited before {name} listened:\n{self.output}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"echod did not say where {name} listens:\n{self.output}")
-                self._changed.wait(left)
-            return self.ports[name]
+        if name not in self.ports:
+            self.wait_for(rf"(?<![\w.-]){re.escape(name)}: \w+/tcp listening on ", timeout)
+        return self.ports[name]
 
     def send_signal(self, signum: int) -> None:
         self.process.send_signal(signum)
