@@ -128,6 +128,7 @@ def _choice(*options: str) -> Callable[[str], str]:
             raise ValueError(f"{text!r} is not one of: {', '.join(options)}{hint}")
         return text.lower()
 
+    convert.options = options  # type: ignore[attr-defined]  # what the man page lists
     return convert
 
 
