@@ -55,6 +55,19 @@ def check_config(path: str, quiet: bool = False) -> int:
     return 0
 
 
+def keep_readline_out() -> None:
+    """
+    Make C{import readline} fail in this process, as if it were not installed.
+
+    twistd imports pdb, and from Python 3.13 (Debian 13) pdb imports
+    rlcompleter, which imports readline, whose set-up initialises the
+    terminal (ncurses), which calls setfsuid(): a privileged system call the
+    unit's SystemCallFilter refuses. A daemon has no terminal to edit lines
+    on; both pdb and rlcompleter carry on without readline.
+    """
+    sys.modules.setdefault("readline", None)
+
+
 def run(path: str) -> None:
     """
     Run echod in the foreground under twistd until it is stopped. The
@@ -63,6 +76,7 @@ def run(path: str) -> None:
     """
     os.environ[CONFIG_ENV] = path
     ignore_early_signals()
+    keep_readline_out()
     from echod import activation
 
     # Before twistd: its plugins import Twisted's systemd support, which
