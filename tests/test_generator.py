@@ -36,12 +36,17 @@ def test_generator_writes_the_drop_in_where_systemd_reads_it(tmp_path, monkeypat
         assert "ListenStream=[::]:7007" in drop_in.read_text().splitlines()
 
 
-def test_invalid_config_writes_nothing_and_still_succeeds(tmp_path, monkeypatch, capsys):
+def test_invalid_config_closes_every_network_port_and_still_succeeds(tmp_path, monkeypatch, capsys):
     config = tmp_path / "echod.conf"
     config.write_text("[listener:echo]\nprotocol = echo\n")
     monkeypatch.setenv("ECHOD_CONFIG", str(config))
     assert main([str(tmp_path / "normal")]) == 0
-    assert not (tmp_path / "normal").exists()
+    for unit in ("echod.socket", "echod@.socket"):
+        lines = (tmp_path / "normal" / f"{unit}.d" / "50-echod-conf.conf").read_text().splitlines()
+        listens = [line for line in lines if line.startswith("Listen")]
+        # Resets first, then nothing but a socket file.
+        assert listens == ["ListenStream=", "ListenDatagram=", "ListenStream=/run/%n.config-invalid"]
+        assert f"Description=echod sockets, closed: {config} is invalid (see: echod check-config)" in lines
     assert "port: missing" in capsys.readouterr().err
 
 
