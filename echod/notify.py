@@ -70,6 +70,10 @@ class Notifier:
         self._status = status
         self.send("STOPPING=1", f"STATUS={status}")
 
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask for C{seconds} more from now before systemd's start/stop/reload timeout kills us."""
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+
     def status(self, status: str) -> None:
         """Set the status line C{systemctl status} shows, if it changed."""
         if status != self._status:

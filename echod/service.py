@@ -32,11 +32,18 @@ from echod.sockets import MAX_DATAGRAM, BindError, bind_datagram, bind_stream, r
 from echod.stats import ListenerStats
 from echod.udp import UDPEcho
 from echod.units import format_duration
+from echod.unwanted import turn_away
 
 #: Exit status when a listener cannot be set up (sysexits.h EX_OSERR).
 EX_OSERR = 71
 #: Exit status when the access log cannot be opened (sysexits.h EX_CANTCREAT).
 EX_CANTCREAT = 73
+#: Exit status when a listener's port may not be bound, e.g. a privileged
+#: port systemd did not pass (sysexits.h EX_NOPERM): restarting cannot help.
+EX_NOPERM = 77
+
+#: Seconds asked of systemd beyond shutdown_grace to close what is left and flush the logs.
+STOP_MARGIN = 10.0
 
 #: What an admin runs so that systemd's sockets follow /etc/echod.conf again.
 APPLY_SOCKETS = "systemctl daemon-reload && systemctl restart echod.socket"
@@ -273,6 +280,7 @@ class EchodService(MultiService):
         self.access_log: AccessLog | None = None
         self._alerts: dict[str, str] = {}  # key -> short text for the status line
         self._stopping = False
+        self._turned_away: list = []  # the ports resetting the clients of unmatched sockets
         pairs, self._unmatched = activation.match(settings.listeners, inherited)
         for listener in settings.listeners:
             found = pairs.get(listener.name)
@@ -298,9 +306,12 @@ class EchodService(MultiService):
             self._alert(
                 f"unmatched:{sock.describe()}",
                 f"systemd passed socket {sock.describe()}, which no listener in {self.settings.path} "
-                f"uses; to make them agree run: {APPLY_SOCKETS}",
+                f"uses; its clients are reset; to make them agree run: {APPLY_SOCKETS}",
                 f"systemd's sockets differ from {self.settings.path}: run '{APPLY_SOCKETS}'",
             )
+            if sock.transport == "tcp":
+                port, _ = turn_away(sock.sock, sock.describe(), APPLY_SOCKETS, self._reactor)
+                self._turned_away.append(port)
         if self.settings.access_log:
             # Opened here, like the sockets, so that twistd --uid can still open it as root.
             try:
@@ -318,7 +329,7 @@ class EchodService(MultiService):
             super().privilegedStartService()
         except BindError as e:
             self.log.critical("{error}{hint}", error=e, hint=self._bind_hint())
-            raise SystemExit(EX_OSERR) from None
+            raise SystemExit(EX_NOPERM if e.not_permitted else EX_OSERR) from None
 
     def _share_logs(self) -> None:
         """Hand the access log and the connection-logging switch to every listener and factory."""
@@ -520,6 +531,8 @@ class EchodService(MultiService):
         self._stopping = True
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.notifier.stopping(self.status())
+        for port in self._turned_away:
+            port.stopListening()
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._drain())
         stopped.addBoth(self._close_access_log)
@@ -542,6 +555,9 @@ class EchodService(MultiService):
             grace=format_duration(grace),
             count=open_connections,
         )
+        # systemd's TimeoutStopSec= may be shorter than the grace: ask for
+        # the grace and time to close and flush the access log after it.
+        self.notifier.extend_timeout(grace + STOP_MARGIN)
         drained = defer.gatherResults([f.when_empty() for f in factories])
         timer = self._reactor.callLater(grace, self._abort_all, factories)
         drained.addBoth(lambda result: timer.cancel() if timer.active() else None)

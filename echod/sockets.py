@@ -43,6 +43,12 @@ def raise_fd_limit() -> int:
 class BindError(Exception):
     """A listening socket could not be created; the text says what to do."""
 
+    @property
+    def not_permitted(self) -> bool:
+        """Whether the system refused permission (a privileged port), which no retry cures."""
+        cause = self.__cause__
+        return isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM)
+
 
 def _unprivileged_port_start() -> int:
     try:

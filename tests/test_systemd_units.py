@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from echod.config import EX_CONFIG
+from echod.service import EX_CANTCREAT, EX_NOPERM
+
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
 
@@ -74,13 +77,15 @@ def test_service_holds_no_capability_and_needs_none_when_activated():
     assert "Wants=echod.socket" in lines
 
 
-def test_service_is_a_notify_service_that_does_not_restart_on_config_errors():
+def test_service_is_a_notify_service_that_does_not_retry_what_a_restart_cannot_cure():
     lines = unit_lines("echod.service")
     for expected in (
         "Type=notify",
         "NotifyAccess=main",
         "Restart=on-failure",
-        "RestartPreventExitStatus=78",
+        f"RestartPreventExitStatus={EX_CONFIG} {EX_CANTCREAT} {EX_NOPERM}",
+        "RestartSec=2s",
+        "SystemCallErrorNumber=EPERM",
         "ExecReload=/usr/bin/echod check-config --quiet",
         "ExecReload=/bin/kill -HUP $MAINPID",
     ):
@@ -105,3 +110,8 @@ def test_instance_sockets_share_the_ports():
     assert [line for line in lines if line.startswith("Listen")] == [
         line for line in unit_lines("echod.socket") if line.startswith("Listen")
     ]
+
+
+def test_sockets_refuse_to_open_any_port_while_the_config_is_invalid():
+    for unit in ("echod.socket", "echod@.socket"):
+        assert "ExecStartPre=/usr/bin/echod check-config --quiet" in unit_lines(unit)

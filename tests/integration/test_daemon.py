@@ -397,7 +397,7 @@ def test_privileged_port_without_privilege_says_what_to_do(tmp_path):
     command = without_bind_privilege([sys.executable, "-m", "echod", "run", "-c", str(path)])
     assert_start_fails(
         path,
-        71,
+        77,
         r"cannot listen on tcp 127\.0\.0\.1:7: port 7 is privileged .* socket activation",
         command=command,
     )

@@ -311,12 +311,32 @@ def test_activated_sockets_are_matched_by_address(run, notify):
     assert echo(bc_port, b"2 ok") == b"ok"
     daemon.wait_for(
         rf"systemd passed socket tcp 127\.0\.0\.1:{spare} \(fd 5\), which no listener in .* uses; "
-        r"to make them agree run: systemctl daemon-reload && systemctl restart echod\.socket"
+        r"its clients are reset; to make them agree run: "
+        r"systemctl daemon-reload && systemctl restart echod\.socket"
     )
     assert notify.wait_for(is_ready)[1]["STATUS"].startswith(
         f"WARNING: systemd's sockets differ from {daemon.config_path}: "
         "run 'systemctl daemon-reload && systemctl restart echod.socket' | echo 0 open"
     )
+
+
+def test_clients_of_a_socket_no_listener_wants_are_reset_at_once(run, notify):
+    # The port was moved in the configuration and only the service restarted:
+    # systemd still listens on the old one. Its clients must not hang.
+    old, new = free_port(), free_port()
+    daemon = run(config_text(echo={"protocol": "echo", "port": str(new)}), activate=[f"127.0.0.1:{old}"])
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):
+        exchange([(daemon.first_client, b"hello")])
+    for _ in range(3):
+        with connect(old) as sock, pytest.raises((ConnectionResetError, BrokenPipeError)):
+            sock.settimeout(10)  # a hang fails the test instead of passing it
+            sock.sendall(b"x")
+            sock.recv(1)
+    daemon.wait_for(
+        rf"reset 1 connection\(s\) to tcp 127\.0\.0\.1:{old} \(fd 3\), a socket systemd passed that no "
+        r"listener uses; to make systemd's sockets follow the configuration run: systemctl daemon-reload"
+    )
+    assert echo(new, b"served") == b"served"
 
 
 def test_activated_sockets_are_matched_by_name(run, notify):
@@ -366,7 +386,7 @@ def test_listener_missing_from_systemds_sockets_says_what_to_run(run, notify):
         act={"protocol": "echo", "port": str(activated)}, low={"protocol": "echo", "port": "7"}
     )
     daemon = run(text, activate=[f"127.0.0.1:{activated}"], wait=False, unprivileged=True)
-    assert daemon.process.wait(60) == 71
+    assert daemon.process.wait(60) == 77
     daemon.wait_for(
         r"port 7 is privileged .* \(systemd's sockets do not include it; to make them follow the "
         r"configuration: systemctl daemon-reload && systemctl restart echod\.socket\)"
