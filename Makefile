@@ -70,12 +70,17 @@ clean:
 # -- The Debian package -------------------------------------------------------
 # `make deb`: ./echod.deb and ./echod_VERSION_all.deb (as root it installs the
 # build dependencies). `make test-package`: that package, installed, upgraded
-# and removed in booted bookworm containers (tests/system; root only).
+# and removed in booted Debian 12 (bookworm) and Debian 13 (trixie)
+# containers, both releases at once (tests/system; root only); and the unit
+# and integration suite on each release's own python3 and python3-twisted.
 
 DEB_VERSION = $(shell awk 'NR == 1 { gsub(/[()]/, "", $$2); print $$2 }' debian/changelog)
-PACKAGE_TEST_PACKAGES := mmdebstrap systemd-container zstd lintian python3-pytest
+PACKAGE_TEST_PACKAGES := mmdebstrap systemd-container zstd python3-pytest
 
-.PHONY: deb deb-build-deps test-package package-test-packages
+RELEASES := bookworm trixie
+UPGRADE_DEB = build/upgrade/echod_$(DEB_VERSION)+systemtest1_all.deb
+
+.PHONY: deb deb-build-deps test-package package-test-packages upgrade-deb
 
 deb: deb-build-deps
 	tools/build-deb build/deb
@@ -88,8 +93,26 @@ deb-build-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq ./; \
 	fi
 
-test-package: deb package-test-packages
-	ECHOD_DEB=$(CURDIR)/echod.deb $(SYSTEM_PYTHON) -m pytest -p no:cacheprovider tests/system $(PYTEST_ARGS)
+# The same source with a higher version, for the upgrade tests: built once, for both releases.
+upgrade-deb: deb
+	rm -rf build/upgrade
+	tools/build-deb build/upgrade $(DEB_VERSION)+systemtest1 >build/upgrade.log 2>&1 \
+		|| { tail -50 build/upgrade.log; exit 1; }
+
+# Each release's booted tests in a process of their own, both at once (they
+# mostly wait on containers); output is shown per release when it is done.
+test-package: deb upgrade-deb package-test-packages
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(addprefix test-package-,$(RELEASES))
+	$(MAKE) --no-print-directory $(addprefix test-on-,$(filter-out bookworm,$(RELEASES)))
+
+test-package-%:
+	ECHOD_RELEASES=$* ECHOD_DEB=$(CURDIR)/echod.deb ECHOD_UPGRADE_DEB=$(CURDIR)/$(UPGRADE_DEB) \
+		$(SYSTEM_PYTHON) -m pytest -p no:cacheprovider tests/system $(PYTEST_ARGS)
+
+# The unit and integration suite on a release's own python3 and Twisted, in
+# its root filesystem (bookworm's runs on this host: test-system).
+test-on-%: deb package-test-packages
+	$(SYSTEM_PYTHON) -m tests.system.on_release $* $(CURDIR)/echod.deb $(PYTEST_ARGS)
 
 package-test-packages:
 	@$(MAKE) --no-print-directory system-packages SYSTEM_TEST_PACKAGES="$(PACKAGE_TEST_PACKAGES)"

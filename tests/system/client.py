@@ -4,6 +4,8 @@ A client for echod, run inside the test containers (standard library only).
     client.py send PORT DATA     send DATA to 127.0.0.1; print what came back
     client.py send6 PORT DATA    the same over IPv6, to ::1
     client.py refused PORT       exit 0 if 127.0.0.1:PORT refuses connections
+    client.py reset PORT         exit 0 if a connection to 127.0.0.1:PORT is reset
+                                 within 5 s; print what happened instead
     client.py loop SECONDS PROTOCOL:PORT...
                                  connect over and over, alternating the
                                  listeners (echo:7 bytecount:50007); print
@@ -73,6 +75,16 @@ def main(argv: list[str]) -> int:
             exchange(int(args[0]), b"x", timeout=5)
         except ConnectionRefusedError:
             return 0
+        return 1
+    elif command == "reset":
+        try:
+            got = exchange(int(args[0]), b"x", timeout=5)
+        except (ConnectionResetError, BrokenPipeError):
+            return 0
+        except OSError as e:
+            print(repr(e))
+            return 1
+        print(f"answered {got!r}")
         return 1
     elif command == "loop":
         listeners = [(protocol, int(port)) for protocol, port in (a.split(":") for a in args[1:])]

@@ -1,10 +1,10 @@
 """
-Booted Debian bookworm containers for the package tests.
+Booted Debian containers for the package tests, one release or another.
 
-A root filesystem with systemd and the package's runtime dependencies is built
-once with mmdebstrap and cached outside the source tree (a tarball and its
-extracted copy, named by a hash of the package list, so that a changed list
-builds a new one). Each container boots that tree with systemd-nspawn
+A root filesystem per release, with systemd and the package's runtime
+dependencies, is built once with mmdebstrap and cached outside the source
+tree (a tarball and its extracted copy, named by the release and a hash of
+the recipe, so that a changed list builds a new one). Each container boots that tree with systemd-nspawn
 --volatile=overlay, so every change made inside is thrown away at stop and
 the cached tree stays pristine. The containers have no network of their own:
 everything the tests install must already be in the tree.
@@ -29,16 +29,35 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-SUITE = "bookworm"
-MIRRORS = (
-    "deb http://deb.debian.org/debian bookworm main",
-    "deb http://deb.debian.org/debian bookworm-updates main",
-    "deb http://deb.debian.org/debian-security bookworm-security main",
-)
+#: The Debian releases the package is proven on: Debian 12 and Debian 13.
+RELEASES = ("bookworm", "trixie")
+
+
+def mirrors(release: str) -> tuple[str, ...]:
+    """The archive, its updates and its security updates for C{release}."""
+    return (
+        f"deb http://deb.debian.org/debian {release} main",
+        f"deb http://deb.debian.org/debian {release}-updates main",
+        f"deb http://deb.debian.org/debian-security {release}-security main",
+    )
+
+
 #: What every container has besides the package's own dependencies: an init,
 #: the bus systemctl talks to, logrotate for the rotation test, man for the
-#: Documentation= check of systemd-analyze verify.
-BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "logrotate", "man-db")
+#: Documentation= check of systemd-analyze verify; pytest and hypothesis to run
+#: the unit and integration suite on the release's own interpreter; the
+#: release's own autopkgtest and lintian, as the archive runs them.
+BASE_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "logrotate",
+    "man-db",
+    "python3-pytest",
+    "python3-hypothesis",
+    "autopkgtest",
+    "lintian",
+)
 
 CACHE = Path(os.environ.get("ECHOD_TEST_CACHE", "/var/cache/echod-tests"))
 
@@ -82,18 +101,19 @@ def _in_use(path: Path) -> bool:
     return False
 
 
-def rootfs(packages: Sequence[str], log: Path) -> Path:
+def rootfs(release: str, packages: Sequence[str], log: Path) -> Path:
     """
-    The extracted root filesystem with C{packages}, built and cached on first
-    use; older caches that no container uses any more are removed.
+    The extracted root filesystem of C{release} with C{packages}, built and
+    cached on first use; older caches of that release that no container uses
+    any more are removed.
     """
     wanted = sorted(set(BASE_PACKAGES) | set(packages))
-    recipe = {"suite": SUITE, "variant": "minbase", "mirrors": MIRRORS, "packages": wanted}
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    recipe = {"suite": release, "variant": "minbase", "mirrors": mirrors(release), "packages": wanted}
+    key = release + "-" + hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     tarball = CACHE / f"rootfs-{key}.tar.zst"
     base = CACHE / f"base-{key}"
     done = CACHE / f"base-{key}.ok"
-    with _locked(CACHE / ".lock"):
+    with _locked(CACHE / f".lock-{release}"):
         if not done.exists():
             if not tarball.exists():
                 partial = tarball.with_suffix(".partial.zst")
@@ -104,9 +124,9 @@ def rootfs(packages: Sequence[str], log: Path) -> Path:
                             "mmdebstrap",
                             "--variant=minbase",
                             "--include=" + ",".join(wanted),
-                            SUITE,
+                            release,
                             str(partial),
-                            *MIRRORS,
+                            *mirrors(release),
                         ],
                         check=True,
                         stdout=out,
@@ -118,14 +138,27 @@ def rootfs(packages: Sequence[str], log: Path) -> Path:
             base.mkdir()
             subprocess.run(["tar", "--zstd", "-xf", str(tarball), "-C", str(base)], check=True)
             done.touch()
-        for old in CACHE.glob("base-*"):
+        # Caches of this release only: the other release's may be in use by a parallel run.
+        for old in CACHE.glob(f"base-{release}-*"):
             if old.is_dir() and old != base and not _in_use(old):
                 Path(f"{old}.ok").unlink(missing_ok=True)
                 shutil.rmtree(old, ignore_errors=True)
-        for old in CACHE.glob("rootfs-*"):
+        for old in CACHE.glob(f"rootfs-{release}-*"):
             if not old.name.startswith(f"rootfs-{key}"):
                 old.unlink(missing_ok=True)
+        _remove_unnamed_caches()
     return base
+
+
+def _remove_unnamed_caches() -> None:
+    """Caches from before they were named by release (bookworm only, unused since)."""
+    for old in CACHE.glob("*-*"):
+        kind, _, rest = old.name.partition("-")
+        if kind in ("base", "rootfs") and not rest.startswith(RELEASES) and not _in_use(old):
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
 
 
 def _hierarchies() -> list[Path]:
@@ -135,18 +168,108 @@ def _hierarchies() -> list[Path]:
     return [root / name for name in ("systemd", "unified") if (root / name / "cgroup.procs").exists()]
 
 
+def init_arguments(release: str) -> tuple[str, ...]:
+    """
+    What the container's systemd needs on its command line to boot here.
+
+    systemd 256 and newer (trixie has 257) refuse to boot on the legacy
+    cgroup hierarchy unless forced; this host mounts cgroup v1 (hybrid).
+    Older ones (bookworm's 252) need nothing.
+    """
+    unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    if release == "bookworm" or unified:
+        return ()
+    return ("SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1", "systemd.unified_cgroup_hierarchy=0")
+
+
+class _OwnCgroups:
+    """Cgroups of one nspawn's own, which --keep-unit makes it use; removed with what is left in them."""
+
+    def __init__(self, name: str) -> None:
+        self.paths = [h / name for h in _hierarchies()]
+
+    def create(self) -> None:
+        for cgroup in self.paths:
+            cgroup.mkdir()
+
+    def enter(self) -> None:
+        """In the child between fork and exec."""
+        for cgroup in self.paths:
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    def processes(self) -> list[int]:
+        pids = set()
+        for cgroup in self.paths:
+            for procs in cgroup.rglob("cgroup.procs") if cgroup.exists() else ():
+                with contextlib.suppress(OSError):
+                    pids.update(int(p) for p in procs.read_text().split())
+        return sorted(pids)
+
+    def remove(self) -> None:
+        for _ in range(50):
+            left = self.processes()
+            if not left:
+                break
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        for cgroup in self.paths:
+            if cgroup.exists():
+                for directory in sorted(cgroup.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                    if directory.is_dir():
+                        with contextlib.suppress(OSError):
+                            directory.rmdir()
+                with contextlib.suppress(OSError):
+                    cgroup.rmdir()
+
+
+def run_unbooted(base: Path, argv: Sequence[str], source: Path, env: dict[str, str]) -> int:
+    """
+    Run C{argv} in C{base} without booting it, with C{source} at /srv/source
+    (writable through a throw-away overlay) as the working directory; return
+    its exit status. Its output goes where ours goes.
+    """
+    name = f"echod-run-{os.getpid()}-{next(_counter)}"
+    cgroups = _OwnCgroups(name)
+    cgroups.create()
+    command = [
+        "systemd-nspawn",
+        "--quiet",
+        f"--directory={base}",
+        "--as-pid2",
+        "--console=pipe",
+        "--register=no",
+        "--keep-unit",
+        "--private-network",
+        "--volatile=overlay",
+        f"--machine={name}",
+        f"--overlay={source}::/srv/source",
+        "--chdir=/srv/source",
+        *(f"--setenv={key}={value}" for key, value in env.items()),
+        "--",
+        *argv,
+    ]
+    try:
+        return subprocess.run(command, stdin=subprocess.DEVNULL, preexec_fn=cgroups.enter).returncode
+    finally:
+        cgroups.remove()
+        shutil.rmtree(f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
+
+
 class Container:
     """
     One booted container. Use as a context manager: it boots on entry and is
     stopped, and its cgroup removed, on exit, whatever happened inside.
     """
 
-    def __init__(self, base: Path, binds: dict[str, Path], log: Path) -> None:
+    def __init__(self, base: Path, binds: dict[str, Path], log: Path, release: str = "bookworm") -> None:
         self.base = base
         self.binds = binds
         self.log = log
+        self.release = release
         self.name = f"echod-test-{os.getpid()}-{next(_counter)}"
-        self.cgroups = [h / self.name for h in _hierarchies()]
+        self.cgroups = _OwnCgroups(self.name)
         self.nspawn: subprocess.Popen | None = None
         self.pid1: int | None = None
 
@@ -164,15 +287,7 @@ class Container:
         self.stop()
 
     def boot(self, timeout: float = 60) -> None:
-        for cgroup in self.cgroups:
-            cgroup.mkdir()
-        cgroups = self.cgroups
-
-        def enter_own_cgroup() -> None:
-            # Between fork and exec: nspawn and everything it starts live in
-            # a cgroup of their own, which --keep-unit makes them use.
-            for cgroup in cgroups:
-                (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+        self.cgroups.create()
 
         command = [
             "systemd-nspawn",
@@ -187,13 +302,14 @@ class Container:
             f"--machine={self.name}",
         ]
         command += [f"--bind-ro={host}:{inside}" for inside, host in self.binds.items()]
+        command += init_arguments(self.release)
         with open(self.log, "ab") as out:
             self.nspawn = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=enter_own_cgroup,
+                preexec_fn=self.cgroups.enter,
             )
         deadline = time.monotonic() + timeout
         self.pid1 = self._wait_for_pid1(deadline)
@@ -227,31 +343,8 @@ class Container:
             except subprocess.TimeoutExpired:
                 self.nspawn.kill()
                 self.nspawn.wait()
-        for _ in range(50):
-            left = self._processes()
-            if not left:
-                break
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-        for cgroup in self.cgroups:
-            if cgroup.exists():
-                for directory in sorted(cgroup.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                    if directory.is_dir():
-                        with contextlib.suppress(OSError):
-                            directory.rmdir()
-                with contextlib.suppress(OSError):
-                    cgroup.rmdir()
+        self.cgroups.remove()
         shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.name}", ignore_errors=True)
-
-    def _processes(self) -> list[int]:
-        pids = set()
-        for cgroup in self.cgroups:
-            for procs in cgroup.rglob("cgroup.procs") if cgroup.exists() else ():
-                with contextlib.suppress(OSError):
-                    pids.update(int(p) for p in procs.read_text().split())
-        return sorted(pids)
 
     # -- running commands inside ---------------------------------------------
 

@@ -27,6 +27,19 @@ def install(container: Container, path: str = f"{DEBS}/echod.deb") -> str:
     return done.stdout + done.stderr
 
 
+def apt(container: Container, *args: str) -> str:
+    """apt-get ARGS inside, non-interactive; return its output."""
+    done = container.run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q", *args])
+    return done.stdout + done.stderr
+
+
+def echod_processes(container: Container) -> list[str]:
+    """The /proc status files of every process running as the echod user."""
+    uid = container.run(["id", "-u", "echod"]).stdout.strip()
+    script = f"grep -l '^Uid:[[:space:]]*{uid}[[:space:]]' /proc/[0-9]*/status || true"
+    return container.run(["sh", "-c", script]).stdout.split()
+
+
 def dump_journal(container: Container) -> None:
     """Show what systemd logged in this container, for the report of a failed test."""
     with contextlib.suppress(Exception):
@@ -94,3 +107,8 @@ class Traffic:
 def assert_none_refused(counts: dict) -> None:
     assert counts["ok"] > 0
     assert (counts["refused"], counts["wrong"], counts["errors"]) == (0, 0, 0), counts["problems"]
+
+
+def reset(container: Container, port: int) -> bool:
+    """Whether a connection to C{port} is reset at once (not refused, not left hanging)."""
+    return container.run(["python3", CLIENT, "reset", str(port)], check=False).returncode == 0

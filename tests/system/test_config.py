@@ -7,7 +7,7 @@ restart echod.socket` for ports; and what a broken file does to each.
 import time
 
 from tests.system.container import Container
-from tests.system.helpers import CLIENT, edit_config, journal, main_pid, refused, send, show, wait_for
+from tests.system.helpers import CLIENT, edit_config, journal, main_pid, refused, reset, send, show, wait_for
 
 APPLY_PORTS = "systemctl daemon-reload && systemctl restart echod.socket"
 BREAK = r"s/^max_connections = 1024$/max_connections = lots/"
@@ -89,7 +89,8 @@ def test_clients_of_a_broken_config_cause_a_bounded_number_of_starts(installed: 
     # the port refuses connections instead of hanging them.
     started = time.monotonic()
     c.run(["python3", CLIENT, "send", "7", "x"], check=False, timeout=30)
-    assert time.monotonic() - started < 10
+    # Each start is a Python start-up (about a second on Python 3.13).
+    assert time.monotonic() - started < 20
     wait_for("the socket to give up", lambda: show(c, "echod.socket", "ActiveState") == "failed", timeout=10)
     assert show(c, "echod.socket", "Result") == "service-start-limit-hit"
     assert refused(c, 7)
@@ -100,3 +101,74 @@ def test_clients_of_a_broken_config_cause_a_bounded_number_of_starts(installed: 
     c.sh("systemctl reset-failed echod.service echod.socket && systemctl restart echod")
     assert show(c, "echod.socket", "ActiveState") == "active"
     assert send(c, 7, "back") == "back"
+
+
+def test_an_invalid_config_never_opens_a_port_the_admin_closed(installed: Container):
+    c = installed
+    # The admin closes port 7 by deleting its listener, and makes a typo elsewhere.
+    edit_config(c, "/^\\[listener:echo\\]$/,/^idle_timeout/d", BREAK)
+    assert "[listener:echo]" not in c.read("/etc/echod.conf")
+    done = c.sh(APPLY_PORTS, check=False)
+    assert done.returncode != 0
+    # Closed: neither the port the admin removed nor the one of the broken file.
+    assert refused(c, 7) and refused(c, 50007)
+    assert show(c, "echod.socket", "ActiveState") == "failed"
+    # Visibly: the socket's status and journal say why and what to run.
+    assert "is invalid (see: echod check-config)" in show(c, "echod.socket", "Description")
+    socket_log = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "echod.socket"]).stdout
+    assert "'lots' is not a whole number" in socket_log, socket_log
+    # A reboot would do the same: the generator wrote no network address.
+    drop_in = c.read("/run/systemd/generator/echod.socket.d/50-echod-conf.conf")
+    assert [line for line in drop_in.splitlines() if line.startswith("Listen")] == [
+        "ListenStream=",
+        "ListenDatagram=",
+        "ListenStream=/run/%n.config-invalid",
+    ]
+    # Fixed, the documented command opens exactly what the file asks for.
+    edit_config(c, "s/^max_connections = lots$/max_connections = 1024/")
+    c.sh(f"systemctl reset-failed echod.socket echod.service; {APPLY_PORTS}")
+    wait_for("echod to serve bytecount", lambda: serving(c, 50007))
+    assert send(c, 50007, "2 ok") == "ok"
+    assert refused(c, 7)
+
+
+def test_a_port_moved_then_a_plain_restart_resets_clients_of_the_old_port(installed: Container):
+    c = installed
+    edit_config(c, "s/^port = 50007$/port = 50008/")
+    c.run(["systemctl", "restart", "echod"])  # the natural command, without daemon-reload
+    # echod binds 50008 itself (unprivileged); systemd still listens on 50007 for it.
+    wait_for("bytecount on 50008", lambda: not refused(c, 50008))
+    assert send(c, 50008, "3 new") == "new"
+    # Clients of the old port fail at once instead of hanging in a backlog nobody reads.
+    started = time.monotonic()
+    assert reset(c, 50007)
+    assert time.monotonic() - started < 5
+    # The status line and the journal give the exact command.
+    assert f"run '{APPLY_PORTS}'" in show(c, "echod.service", "StatusText")
+    wait_for("the reset warning", lambda: f"run: {APPLY_PORTS}" in journal(c, "-p", "warning"))
+    c.sh(APPLY_PORTS)
+    wait_for("echod to serve on 50008 from systemd's socket", lambda: serving(c, 50008))
+    assert refused(c, 50007)
+    assert "problem(s)" not in show(c, "echod.service", "StatusText")
+
+
+def test_a_privileged_port_moved_then_a_plain_restart_fails_once_and_says_what_to_run(installed: Container):
+    c = installed
+    edit_config(c, "s/^port = 7$/port = 13/")
+    assert c.run(["systemctl", "restart", "echod"], check=False).returncode != 0
+    assert show(c, "echod.service", "ExecMainStatus") == "77"
+    assert f"systemd's sockets do not include it; to make them follow the configuration: {APPLY_PORTS}" in (
+        journal(c, "-p", "err")
+    )
+    # No restart storm: the error is not retried ("failed", not "activating
+    # (auto-restart)"), and the socket stays.
+    assert (show(c, "echod.service", "ActiveState"), show(c, "echod.service", "SubState")) == (
+        "failed",
+        "failed",
+    )
+    assert show(c, "echod.service", "NRestarts") == "0"
+    assert show(c, "echod.socket", "ActiveState") == "active"
+    c.sh(APPLY_PORTS)
+    assert send(c, 13, "thirteen") == "thirteen"  # the connection starts the service
+    assert show(c, "echod.service", "ActiveState") == "active"
+    assert refused(c, 7)

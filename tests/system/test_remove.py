@@ -1,18 +1,7 @@
 """apt remove stops everything and keeps the configuration; apt purge removes it and the logs."""
 
 from tests.system.container import Container
-from tests.system.helpers import edit_config, refused, send, wait_for
-
-
-def echod_processes(c: Container) -> list[str]:
-    uid = c.run(["id", "-u", "echod"]).stdout.strip()
-    script = f"grep -l '^Uid:[[:space:]]*{uid}[[:space:]]' /proc/[0-9]*/status || true"
-    return c.run(["sh", "-c", script]).stdout.split()
-
-
-def apt(c: Container, *args: str) -> str:
-    done = c.run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q", *args])
-    return done.stdout + done.stderr
+from tests.system.helpers import apt, echod_processes, edit_config, install, refused, send, wait_for
 
 
 def test_remove_then_purge(installed: Container):
@@ -43,3 +32,38 @@ def test_remove_then_purge(installed: Container):
     assert status in ("", "not-installed")
     assert not echod_processes(c)
     assert c.run(["systemctl", "--failed", "--no-legend", "--plain"]).stdout.strip() == ""
+
+
+#: What changes on any system whatever is installed: apt's and dpkg's own
+#: records, caches, logs, runtime state. piuparts ignores the same.
+IGNORED = (
+    "/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp", "/var/cache", "/var/lib/apt", "/var/lib/dpkg",
+    "/var/log/journal", "/var/log/apt", "/var/log/dpkg.log", "/var/log/alternatives.log",
+    "/var/lib/systemd/timers", "/var/lib/systemd/catalog",
+)  # fmt: skip
+
+
+def files(c: Container) -> set[str]:
+    prune = " -o ".join(f"-path {path}" for path in IGNORED)
+    out = c.sh(f"find / -xdev \\( {prune} \\) -prune -o -print").stdout
+    return set(out.splitlines())
+
+
+def test_install_remove_purge_reinstall_leaves_nothing_behind(container: Container):
+    c = container
+    before = files(c)
+    install(c)
+    assert send(c, 7, "first") == "first"
+    apt(c, "remove", "echod")
+    apt(c, "purge", "echod")
+    after = files(c)
+    # The system user is kept on purge, as Debian policy advises (its ids are never reused):
+    # it lives in /etc/passwd and friends, which existed before.
+    assert sorted(after - before) == [], "left behind after purge"
+    assert sorted(before - after) == [], "removed though it was there before"
+    assert c.run(["systemctl", "--failed", "--no-legend", "--plain"]).stdout.strip() == ""
+    # And it installs again, as new, onto the user it kept.
+    install(c)
+    assert send(c, 7, "again") == "again"
+    assert send(c, 50007, "5 again") == "again"
+    assert c.run(["systemctl", "is-active", "echod.service"]).stdout.strip() == "active"

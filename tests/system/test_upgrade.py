@@ -5,41 +5,16 @@ upgrade restarts the service but never the socket. An edited configuration
 survives the upgrade.
 """
 
-import subprocess
-from pathlib import Path
-
-import pytest
-
 from tests.system.container import Container
 from tests.system.helpers import (
-    DEBS,
-    ROOT,
     Traffic,
     assert_none_refused,
     edit_config,
     install,
     main_pid,
+    send,
     show,
 )
-
-
-@pytest.fixture(scope="session")
-def upgrade_deb(deb: Path, share: Path, workdir: Path) -> str:
-    """The same source rebuilt with a higher version, as a container sees it."""
-    version = subprocess.run(
-        ["dpkg-deb", "--field", str(deb), "Version"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    log = workdir / "build-upgrade.log"
-    with open(log, "w") as out:
-        done = subprocess.run(
-            [str(ROOT / "tools" / "build-deb"), str(share), f"{version}+systemtest1"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if done.returncode != 0:
-        pytest.fail(f"building the upgrade failed; see {log}:\n{log.read_text()[-3000:]}")
-    return f"{DEBS}/echod_{version}+systemtest1_all.deb"
 
 
 def test_restart_refuses_no_connection(installed: Container):
@@ -76,3 +51,25 @@ def test_upgrade_refuses_no_connection_and_keeps_config_edits(installed: Contain
     assert main_pid(c) != pid
     assert show(c, "echod.service", "ActiveState") == "active"
     assert show(c, "echod.socket", "ActiveEnterTimestampMonotonic") == socket_since
+
+
+def test_upgrade_from_units_under_lib_keeps_them_under_usr_lib(container: Container, lib_layout_deb: str):
+    # DEP17: releases before this one shipped /lib/systemd/...; with merged
+    # /usr that is the same directory, and dpkg must not delete the units it
+    # just unpacked when it removes the old package's paths.
+    c = container
+    install(c, lib_layout_deb)
+    assert c.run(["dpkg", "-S", "/lib/systemd/system/echod.service"]).stdout.startswith("echod:")
+    assert send(c, 7, "old") == "old"
+    install(c, "/srv/debs/echod.deb")
+    for unit in ("echod.service", "echod.socket", "echod@.service", "echod@.socket"):
+        assert c.run(["test", "-s", f"/usr/lib/systemd/system/{unit}"], check=False).returncode == 0, unit
+    generator = "/usr/lib/systemd/system-generators/echod-socket-generator"
+    assert c.run(["test", "-x", generator], check=False).returncode == 0
+    assert c.run(["dpkg", "-S", "/usr/lib/systemd/system/echod.service"]).stdout.startswith("echod:")
+    c.run(["systemctl", "daemon-reload"])
+    assert show(c, "echod.service", "FragmentPath").endswith("/systemd/system/echod.service")
+    assert show(c, "echod.service", "LoadState") == "loaded"
+    c.run(["systemctl", "restart", "echod.socket"])
+    assert send(c, 7, "new") == "new"
+    assert send(c, 50007, "3 new") == "new"
