@@ -255,3 +255,27 @@ def test_access_log_has_a_line_per_connection_with_its_cause(tmp_path):
     protocol.dataReceived(b"x")
     protocol.connectionLost(Failure(error.ConnectionDone()))
     assert entries(bad, tmp_path / "b")[-1][-1] == "closed=bad-request"
+
+
+def test_a_client_that_half_closed_and_then_timed_out_is_logged_as_timed_out(tmp_path):
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    factory = logged(tmp_path, idle_timeout=10)
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"echo still queued")
+    protocol.readConnectionLost()  # the client is done sending; its echo cannot be delivered
+    closed_at(factory, transport, 100)
+    protocol.connectionLost(Failure(error.ConnectionAborted()))
+    assert entries(factory, tmp_path)[-1][-1] == "closed=idle-timeout"
+
+
+def test_a_client_that_half_closed_and_then_reset_is_logged_as_reset(tmp_path):
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    factory = logged(tmp_path)
+    protocol, _ = connect(factory)
+    protocol.readConnectionLost()
+    protocol.connectionLost(Failure(error.ConnectionLost()))
+    assert entries(factory, tmp_path)[-1][-1] == "closed=reset"
