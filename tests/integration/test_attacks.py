@@ -196,7 +196,7 @@ def test_bytecount_bytes_after_the_payload_do_not_cut_the_echo(start_daemon, tmp
     assert len(received) == len(payload)
     assert received == payload
     (line,) = access_log_lines(daemon, log)
-    assert line.split()[3:] == ["in=5000008", "out=4000000"] and line.endswith(" closed=server"), line
+    assert line.split()[3:5] == ["in=5000008", "out=4000000"] and line.endswith(" closed=server"), line
 
 
 def small_window_connection(port: int) -> socket.socket:
