@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from echod.accesslog import AccessLog
 from echod.addresses import format_peer, peer_host
+from echod.logthrottle import Summary, WarningThrottle
 from echod.stats import ListenerStats
 
 #: How much a connection reads at once, and how much of its output may queue
@@ -319,8 +320,14 @@ class LimitedFactory(WrappingFactory):
         self.access_log = access_log
         self.log_connections = log_connections
         self._per_peer: dict[str, int] = {}
-        # The caps reached and announced: "max_connections", or a peer's host.
+        # "max_connections" while its warning stands, for the line that says it is over.
         self._announced: set[str] = set()
+        # Refusals are client-made, and a client at its cap can make one per connection
+        # it tries: their warnings are throttled (see echod.logthrottle).
+        self._refusal_warnings = {
+            limit: WarningThrottle(self.clock, lambda summary, limit=limit: self._summarise(limit, summary))
+            for limit in ("max_connections", "max_connections_per_peer")
+        }
         self._empty_waiters: list[defer.Deferred] = []
 
     @property
@@ -384,13 +391,13 @@ class LimitedFactory(WrappingFactory):
         return protocol
 
     def _refuse(self, addr: IAddress, limit: str, value: int, reached: str) -> None:
-        """Count and log a refusal; warn once each time the cap C{reached} is reached."""
+        """Count and log a refusal; warn, throttled, that the cap C{limit} is reached."""
         self.stats.refused += 1
         if self.access_log is not None:
             self.access_log.log_connection(
                 self.clock.seconds(), self.name, addr, 0, 0, 0.0, "refused-" + limit
             )
-        if reached in self._announced:
+        if not self._refusal_warnings[limit].allow(peer_host(addr)):
             if not self.log_connections:
                 return
             self.log.debug(
@@ -400,7 +407,8 @@ class LimitedFactory(WrappingFactory):
                 limit=limit,
             )
             return
-        self._announced.add(reached)
+        if limit == "max_connections":
+            self._announced.add(reached)
         self.log.warn(
             "{listener}: {limit} ({value}) reached, refusing new connections from {who}",
             listener=self.name,
@@ -408,6 +416,19 @@ class LimitedFactory(WrappingFactory):
             value=value,
             who=peer_host(addr) if limit == "max_connections_per_peer" else "anyone",
         )
+
+    def _summarise(self, limit: str, summary: Summary) -> None:
+        self.log.warn(
+            "{listener}: ... and {summary}",
+            listener=self.name,
+            summary=summary.describe(f"connections refused over {limit}"),
+        )
+
+    def stopFactory(self) -> None:
+        # The listener stops: the refusals held back are said now, not lost.
+        for throttle in self._refusal_warnings.values():
+            throttle.flush()
+        super().stopFactory()
 
     def registerProtocol(self, p: LimitedProtocol) -> None:
         super().registerProtocol(p)
@@ -427,7 +448,6 @@ class LimitedFactory(WrappingFactory):
             self._per_peer[p.peer] = left
         else:
             del self._per_peer[p.peer]
-        self._announced.discard(p.peer)
         self.stats.active -= 1
         self.stats.bytes_received += p.received
         self.stats.bytes_sent += p.sent

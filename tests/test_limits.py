@@ -250,7 +250,7 @@ def test_access_log_has_a_line_per_connection_with_its_cause(tmp_path):
 
     (tmp_path / "b").mkdir()
     bad = logged(tmp_path / "b", max_connections=5)
-    bad.wrappedFactory = BytecountFactory("b", 20, 100, bad.stats)
+    bad.wrappedFactory = BytecountFactory("b", 20, 100, bad.stats, clock=bad.clock)
     protocol, _ = connect(bad, "10.0.0.2", 1)
     protocol.dataReceived(b"x")
     protocol.connectionLost(Failure(error.ConnectionDone()))
@@ -319,7 +319,7 @@ def bytecount_factory(tmp_path, **limits) -> LimitedFactory:
     from echod.bytecount import BytecountFactory
 
     factory = logged(tmp_path, **limits)
-    factory.wrappedFactory = BytecountFactory("l", 20, 100, factory.stats)
+    factory.wrappedFactory = BytecountFactory("l", 20, 100, factory.stats, clock=factory.clock)
     return factory
 
 
@@ -435,3 +435,20 @@ def test_out_counts_only_what_was_handed_over(tmp_path):
     protocol.connectionLost(Failure(error.ConnectionAborted()))
     assert entries(factory, tmp_path)[-1][2:4] == ["in=1000", "out=400"]
     assert factory.stats.bytes_sent == 400
+
+
+@pytest.mark.parametrize("limit", ["max_connections", "max_connections_per_peer"])
+def test_churn_at_a_cap_warns_once_an_interval_with_a_count(limit):
+    """Closing one connection and trying two more, over and over, used to warn every time."""
+    factory = limited(**{limit: 1})
+    with capturedLogs() as events:
+        for _ in range(1000):
+            held, _ = connect(factory, "10.0.0.1", 1)
+            assert connect(factory, "10.0.0.1", 2) == (None, None)
+            held.connectionLost(None)
+        factory.clock.advance(10)
+    warnings = [e["log_format"].format(**e) for e in events if e["log_level"] == LogLevel.warn]
+    assert warnings[1:] == [
+        f"l: ... and 999 more connections refused over {limit} from 10.0.0.1 in the last 10s"
+    ]
+    assert len([e for e in events if e["log_level"] == LogLevel.info]) <= 1  # "below max_connections again"
