@@ -10,13 +10,14 @@ C{max_message_size}.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from echod.addresses import format_peer
+from echod.addresses import format_peer, peer_host
 from echod.echo import apply_backpressure, close_when_sent
+from echod.logthrottle import Summary, WarningThrottle
 from echod.stats import ListenerStats
 
 
@@ -86,7 +87,8 @@ class Bytecount(Protocol):
     Echo exactly the announced number of bytes, then close.
 
     Bytes after the payload are not echoed. A bad header closes the connection
-    with one warning naming the peer and the reason.
+    with a warning naming the peer and the reason; those that follow it
+    within an interval are summed up instead (see L{echod.logthrottle}).
     """
 
     log = Logger()
@@ -139,10 +141,14 @@ class Bytecount(Protocol):
         self.rejected = reason
         self._remaining = 0
         self.factory.stats.protocol_errors += 1
+        peer = self.transport.getPeer()
+        if not self.factory.warnings.allow(peer_host(peer)):
+            close_when_sent(self)
+            return
         self.log.warn(
             "{listener}: bad request from {peer}, closing: {reason}",
             listener=self.factory.name,
-            peer=format_peer(self.transport.getPeer()),
+            peer=format_peer(peer),
             reason=reason,
         )
         close_when_sent(self)
@@ -153,11 +159,30 @@ class BytecountFactory(Factory):
 
     protocol = Bytecount
     noisy = False
+    log = Logger()
 
     def __init__(
-        self, name: str, max_header_length: int, max_message_size: int, stats: ListenerStats
+        self,
+        name: str,
+        max_header_length: int,
+        max_message_size: int,
+        stats: ListenerStats,
+        clock: IReactorTime | None = None,
     ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.name = name
         self.max_header_length = max_header_length
         self.max_message_size = max_message_size
         self.stats = stats
+        #: Bad requests are client-made: their warnings are throttled.
+        self.warnings = WarningThrottle(clock, self._summarise)
+
+    def _summarise(self, summary: Summary) -> None:
+        self.log.warn(
+            "{listener}: ... and {summary}", listener=self.name, summary=summary.describe("bad requests")
+        )
+
+    def stopFactory(self) -> None:
+        # The listener stops: what is held back is said now, not lost.
+        self.warnings.flush()

@@ -13,6 +13,10 @@ C{IPv4Address} as a tuple and fails on every connection (Twisted 22.4 to
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
+
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -24,6 +28,7 @@ from zope.interface import implementer
 
 from echod.accesslog import AccessLog
 from echod.addresses import format_peer, peer_host
+from echod.logthrottle import Summary, WarningThrottle
 from echod.stats import ListenerStats
 
 #: How much a connection reads at once, and how much of its output may queue
@@ -31,6 +36,39 @@ from echod.stats import ListenerStats
 #: 64 KiB). Twice that takes a third off the cost of 100 KiB echoes, and
 #: still bounds what a client that never reads can make the server hold.
 BUFFER_SIZE = 128 * 1024
+
+#: When the server ends a conversation the client may still be sending on (a
+#: bytecount echo, a bad request), it shuts down its own sending side (a FIN
+#: after the queued echo) and then reads and discards what still comes, until
+#: the client's end of file, before it closes. Closing with input unread
+#: would make the kernel answer with a reset and throw away the echo not yet
+#: delivered. At most this many bytes are discarded: some megabytes are
+#: milliseconds of work, and well beyond what a client that reads its reply
+#: sends on after it, so a client still sending past that is using the
+#: server as a sink, and is closed. The time it may take is the idle
+#: timeout's to bound: while the client reads its echo or sends, it is
+#: busy, as any other connection; once neither moves, it is idle.
+LINGER_BYTES = 4 * 1024 * 1024
+
+#: The ioctl that tells how much of a socket's send queue the peer has not
+#: acknowledged yet (SIOCOUTQ, which Linux defines as TIOCOUTQ).
+SIOCOUTQ = termios.TIOCOUTQ
+
+
+def unsent(transport) -> int:
+    """Bytes written to C{transport} that Twisted still holds, not yet given to the kernel (0 if unknown)."""
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:  # not one of Twisted's socket transports
+        return 0
+
+
+def unacknowledged(transport) -> int:
+    """Bytes in the send queue of C{transport}'s socket the peer has not acknowledged (0 if unknown)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(transport.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]
+    except (AttributeError, OSError):  # no socket, or no longer one
+        return 0
 
 
 @implementer(IHalfCloseableProtocol)
@@ -48,11 +86,22 @@ class LimitedProtocol(ProtocolWrapper):
     received = 0
     sent = 0
     started = 0.0
-    #: For the idle sweep: the byte count it saw last, and since when input has stopped.
+    #: For the idle sweep: the input count it saw last, how much output the
+    #: peer had taken (acknowledged) when it last looked, and since when
+    #: neither has moved.
     seen = 0
+    taken = 0
     quiet_since = 0.0
-    #: Why the connection ended, for the access log; the first cause wins.
+    #: Why the connection ended, for the access log: an abort's cause, or
+    #: settled when it closes.
     closed_by: str | None = None
+    #: Who began to end it, the cause of a clean close: "client" (its end of
+    #: file), "server" or "bad-request".
+    ending: str | None = None
+    #: Whether the client has shut down its sending side.
+    eof = False
+    #: While lingering (see L{LINGER_BYTES}), the input count at which to stop; -1 before.
+    linger_until = -1
 
     def makeConnection(self, transport) -> None:
         # ProtocolWrapper.makeConnection would also copy every interface the
@@ -61,7 +110,8 @@ class LimitedProtocol(ProtocolWrapper):
         # through __getattr__ all the same.
         factory = self.factory
         self.started = self.quiet_since = factory.clock.seconds()
-        # Only Twisted's own socket transports can send at once (see write).
+        # Only Twisted's own socket transports can send at once (see write), and
+        # linger (see loseConnection).
         self._direct = hasattr(transport, "writeSomeData") and hasattr(transport, "_tempDataLen")
         transport.bufferSize = BUFFER_SIZE
         Protocol.makeConnection(self, transport)
@@ -108,24 +158,61 @@ class LimitedProtocol(ProtocolWrapper):
         self.transport.writeSequence(data)
 
     def loseConnection(self) -> None:
-        self._closed_by("bad-request" if getattr(self.wrappedProtocol, "rejected", None) else "server")
-        super().loseConnection()
+        """
+        Close once what is queued is sent; if the client may still be
+        sending, linger first (see L{LINGER_BYTES}).
+        """
+        if getattr(self.wrappedProtocol, "rejected", None):
+            self.ending = "bad-request"  # even after the client's end of file: it cut its request short
+        elif self.ending is None:
+            self.ending = "server"
+        self.disconnecting = 1
+        transport = self.transport
+        if self.eof or self.linger_until >= 0 or transport.disconnecting or not self._direct:
+            transport.loseConnection()
+        else:
+            self._linger()
 
-    def _closed_by(self, cause: str) -> None:
-        if self.closed_by is None:
-            self.closed_by = cause
+    def _linger(self) -> None:
+        transport = self.transport
+        self.linger_until = self.received + LINGER_BYTES
+        # A paused streaming producer would stop Twisted from ever sending the FIN, and
+        # reading must go on whether or not backpressure had paused it.
+        if transport.producer is not None:
+            transport.unregisterProducer()
+        transport.loseWriteConnection()
+        transport.resumeProducing()
+        # Input from here on is discarded here, never reaching the protocol, which has
+        # finished. An instance attribute, so that no other connection pays a test for
+        # it on every chunk.
+        self.dataReceived = self._discard
+
+    def _discard(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.linger_until:
+            self.transport.loseConnection()
 
     def abort(self, cause: str) -> None:
         """Drop the connection now, whatever is still queued for it."""
-        self._closed_by(cause)
-        self.transport.abortConnection()
+        transport = self.transport
+        if self.closed_by is None:
+            self.closed_by = cause
+            # The kernel drops, with a reset, what the peer has not acknowledged yet.
+            self.sent -= unacknowledged(transport)
+        transport.abortConnection()
 
     def readConnectionLost(self) -> None:
-        self._closed_by("client")
-        self._half_closed("readConnectionLost")
+        self.eof = True
+        if self.ending is None:
+            self.ending = "client"
+        if self.linger_until >= 0:
+            self.transport.loseConnection()  # what lingering waited for
+        else:
+            self._half_closed("readConnectionLost")
 
     def writeConnectionLost(self) -> None:
-        self._half_closed("writeConnectionLost")
+        if self.linger_until < 0:  # not the half-close of our own lingering
+            self._half_closed("writeConnectionLost")
 
     def _half_closed(self, event: str) -> None:
         if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
@@ -134,6 +221,13 @@ class LimitedProtocol(ProtocolWrapper):
             self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
+        transport = self.transport
+        if self.linger_until >= 0 and unsent(transport) + unacknowledged(transport) <= 1:
+            # Lingering, and the client has taken all of its reply (the 1 being our FIN)
+            # but not closed: the server's part is done, and it ends as it began to,
+            # "server" or "bad-request". A plain close: nothing is left to lose.
+            transport.loseConnection()
+            return
         self.factory.stats.timed_out += 1
         if self.factory.log_connections:
             self.factory.log.debug(
@@ -146,10 +240,23 @@ class LimitedProtocol(ProtocolWrapper):
         # keep the connection open until its unread echo drained.
         self.abort("idle-timeout")
 
+    def took_more(self) -> bool:
+        """Whether the peer has taken (acknowledged) more output since this was last asked."""
+        transport = self.transport
+        taken = self.sent - unsent(transport) - unacknowledged(transport)
+        if taken == self.taken:
+            return False
+        self.taken = taken
+        return True
+
     def connectionLost(self, reason: Failure) -> None:
-        if reason is not None and not reason.check(error.ConnectionDone):
-            self._closed_by("reset" if reason.check(error.ConnectionLost) else "error")
-        self._closed_by("client")
+        if self.closed_by is None:
+            if reason is not None and not reason.check(error.ConnectionDone):
+                self.closed_by = "reset" if reason.check(error.ConnectionLost) else "error"
+            else:
+                self.closed_by = self.ending or "client"
+        # Out is what was handed over: not what Twisted still held when the connection went.
+        self.sent -= unsent(self.transport)
         super().connectionLost(reason)
 
 
@@ -157,14 +264,22 @@ class LimitedFactory(WrappingFactory):
     """
     Wraps a factory so that its listener serves at most C{max_connections}
     connections, at most C{max_connections_per_peer} from one host, each
-    closed after C{idle_timeout} seconds without input (0: never).
+    closed after C{idle_timeout} seconds idle (0: never).
+
+    A connection is idle when nothing moves either way: no input, and the
+    peer takes none of the output queued for it. A client reading a large
+    echo slowly is not idle, though the server, its output full, reads
+    nothing from it meanwhile (backpressure).
 
     Idleness is found by a sweep, four times per C{idle_timeout}, that looks
-    for connections whose byte count has not moved, rather than by a timer
+    for connections whose counts have not moved, rather than by a timer
     per connection reset on every read: that kept a timer on the data path
     (4% of small-message throughput, measured) and one more object per
-    connection. A connection is closed between C{idle_timeout} and 1.25
-    times that after its last input.
+    connection. Only for a connection that had output outstanding at the
+    last look does the sweep ask the kernel how much of it is still
+    unacknowledged (one ioctl). A connection is
+    closed between C{idle_timeout} and 1.25 times that after the last
+    progress.
 
     A connection over a cap is closed as soon as it is accepted and counted
     as refused. The limits are plain attributes: changing them applies to
@@ -205,13 +320,19 @@ class LimitedFactory(WrappingFactory):
         self.access_log = access_log
         self.log_connections = log_connections
         self._per_peer: dict[str, int] = {}
-        # The caps reached and announced: "max_connections", or a peer's host.
+        # "max_connections" while its warning stands, for the line that says it is over.
         self._announced: set[str] = set()
+        # Refusals are client-made, and a client at its cap can make one per connection
+        # it tries: their warnings are throttled (see echod.logthrottle).
+        self._refusal_warnings = {
+            limit: WarningThrottle(self.clock, lambda summary, limit=limit: self._summarise(limit, summary))
+            for limit in ("max_connections", "max_connections_per_peer")
+        }
         self._empty_waiters: list[defer.Deferred] = []
 
     @property
     def idle_timeout(self) -> float:
-        """Seconds without input after which a connection is closed; 0 for never."""
+        """Seconds without progress either way after which a connection is closed; 0 for never."""
         return self._idle_timeout
 
     @idle_timeout.setter
@@ -244,8 +365,14 @@ class LimitedFactory(WrappingFactory):
             return
         now = self.clock.seconds()
         for p in list(self.protocols):
+            # Output outstanding at the last look is asked after even when input moved:
+            # the peer taking the echo of that input is progress too, and seen only
+            # at the next sweep it would give the connection a quarter timeout more.
+            took = p.sent != p.taken and p.took_more()
             if p.received != p.seen:
                 p.seen = p.received
+                p.quiet_since = now
+            elif took:
                 p.quiet_since = now
             elif now - p.quiet_since >= self._idle_timeout:
                 p.timeoutConnection()
@@ -264,13 +391,13 @@ class LimitedFactory(WrappingFactory):
         return protocol
 
     def _refuse(self, addr: IAddress, limit: str, value: int, reached: str) -> None:
-        """Count and log a refusal; warn once each time the cap C{reached} is reached."""
+        """Count and log a refusal; warn, throttled, that the cap C{limit} is reached."""
         self.stats.refused += 1
         if self.access_log is not None:
             self.access_log.log_connection(
                 self.clock.seconds(), self.name, addr, 0, 0, 0.0, "refused-" + limit
             )
-        if reached in self._announced:
+        if not self._refusal_warnings[limit].allow(peer_host(addr)):
             if not self.log_connections:
                 return
             self.log.debug(
@@ -280,7 +407,8 @@ class LimitedFactory(WrappingFactory):
                 limit=limit,
             )
             return
-        self._announced.add(reached)
+        if limit == "max_connections":
+            self._announced.add(reached)
         self.log.warn(
             "{listener}: {limit} ({value}) reached, refusing new connections from {who}",
             listener=self.name,
@@ -288,6 +416,19 @@ class LimitedFactory(WrappingFactory):
             value=value,
             who=peer_host(addr) if limit == "max_connections_per_peer" else "anyone",
         )
+
+    def _summarise(self, limit: str, summary: Summary) -> None:
+        self.log.warn(
+            "{listener}: ... and {summary}",
+            listener=self.name,
+            summary=summary.describe(f"connections refused over {limit}"),
+        )
+
+    def stopFactory(self) -> None:
+        # The listener stops: the refusals held back are said now, not lost.
+        for throttle in self._refusal_warnings.values():
+            throttle.flush()
+        super().stopFactory()
 
     def registerProtocol(self, p: LimitedProtocol) -> None:
         super().registerProtocol(p)
@@ -307,7 +448,6 @@ class LimitedFactory(WrappingFactory):
             self._per_peer[p.peer] = left
         else:
             del self._per_peer[p.peer]
-        self._announced.discard(p.peer)
         self.stats.active -= 1
         self.stats.bytes_received += p.received
         self.stats.bytes_sent += p.sent

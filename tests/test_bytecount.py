@@ -110,12 +110,16 @@ def test_absurd_length_is_rejected_before_the_space_arrives():
 
 
 def connect(max_size: int = MAX_SIZE):
-    stats = ListenerStats()
-    factory = BytecountFactory("bc", MAX_HEADER, max_size, stats)
+    from twisted.internet.task import Clock
+
+    return connect_to(BytecountFactory("bc", MAX_HEADER, max_size, ListenerStats(), clock=Clock()))
+
+
+def connect_to(factory: BytecountFactory):
     protocol = factory.buildProtocol(None)
     transport = StringTransport(peerAddress=IPv6Address("TCP", "2001:db8::1", 4242))
     protocol.makeConnection(transport)
-    return protocol, transport, stats
+    return protocol, transport, factory.stats
 
 
 def test_echoes_the_payload_then_closes():
@@ -213,3 +217,34 @@ def test_finishing_while_reading_is_paused_still_closes():
     protocol.dataReceived(b"cd")
     assert transport.producer is None
     assert transport.disconnecting
+
+
+def test_bad_requests_warn_once_an_interval_with_a_count():
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    factory = BytecountFactory("bc", MAX_HEADER, MAX_SIZE, ListenerStats(), clock=clock)
+    with capturedLogs() as events:
+        for port in range(1, 1001):
+            protocol = factory.buildProtocol(None)
+            protocol.makeConnection(StringTransport(peerAddress=IPv6Address("TCP", "2001:db8::1", port)))
+            protocol.dataReceived(b"x")
+        clock.advance(10)
+    warnings = [e["log_format"].format(**e) for e in events if e["log_level"] >= LogLevel.warn]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("bc: bad request from [2001:db8::1]:1, closing: byte b'x'")
+    assert warnings[1] == "bc: ... and 999 more bad requests from 2001:db8::1 in the last 10s"
+    assert factory.stats.protocol_errors == 1000
+
+
+def test_held_back_warnings_are_said_when_the_listener_stops():
+    from twisted.internet.task import Clock
+
+    factory = BytecountFactory("bc", MAX_HEADER, MAX_SIZE, ListenerStats(), clock=Clock())
+    factory.doStart()
+    with capturedLogs() as events:
+        for _ in range(3):
+            protocol, _transport, _ = connect_to(factory)
+            protocol.dataReceived(b"x")
+        factory.doStop()
+    assert "2 more bad requests from 2001:db8::1" in events[-1]["summary"]

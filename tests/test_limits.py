@@ -250,8 +250,205 @@ def test_access_log_has_a_line_per_connection_with_its_cause(tmp_path):
 
     (tmp_path / "b").mkdir()
     bad = logged(tmp_path / "b", max_connections=5)
-    bad.wrappedFactory = BytecountFactory("b", 20, 100, bad.stats)
+    bad.wrappedFactory = BytecountFactory("b", 20, 100, bad.stats, clock=bad.clock)
     protocol, _ = connect(bad, "10.0.0.2", 1)
     protocol.dataReceived(b"x")
     protocol.connectionLost(Failure(error.ConnectionDone()))
     assert entries(bad, tmp_path / "b")[-1][-1] == "closed=bad-request"
+
+
+def test_a_client_that_half_closed_and_then_timed_out_is_logged_as_timed_out(tmp_path):
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    factory = logged(tmp_path, idle_timeout=10)
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"echo still queued")
+    protocol.readConnectionLost()  # the client is done sending; its echo cannot be delivered
+    closed_at(factory, transport, 100)
+    protocol.connectionLost(Failure(error.ConnectionAborted()))
+    assert entries(factory, tmp_path)[-1][-1] == "closed=idle-timeout"
+
+
+def test_a_client_that_half_closed_and_then_reset_is_logged_as_reset(tmp_path):
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    factory = logged(tmp_path)
+    protocol, _ = connect(factory)
+    protocol.readConnectionLost()
+    protocol.connectionLost(Failure(error.ConnectionLost()))
+    assert entries(factory, tmp_path)[-1][-1] == "closed=reset"
+
+
+class SocketLikeTransport(StringTransport):
+    """
+    Just enough of Twisted's TCP transport for what limits does with it: a
+    write buffer it can be told holds C{unsent} bytes, and half-close.
+    """
+
+    offset = 0
+    _tempDataLen = 0
+    write_closed = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dataBuffer = b""
+
+    def writeSomeData(self, data: bytes) -> int:
+        self.io.write(data)
+        return len(data)
+
+    def hold(self, unsent: int) -> None:
+        """Pretend that C{unsent} bytes written are still in Twisted's buffer."""
+        self.dataBuffer, self.offset = b"x" * unsent, 0
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+def connect_socket_like(factory: LimitedFactory, host: str = "10.0.0.1", port: int = 1000):
+    address = IPv4Address("TCP", host, port)
+    protocol = factory.buildProtocol(address)
+    transport = SocketLikeTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def bytecount_factory(tmp_path, **limits) -> LimitedFactory:
+    from echod.bytecount import BytecountFactory
+
+    factory = logged(tmp_path, **limits)
+    factory.wrappedFactory = BytecountFactory("l", 20, 100, factory.stats, clock=factory.clock)
+    return factory
+
+
+def test_bytecount_lingers_after_its_reply_until_the_client_ends(tmp_path):
+    """Closing with the client's extra bytes unread would reset the connection and lose the reply."""
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    factory = bytecount_factory(tmp_path)
+    protocol, transport = connect_socket_like(factory)
+    protocol.dataReceived(b"3 abcEXTRA")
+    assert transport.value() == b"abc"
+    assert transport.write_closed and not transport.disconnecting  # FIN after the reply, still reading
+    assert transport.producer is None and transport.producerState == "producing"
+    protocol.dataReceived(b"more extra")  # read and dropped
+    assert transport.value() == b"abc"
+    protocol.writeConnectionLost()  # Twisted: the FIN is sent; still waiting for the client's
+    assert not transport.disconnecting
+    protocol.readConnectionLost()
+    assert transport.disconnecting
+    protocol.connectionLost(Failure(error.ConnectionDone()))
+    assert entries(factory, tmp_path)[-1][2:4] + entries(factory, tmp_path)[-1][-1:] == [
+        "in=20",
+        "out=3",
+        "closed=server",
+    ]
+
+
+def test_lingering_stops_after_linger_bytes(tmp_path):
+    from echod.limits import LINGER_BYTES
+
+    factory = bytecount_factory(tmp_path)
+    protocol, transport = connect_socket_like(factory)
+    protocol.dataReceived(b"1 a")
+    protocol.dataReceived(b"x" * (LINGER_BYTES - 1))
+    assert not transport.disconnecting
+    protocol.dataReceived(b"xx")
+    assert transport.disconnecting
+
+
+def test_a_bad_request_lingers_too_and_is_logged_as_one(tmp_path):
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    factory = bytecount_factory(tmp_path)
+    protocol, transport = connect_socket_like(factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\n")
+    assert transport.write_closed and not transport.disconnecting
+    protocol.readConnectionLost()
+    protocol.connectionLost(Failure(error.ConnectionDone()))
+    assert entries(factory, tmp_path)[-1][-1] == "closed=bad-request"
+
+
+def test_a_client_that_half_closed_first_is_not_lingered_for(tmp_path):
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    factory = bytecount_factory(tmp_path)
+    protocol, transport = connect_socket_like(factory)
+    protocol.dataReceived(b"5 ab")
+    protocol.readConnectionLost()  # a request cut short: it has nothing more to send
+    assert transport.disconnecting and not transport.write_closed
+    protocol.connectionLost(Failure(error.ConnectionDone()))
+    assert entries(factory, tmp_path)[-1][-1] == "closed=bad-request"
+
+
+@pytest.mark.parametrize(("outstanding", "cause"), [(0, "closed=server"), (100, "closed=idle-timeout")])
+def test_lingering_ends_at_the_idle_timeout(tmp_path, outstanding, cause):
+    """
+    With its reply all taken, the client that does not close is simply
+    closed; with some of it still queued, it was cut off for idleness.
+    """
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    factory = bytecount_factory(tmp_path, idle_timeout=40)
+    protocol, transport = connect_socket_like(factory)
+    protocol.dataReceived(b"2 ok")
+    transport.hold(outstanding)
+    for _ in range(60):
+        factory.clock.advance(1)
+        if transport.disconnecting or transport.disconnected:
+            break
+    assert 40 <= factory.clock.seconds() <= 50
+    assert transport.disconnected == bool(outstanding)  # aborted, or closed
+    protocol.connectionLost(Failure(error.ConnectionAborted() if outstanding else error.ConnectionDone()))
+    assert entries(factory, tmp_path)[-1][-1] == cause
+    assert factory.stats.timed_out == (1 if outstanding else 0)
+
+
+def test_a_peer_taking_its_output_is_not_idle_though_it_sends_nothing():
+    factory = limited(idle_timeout=40)
+    protocol, transport = connect_socket_like(factory)
+    protocol.dataReceived(b"x" * 100_000)
+    transport.hold(100_000)  # backpressure: all of it still queued, and nothing more read
+    for unsent in range(90_000, 0, -10_000):  # the peer reads a little every 30 s
+        factory.clock.advance(30)
+        transport.hold(unsent)
+    assert not transport.disconnected
+    # From the last progress (at 270 s), nothing moves.
+    assert 270 + 40 <= closed_at(factory, transport, 500) <= 270 + 50
+
+
+def test_out_counts_only_what_was_handed_over(tmp_path):
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    factory = logged(tmp_path, idle_timeout=40)
+    protocol, transport = connect_socket_like(factory)
+    protocol.dataReceived(b"x" * 1000)
+    transport.hold(600)  # what Twisted still held when it was cut off
+    closed_at(factory, transport, 100)
+    protocol.connectionLost(Failure(error.ConnectionAborted()))
+    assert entries(factory, tmp_path)[-1][2:4] == ["in=1000", "out=400"]
+    assert factory.stats.bytes_sent == 400
+
+
+@pytest.mark.parametrize("limit", ["max_connections", "max_connections_per_peer"])
+def test_churn_at_a_cap_warns_once_an_interval_with_a_count(limit):
+    """Closing one connection and trying two more, over and over, used to warn every time."""
+    factory = limited(**{limit: 1})
+    with capturedLogs() as events:
+        for _ in range(1000):
+            held, _ = connect(factory, "10.0.0.1", 1)
+            assert connect(factory, "10.0.0.1", 2) == (None, None)
+            held.connectionLost(None)
+        factory.clock.advance(10)
+    warnings = [e["log_format"].format(**e) for e in events if e["log_level"] == LogLevel.warn]
+    assert warnings[1:] == [
+        f"l: ... and 999 more connections refused over {limit} from 10.0.0.1 in the last 10s"
+    ]
+    assert len([e for e in events if e["log_level"] == LogLevel.info]) <= 1  # "below max_connections again"

@@ -97,3 +97,61 @@ def pattern(size: int, seed: int = 0) -> bytes:
     """C{size} bytes that differ from connection to connection and from offset to offset."""
     block = bytes((i * 7 + seed * 13) % 256 for i in range(65521))  # prime length: no short period
     return (block * (size // len(block) + 1))[:size]
+
+
+def converse(
+    sock: socket.socket,
+    data: bytes,
+    *,
+    half_close: bool = False,
+    read_size: int = 1 << 20,
+    read_rate: float | None = None,
+    timeout: float = 60,
+) -> tuple[bytes, OSError | None]:
+    """
+    Send C{data} on C{sock} while reading what comes back, until the server
+    closes: at most C{read_size} bytes a read and, with C{read_rate}, no faster
+    than that many bytes a second (a slow reader). With C{half_close}, shut
+    down the sending side once C{data} is sent.
+
+    @return: everything received, and the error that ended the connection
+        (C{None} for a clean end of file).
+    """
+    sock.setblocking(False)
+    selector = selectors.DefaultSelector()
+    out = memoryview(data)
+    received = bytearray()
+    started = time.monotonic()
+    deadline = started + timeout
+    selector.register(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0))
+    try:
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(f"the server did not close within {timeout}s ({len(received)} bytes read)")
+            # A paced reader does not even look at its socket until its next read is due.
+            due = started + len(received) / read_rate if read_rate else now
+            wanted = (selectors.EVENT_READ if due <= now else 0) | (selectors.EVENT_WRITE if out else 0)
+            if not wanted:
+                time.sleep(min(due, deadline) - now)  # the pace of a slow reader, not a synchronisation
+                continue
+            selector.modify(sock, wanted)
+            for _, events in selector.select(min(due, deadline) - now if due > now else deadline - now):
+                if events & selectors.EVENT_WRITE and out:
+                    try:
+                        out = out[sock.send(out[: 1 << 20]) :]
+                    except OSError as e:
+                        return bytes(received), e
+                    if not out and half_close:
+                        sock.shutdown(socket.SHUT_WR)
+                if events & selectors.EVENT_READ:
+                    try:
+                        chunk = sock.recv(read_size)
+                    except OSError as e:
+                        return bytes(received), e
+                    if not chunk:
+                        return bytes(received), None
+                    received += chunk
+    finally:
+        selector.close()
+        sock.setblocking(True)
