@@ -30,7 +30,7 @@ from echod.notify import Notifier
 from echod.signals import ignore_early_signals
 from echod.sockets import MAX_DATAGRAM, BindError, bind_datagram, bind_stream, raise_fd_limit
 from echod.stats import ListenerStats
-from echod.udp import UDPEcho
+from echod.udp import UDPEcho, adopt_datagram_port
 from echod.units import format_duration
 
 #: Exit status when a listener cannot be set up (sysexits.h EX_OSERR).
@@ -222,9 +222,11 @@ class DatagramListener(ListenerService):
         )
 
     def _adopt(self) -> None:
-        # Twisted's default maxPacketSize (8192) would cut larger datagrams short.
-        self.port = self._reactor.adoptDatagramPort(
-            self.socket.fileno(), self.socket.family, self.protocol, maxPacketSize=MAX_DATAGRAM
+        # Not reactor.adoptDatagramPort: its port reads empty datagrams for as
+        # long as they come (see FairDatagramPort). Twisted's default
+        # maxPacketSize (8192) would cut larger datagrams short.
+        self.port = adopt_datagram_port(
+            self._reactor, self.socket.fileno(), self.socket.family, self.protocol, MAX_DATAGRAM
         )
 
     def counters(self) -> str:

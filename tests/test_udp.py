@@ -1,6 +1,12 @@
-import pytest
+import socket
 
-from echod.udp import PeerBuckets, TokenBucket, unanswerable_source
+import pytest
+from twisted.internet.selectreactor import SelectReactor
+
+from echod.config import parse
+from echod.service import DatagramListener
+from echod.sockets import bind_datagram
+from echod.udp import MAX_DATAGRAMS_PER_READ, PeerBuckets, TokenBucket, unanswerable_source
 
 
 def test_bucket_allows_the_burst_then_the_rate():
@@ -63,3 +69,74 @@ def test_broadcast_multicast_and_unspecified_sources_are_never_answered(host):
 )
 def test_ordinary_sources_are_answered(host):
     assert not unanswerable_source(host)
+
+
+@pytest.fixture
+def reactor():
+    """A real reactor of the test's own, never run: the test calls the port's doRead itself."""
+    reactor = SelectReactor()
+    yield reactor
+    if reactor.waker is not None:
+        reactor.removeReader(reactor.waker)
+        reactor.waker.connectionLost(None)
+
+
+def udp_settings(**keys: str):
+    text = "[listener:udp]\nprotocol = echo\ntransport = udp\naddress = 127.0.0.1\nport = 0\n"
+    text += "".join(f"{key} = {value}\n" for key, value in keys.items())
+    return parse(text).listeners[0]
+
+
+def started_listener(reactor, **keys: str) -> DatagramListener:
+    settings = udp_settings(**keys)
+    listener = DatagramListener(settings, reactor, sock=bind_datagram(settings.address, settings.port))
+    listener.privilegedStartService()
+    return listener
+
+
+def handled(listener: DatagramListener) -> int:
+    stats = listener.stats
+    return stats.datagrams + stats.dropped_source + stats.dropped_rate
+
+
+def read_turns(listener: DatagramListener, sent: int) -> list[int]:
+    """How many datagrams each of the port's read turns handled, until C{sent} were."""
+    turns = []
+    while handled(listener) < sent:
+        before = handled(listener)
+        listener.port.doRead()
+        turns.append(handled(listener) - before)
+        assert turns[-1], "a read turn found nothing to read"
+    return turns
+
+
+@pytest.mark.parametrize("size", [0, 1, 100])
+def test_one_read_turn_handles_a_bounded_number_of_datagrams(reactor, size):
+    # Twisted's own loop stops after 256 KiB only: empty datagrams never got
+    # it there, so echod kept reading them while every other socket waited.
+    listener = started_listener(reactor)
+    try:
+        port = listener.socket.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flooder:
+            flooder.bind(("127.0.0.2", 0))
+            for _ in range(2000):
+                flooder.sendto(b"x" * size, ("127.0.0.1", port))
+        turns = read_turns(listener, 2000)
+    finally:
+        listener.stopService()
+    assert max(turns) == MAX_DATAGRAMS_PER_READ, turns
+    assert sum(turns) == 2000
+
+
+def test_large_datagrams_are_still_bounded_by_bytes_per_read_turn(reactor):
+    listener = started_listener(reactor, byte_rate="1G")
+    try:
+        port = listener.socket.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind(("127.0.0.2", 0))
+            for _ in range(20):
+                sender.sendto(b"x" * 60000, ("127.0.0.1", port))
+        turns = read_turns(listener, 20)
+    finally:
+        listener.stopService()
+    assert max(turns) <= 5, turns  # 256 KiB: four datagrams of 60000 bytes, and the one that crossed it

@@ -3,14 +3,18 @@ UDP echo over real sockets: whole datagrams back to their source, and the
 anti-reflection defences holding while honest clients keep being served.
 """
 
+import itertools
 import os
 import socket
+import subprocess
 import sys
+import time
 
 import pytest
 
+from tests.integration.clients import connect
 from tests.integration.daemon import Daemon, environment
-from tests.integration.systemd import free_port, socket_activate
+from tests.integration.systemd import NotifySocket, free_port, socket_activate
 
 UDP = {"protocol": "echo", "transport": "udp"}
 
@@ -168,3 +172,81 @@ def test_udp_listener_under_socket_activation(tmp_path):
         daemon.wait_for(rf"udp: echo/udp listening on 127\.0\.0\.1:{port} \(socket from systemd\)")
     finally:
         daemon.kill()
+
+
+#: A flooder of empty datagrams, bounded in count and in time: argv is the
+#: source address, the destination port, the most datagrams, the most seconds.
+#: It prints how many it sent.
+EMPTY_FLOOD = """
+import socket, sys, time
+source, port, most, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((source, 0))
+sock.setblocking(False)
+target, sent, deadline = ("127.0.0.1", port), 0, time.monotonic() + seconds
+while sent < most and time.monotonic() < deadline:
+    for _ in range(1000):
+        try:
+            sock.sendto(b"", target)
+            sent += 1
+        except BlockingIOError:
+            pass
+print(sent, flush=True)
+"""
+
+
+def round_trips(sock: socket.socket, until) -> list[float]:
+    """One-byte TCP echoes on C{sock}, one after another, until C{until()}; each one's round trip."""
+    times = []
+    while not until():
+        start = time.monotonic()
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+        times.append(time.monotonic() - start)
+    return times
+
+
+def test_empty_datagram_flood_does_not_freeze_the_reactor(tmp_path):
+    # Empty datagrams add nothing to the bytes Twisted's own read loop counts,
+    # so a steady stream of them used to keep echod reading that one socket:
+    # a TCP echo waited seconds, and the watchdog went unfed.
+    path = tmp_path / "echod.conf"
+    path.write_text(
+        "[listener:tcp]\nprotocol = echo\naddress = 127.0.0.1\nport = 0\n"
+        "[listener:udp]\nprotocol = echo\ntransport = udp\naddress = 127.0.0.1\nport = 0\n"
+    )
+    notify = NotifySocket(tmp_path / "notify")
+    daemon = Daemon(path, env=environment(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="200000"))
+    try:
+        daemon.start().wait_ready()
+        udp_port = int(daemon.wait_for(r"udp: echo/udp listening on \S+:(\d+)").group(1))
+        with connect(daemon.port("tcp"), timeout=60) as tcp:
+            baseline_end = time.monotonic() + 0.5
+            baseline = round_trips(tcp, lambda: time.monotonic() > baseline_end)
+            flooder = subprocess.Popen(
+                [sys.executable, "-c", EMPTY_FLOOD, "127.0.0.2", str(udp_port), "2000000", "3"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                flood_start = time.monotonic()
+                during = round_trips(tcp, lambda: flooder.poll() is not None)
+                flood_end = time.monotonic()
+                sent = int(flooder.communicate(timeout=30)[0])
+            finally:
+                flooder.kill()
+                flooder.wait()
+        pings = [t for t in notify.times(lambda f: f.get("WATCHDOG") == "1") if flood_start <= t <= flood_end]
+        daemon.wait_for(r"udp: dropped \d+ datagram\(s\)")  # the flood did reach echod
+    finally:
+        daemon.kill()
+        notify.close()
+    slowest = max(during)
+    gaps = [b - a for a, b in itertools.pairwise([flood_start, *pings, flood_end])]
+    print(
+        f"{sent} empty datagrams in {flood_end - flood_start:.1f}s; TCP echo slowest {max(baseline):.4f}s "
+        f"before, {slowest:.4f}s during; longest watchdog gap {max(gaps):.3f}s"
+    )
+    assert sent > 50_000, sent  # enough of a flood to have frozen echod before
+    assert slowest <= max(0.5, 50 * max(baseline)), (slowest, max(baseline))
+    assert max(gaps) < 1.0, gaps  # the watchdog (every 0.1s) kept being fed
