@@ -122,6 +122,19 @@ class TokenBucket:
             return True
         return False
 
+    def retune(self, rate: float, burst: float, now: float) -> None:
+        """
+        Change the rate and burst from C{now} on, keeping the tokens saved
+        (at most the new burst): a new rate is never a refill.
+        """
+        if (rate, burst) == (self.rate, self.burst):
+            return
+        # What accrued until now accrued at the old rate.
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate, burst)
+        self.stamp = now
+        self.rate = rate
+        self.burst = burst
+
 
 class PeerBuckets:
     """A token bucket per source host, for the most recently seen L{MAX_TRACKED_PEERS} hosts."""
@@ -132,6 +145,7 @@ class PeerBuckets:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def take(self, host: str, now: float) -> bool:
+        """Spend one of C{host}'s tokens if it has one; say whether it had."""
         bucket = self._buckets.get(host)
         if bucket is None:
             bucket = self._buckets[host] = TokenBucket(self.rate, self.rate, now)
@@ -140,6 +154,14 @@ class PeerBuckets:
         else:
             self._buckets.move_to_end(host)
         return bucket.take(now)
+
+    def retune(self, rate: float, now: float) -> None:
+        """Change every host's rate and burst, each keeping what it saved (L{TokenBucket.retune})."""
+        if rate == self.rate:
+            return
+        self.rate = rate
+        for bucket in self._buckets.values():
+            bucket.retune(rate, rate, now)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -178,6 +200,7 @@ class UDPEcho(DatagramProtocol):
         self.name = name
         self.stats = stats
         self.clock = clock
+        self._peers: PeerBuckets | None = None
         self.configure(blocked_source_ports, datagram_rate_per_peer, datagram_rate, byte_rate)
         self._last_warning = -WARN_INTERVAL
         self._dropped_since_warning = 0
@@ -189,14 +212,24 @@ class UDPEcho(DatagramProtocol):
         datagram_rate: int,
         byte_rate: int,
     ) -> None:
-        """Set the limits (again); buckets start full."""
+        """
+        Set the limits. The buckets start full; on reload they keep what they
+        hold (at most the new burst), so that a SIGHUP never hands a
+        flooder a fresh burst.
+        """
         now = self.clock.seconds()
         self.blocked_source_ports = blocked_source_ports
         self._blocked_below = next((high + 1 for low, high in blocked_source_ports if low == 0), 0)
-        self._peers = PeerBuckets(datagram_rate_per_peer)
-        self._datagrams = TokenBucket(datagram_rate, datagram_rate, now)
         # One second of bytes, but never less than one largest datagram.
-        self._bytes = TokenBucket(byte_rate, max(byte_rate, 65535), now)
+        byte_burst = max(byte_rate, 65535)
+        if self._peers is None:
+            self._peers = PeerBuckets(datagram_rate_per_peer)
+            self._datagrams = TokenBucket(datagram_rate, datagram_rate, now)
+            self._bytes = TokenBucket(byte_rate, byte_burst, now)
+        else:
+            self._peers.retune(datagram_rate_per_peer, now)
+            self._datagrams.retune(datagram_rate, datagram_rate, now)
+            self._bytes.retune(byte_rate, byte_burst, now)
 
     def _blocked_port(self, port: int) -> bool:
         if port < self._blocked_below:

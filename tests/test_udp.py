@@ -2,11 +2,13 @@ import socket
 
 import pytest
 from twisted.internet.selectreactor import SelectReactor
+from twisted.internet.task import Clock
 
 from echod.config import parse
 from echod.service import DatagramListener
 from echod.sockets import bind_datagram
-from echod.udp import MAX_DATAGRAMS_PER_READ, PeerBuckets, TokenBucket, unanswerable_source
+from echod.stats import ListenerStats
+from echod.udp import MAX_DATAGRAMS_PER_READ, PeerBuckets, TokenBucket, UDPEcho, unanswerable_source
 
 
 def test_bucket_allows_the_burst_then_the_rate():
@@ -140,3 +142,89 @@ def test_large_datagrams_are_still_bounded_by_bytes_per_read_turn(reactor):
     finally:
         listener.stopService()
     assert max(turns) <= 5, turns  # 256 KiB: four datagrams of 60000 bytes, and the one that crossed it
+
+
+class FakeDatagramTransport:
+    """Records what the protocol sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple]] = []
+
+    def write(self, data: bytes, addr: tuple) -> None:
+        self.sent.append((data, addr))
+
+
+LIMITS = {
+    "blocked_source_ports": ((0, 1023),),
+    "datagram_rate_per_peer": 5,
+    "datagram_rate": 1000,
+    "byte_rate": 1 << 24,
+}
+
+
+def udp_echo(clock: Clock, **limits) -> UDPEcho:
+    limits = {**LIMITS, **limits}
+    echo = UDPEcho("udp", stats=ListenerStats(), clock=clock, **limits)
+    echo.makeConnection(FakeDatagramTransport())
+    return echo
+
+
+def send(echo: UDPEcho, count: int, source: tuple = ("192.0.2.1", 40000), data: bytes = b"x") -> int:
+    """Feed C{count} datagrams from C{source}; how many were echoed."""
+    before = len(echo.transport.sent)
+    for _ in range(count):
+        echo.datagramReceived(data, source)
+    return len(echo.transport.sent) - before
+
+
+def test_empty_datagrams_are_echoed_and_spend_the_rate_like_any_other():
+    echo = udp_echo(Clock())
+    assert send(echo, 10, data=b"") == 5
+    assert echo.transport.sent[0] == (b"", ("192.0.2.1", 40000))
+    assert echo.stats.dropped_rate == 5
+
+
+def reconfigure(echo: UDPEcho, **limits) -> None:
+    limits = {**LIMITS, **limits}
+    echo.configure(
+        limits["blocked_source_ports"],
+        limits["datagram_rate_per_peer"],
+        limits["datagram_rate"],
+        limits["byte_rate"],
+    )
+
+
+def test_reload_with_the_same_rates_keeps_every_bucket_as_it_was():
+    clock = Clock()
+    echo = udp_echo(clock, datagram_rate=8)
+    assert send(echo, 10) == 5  # this source's burst spent
+    assert send(echo, 2, source=("192.0.2.2", 40000)) == 2  # 7 of the 8 in total spent
+    reconfigure(echo, datagram_rate=8)
+    assert send(echo, 10) == 0  # no fresh burst for a reload
+    assert send(echo, 10, source=("192.0.2.3", 40000)) == 1  # the total's one token left, no more
+    clock.advance(0.2)  # one token back at 5 a second
+    assert send(echo, 10) == 1
+
+
+def test_reload_with_a_higher_rate_refills_at_the_new_rate_from_what_was_left():
+    clock = Clock()
+    echo = udp_echo(clock)
+    assert send(echo, 10) == 5
+    reconfigure(echo, datagram_rate_per_peer=50)
+    assert send(echo, 10) == 0  # a higher rate is not a refill
+    clock.advance(0.1)  # 5 tokens at the new 50 a second
+    assert send(echo, 10) == 5
+    clock.advance(10)  # and the new burst may now be saved up
+    assert send(echo, 100) == 50
+
+
+def test_reload_with_a_lower_rate_caps_what_was_saved_up():
+    clock = Clock()
+    echo = udp_echo(clock, datagram_rate_per_peer=100, byte_rate=100_000)
+    assert send(echo, 10) == 10  # 90 per-peer tokens left
+    reconfigure(echo, datagram_rate_per_peer=20, byte_rate=100_000)
+    assert send(echo, 100) == 20
+    reconfigure(echo, datagram_rate_per_peer=10, byte_rate=100_000)
+    assert send(echo, 100) == 0  # capped, never topped up
+    reconfigure(echo, datagram_rate_per_peer=20, byte_rate=70_000)  # the byte bucket holds 99,980 bytes
+    assert send(echo, 3, source=("192.0.2.2", 40000), data=b"x" * 30_000) == 2  # capped at 70,000

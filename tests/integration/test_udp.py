@@ -5,6 +5,7 @@ anti-reflection defences holding while honest clients keep being served.
 
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -132,6 +133,29 @@ def test_flood_from_one_source_is_limited_and_honest_clients_are_all_served(udp_
     assert 20 <= len(echoed) <= 40, len(echoed)  # the burst, and what refilled meanwhile
     assert daemon.rss_kib() - rss_before < 16 * 1024
     daemon.wait_for(r"over the rate limits\)")
+
+
+def flood_and_count(daemon: Daemon, attacker: socket.socket, count: int) -> int:
+    """Send C{count} datagrams from C{attacker}; how many came back once echod had handled them all."""
+    for i in range(count):
+        attacker.sendto(b"flood %d" % i, ("127.0.0.1", daemon.udp_port))
+    with client("127.0.0.3") as marker:
+        # Answered only after every datagram queued before it was handled.
+        assert ask(marker, daemon.udp_port, b"marker")
+    return len(drain(attacker))
+
+
+def test_reload_does_not_refill_the_rate_limits(udp_daemon):
+    daemon = udp_daemon(datagram_rate_per_peer="20", datagram_rate="100000")
+    with client("127.0.0.2") as attacker:
+        start = time.monotonic()
+        assert 20 <= flood_and_count(daemon, attacker, 200) <= 40
+        daemon.send_signal(signal.SIGHUP)  # the same configuration
+        daemon.wait_for(r"reloaded: serving 1 listener")
+        echoed = flood_and_count(daemon, attacker, 200)
+        elapsed = time.monotonic() - start
+    # What refilled at 20 a second since the first flood began, and no fresh burst of 20.
+    assert echoed <= 20 * elapsed + 1, (echoed, elapsed)
 
 
 def test_global_rate_bounds_a_flood_from_many_sources(udp_daemon):
