@@ -6,8 +6,12 @@ An echo port on UDP answers forged sources: an attacker sends datagrams
 "from" a victim, or from another UDP service to start a loop (echo to
 chargen, echo to echo). So, as careful inetds do, echod never answers
 privileged or listed source ports, nor broadcast, multicast or unspecified
-sources, and rate-limits the rest per source and in total, with token
-buckets whose excess is dropped and counted, never queued.
+sources, nor its own listening addresses (echoing to itself, or from one of
+its listeners to another, would loop), and rate-limits the rest per source
+and in total, with token buckets whose excess is dropped and counted, never
+queued. Two different echo servers on unblocked ports can still loop
+through each other: the rate limits bound that, and blocked_source_ports can
+name the other's port.
 
 The port that reads the datagrams is echod's own too (L{FairDatagramPort}),
 so that no stream of datagrams can keep the reactor from its other sockets.
@@ -19,6 +23,7 @@ import errno
 import ipaddress
 import socket
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from twisted.internet import udp
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
@@ -167,18 +172,87 @@ class PeerBuckets:
         return len(self._buckets)
 
 
-def unanswerable_source(host: str) -> bool:
-    """Whether C{host} is an address no echo may be sent to: broadcast, multicast or unspecified."""
+def plain_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """C{host} as an address, without its IPv6 scope, IPv4-mapped ones as IPv4; C{None} if it is none."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return True
+        return None
     mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
+    return mapped if mapped is not None else address
+
+
+def unanswerable_source(host: str) -> bool:
+    """Whether C{host} is an address no echo may be sent to: broadcast, multicast or unspecified."""
+    address = plain_address(host)
+    if address is None:
+        return True
     return (
         address.is_multicast or address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255")
     )
+
+
+def is_local_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """
+    Whether C{address} is one of this host's, now: loopback, or one a socket
+    can be bound to. Asked afresh each time, as addresses come and go.
+    """
+    if address.is_loopback:
+        return True
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(address), 0))
+    except OSError as e:
+        # Only "not an address here" says it is foreign. Any other failure (a
+        # link-local address without its scope, say) counts as local: the
+        # datagram already comes from one of echod's own ports, and dropping
+        # it is the safe side.
+        return e.errno != errno.EADDRNOTAVAIL
+    return True
+
+
+class OwnEndpoints:
+    """
+    The addresses and ports echod's own UDP listeners are bound to. A
+    datagram from one of them is forged, or an echo from another of echod's
+    listeners; answering it would start a loop.
+
+    A listener bound to a wildcard (C{::}, C{0.0.0.0}) owns its port on every
+    address of the host: on those, a source with that port is its own.
+    """
+
+    def __init__(self) -> None:
+        #: Every port some listener is bound to: the cheap first test, on every datagram.
+        self.ports: frozenset[int] = frozenset()
+        self._exact: frozenset[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = frozenset()
+        self._wildcard_ports: frozenset[int] = frozenset()
+
+    def update(self, bound: Iterable[tuple[str, int]]) -> None:
+        """Replace the endpoints with C{bound}, the (host, port) each listener's socket is bound to."""
+        exact, wildcard = set(), set()
+        for host, port in bound:
+            address = plain_address(host)
+            if address is None:
+                continue
+            if address.is_unspecified:
+                wildcard.add(port)
+            else:
+                exact.add((address, port))
+        self._exact = frozenset(exact)
+        self._wildcard_ports = frozenset(wildcard)
+        self.ports = frozenset(port for _, port in exact) | self._wildcard_ports
+
+    def includes(self, host: str, port: int) -> bool:
+        """Whether (C{host}, C{port}) is one of echod's own listening endpoints."""
+        if port not in self.ports:
+            return False
+        address = plain_address(host)
+        if address is None:
+            return False
+        if (address, port) in self._exact:
+            return True
+        return port in self._wildcard_ports and is_local_address(address)
 
 
 class UDPEcho(DatagramProtocol):
@@ -200,6 +274,8 @@ class UDPEcho(DatagramProtocol):
         self.name = name
         self.stats = stats
         self.clock = clock
+        #: Sources never answered: echod's own listeners. The service shares one among all listeners.
+        self.own = OwnEndpoints()
         self._peers: PeerBuckets | None = None
         self.configure(blocked_source_ports, datagram_rate_per_peer, datagram_rate, byte_rate)
         self._last_warning = -WARN_INTERVAL
@@ -244,6 +320,12 @@ class UDPEcho(DatagramProtocol):
             stats.dropped_source += 1
             self._dropped("source")
             return
+        own = self.own
+        # Most datagrams stop at the set lookup: only one from a port echod listens on is looked at further.
+        if port in own.ports and own.includes(host, port):
+            stats.dropped_own += 1
+            self._dropped("source, one of echod's own listeners")
+            return
         now = self.clock.seconds()
         if not (
             self._peers.take(host, now) and self._datagrams.take(now) and self._bytes.take(now, len(data))
@@ -267,12 +349,14 @@ class UDPEcho(DatagramProtocol):
             return
         self.log.warn(
             "{listener}: dropped {count} datagram(s) in the last {interval:g}s "
-            "(latest for its {why}; totals: {by_source} for their source, {by_rate} over the rate limits)",
+            "(latest for its {why}; totals: {by_source} for their source, {by_own} from echod's own "
+            "listeners, {by_rate} over the rate limits)",
             listener=self.name,
             count=self._dropped_since_warning,
             interval=min(now - self._last_warning, WARN_INTERVAL),
             why=why,
             by_source=self.stats.dropped_source,
+            by_own=self.stats.dropped_own,
             by_rate=self.stats.dropped_rate,
         )
         self._last_warning = now

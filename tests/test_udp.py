@@ -3,12 +3,22 @@ import socket
 import pytest
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 
 from echod.config import parse
 from echod.service import DatagramListener
 from echod.sockets import bind_datagram
 from echod.stats import ListenerStats
-from echod.udp import MAX_DATAGRAMS_PER_READ, PeerBuckets, TokenBucket, UDPEcho, unanswerable_source
+from echod.udp import (
+    MAX_DATAGRAMS_PER_READ,
+    OwnEndpoints,
+    PeerBuckets,
+    TokenBucket,
+    UDPEcho,
+    is_local_address,
+    plain_address,
+    unanswerable_source,
+)
 
 
 def test_bucket_allows_the_burst_then_the_rate():
@@ -228,3 +238,98 @@ def test_reload_with_a_lower_rate_caps_what_was_saved_up():
     assert send(echo, 100) == 0  # capped, never topped up
     reconfigure(echo, datagram_rate_per_peer=20, byte_rate=70_000)  # the byte bucket holds 99,980 bytes
     assert send(echo, 3, source=("192.0.2.2", 40000), data=b"x" * 30_000) == 2  # capped at 70,000
+
+
+def echo_network(
+    endpoints: dict[tuple[str, int], UDPEcho], first: tuple, to: tuple, limit: int = 10_000
+) -> int:
+    """
+    Deliver datagram C{first} from C{first}'s address to C{to}, then every echo
+    sent to one of C{endpoints} to it, as a network would; how many echoes there were.
+    """
+    own = OwnEndpoints()
+    own.update(endpoints)
+    for echo in endpoints.values():
+        echo.own = own
+    queue, echoes = [(to, b"loop?", first)], 0
+    while queue and echoes < limit:
+        destination, data, source = queue.pop(0)
+        receiver = endpoints[destination]
+        before = len(receiver.transport.sent)
+        receiver.datagramReceived(data, source)
+        for data, address in receiver.transport.sent[before:]:
+            echoes += 1
+            if address in endpoints:
+                queue.append((address, data, destination))
+    return echoes
+
+
+def test_a_datagram_from_the_listeners_own_address_is_never_echoed():
+    clock = Clock()
+    listener = udp_echo(clock, datagram_rate_per_peer=100)
+    assert echo_network({("127.0.0.1", 4000): listener}, ("127.0.0.1", 4000), ("127.0.0.1", 4000)) == 0
+    assert listener.stats.dropped_own == 1
+    assert listener.stats.datagram_summary() == "0 echoed, 1 dropped"
+
+
+def test_two_listeners_never_echo_to_each_other():
+    clock = Clock()
+    a, b = udp_echo(clock, datagram_rate_per_peer=100), udp_echo(clock, datagram_rate_per_peer=100)
+    endpoints = {("127.0.0.1", 4000): a, ("::1", 4001): b}
+    assert echo_network(endpoints, ("127.0.0.1", 4000), ("::1", 4001)) == 0
+    assert (a.stats.dropped_own, b.stats.dropped_own) == (0, 1)
+
+
+def test_a_listener_bound_to_one_address_owns_that_address_only():
+    own = OwnEndpoints()
+    own.update([("127.0.0.1", 4000), ("::1", 4001)])
+    assert own.includes("127.0.0.1", 4000)
+    assert own.includes("::ffff:127.0.0.1", 4000)  # the same, as a dual-stack socket sees it
+    assert own.includes("::1", 4001)
+    assert not own.includes("127.0.0.2", 4000)  # nothing of echod's listens there
+    assert not own.includes("127.0.0.1", 4001)
+    assert not own.includes("127.0.0.1", 4002)
+
+
+def a_host_address(family: int, probe: str) -> str | None:
+    """A non-loopback address of this host (the one it would send to C{probe} from), if it has one."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((probe, 9))  # UDP: only picks a route and a source address, sends nothing
+        except OSError:
+            return None
+        host = sock.getsockname()[0]
+    return None if plain_address(host).is_loopback else host
+
+
+def test_a_wildcard_listener_owns_its_port_on_every_local_address():
+    own = OwnEndpoints()
+    own.update([("::", 4000), ("0.0.0.0", 4001)])
+    for host in ("127.0.0.1", "127.0.0.9", "::ffff:127.0.0.9", "::1"):
+        assert own.includes(host, 4000), host
+        assert own.includes(host, 4001), host
+    assert not own.includes("127.0.0.1", 4002)
+    assert not own.includes("203.0.113.9", 4000)  # TEST-NET-3: no host here has it
+    assert not own.includes("2001:db8:ffff::9", 4000)
+    for family, probe in ((socket.AF_INET, "203.0.113.1"), (socket.AF_INET6, "2001:db8:ffff::1")):
+        host = a_host_address(family, probe)
+        if host is not None:
+            assert own.includes(host, 4000), host
+
+
+def test_only_loopback_and_bindable_addresses_are_local():
+    assert is_local_address(plain_address("127.0.0.2"))
+    assert is_local_address(plain_address("::1"))
+    assert not is_local_address(plain_address("203.0.113.9"))
+    assert not is_local_address(plain_address("2001:db8:ffff::9"))
+
+
+def test_a_drop_warning_counts_the_datagrams_from_echods_own_listeners():
+    clock = Clock()
+    echo = udp_echo(clock)
+    echo.own.update([("127.0.0.1", 4000)])
+    logged = []
+    echo.log = Logger(observer=logged.append)
+    echo.datagramReceived(b"x", ("127.0.0.1", 4000))
+    assert len(logged) == 1
+    assert logged[0]["by_own"] == 1 and logged[0]["why"] == "source, one of echod's own listeners"

@@ -7,6 +7,7 @@ import itertools
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -93,7 +94,8 @@ def test_privileged_source_ports_are_not_answered(udp_daemon):
         assert honest.recv(100) == b"hello"  # answered after the forged one was handled
         assert drain(forged) == []
     daemon.wait_for(
-        r"udp: dropped 1 datagram\(s\) .* \(latest for its source; totals: 1 for their source, 0 over"
+        r"udp: dropped 1 datagram\(s\) .* \(latest for its source; "
+        r"totals: 1 for their source, 0 from echod's own listeners, 0 over"
     )
 
 
@@ -178,6 +180,98 @@ def test_global_rate_bounds_a_flood_from_many_sources(udp_daemon):
         for sock in sources:
             sock.close()
     assert 30 <= total <= 45, total
+
+
+def forge(source: tuple[str, int], destination: tuple[str, int], payload: bytes) -> None:
+    """Send one IPv4 UDP datagram whose source is C{source}, whatever socket owns it (root only)."""
+    udp = struct.pack("!HHHH", source[1], destination[1], 8 + len(payload), 0) + payload  # no checksum
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,  # IPv4, 20-byte header
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,  # the kernel fills in the checksum
+        socket.inet_aton(source[0]),
+        socket.inet_aton(destination[0]),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        raw.sendto(header + udp, (destination[0], 0))
+
+
+def udp_counters(daemon: Daemon, notify: NotifySocket) -> str:
+    """The status line's counters, fresh: a reload sends them with READY=1."""
+    start = len(notify.snapshot())
+    daemon.send_signal(signal.SIGHUP)
+    return notify.wait_for(lambda f: f.get("READY") == "1", after=start)[1]["STATUS"]
+
+
+@pytest.fixture
+def notified_daemon(tmp_path):
+    """Start echod from configuration text with a NOTIFY_SOCKET; the daemon and its socket."""
+    notify = NotifySocket(tmp_path / "notify")
+    started: list[Daemon] = []
+
+    def start(text: str) -> tuple[Daemon, NotifySocket]:
+        path = tmp_path / "echod.conf"
+        path.write_text(text)
+        daemon = Daemon(path, env=environment(NOTIFY_SOCKET=notify.path))
+        started.append(daemon)
+        daemon.start().wait_ready()
+        return daemon, notify
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+    notify.close()
+
+
+def udp_section(name: str, address: str = "127.0.0.1") -> str:
+    return f"[listener:{name}]\nprotocol = echo\ntransport = udp\naddress = {address}\nport = 0\n"
+
+
+def udp_port_of(daemon: Daemon, name: str) -> int:
+    return int(daemon.wait_for(rf"{name}: echo/udp listening on \S+:(\d+)").group(1))
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="forging a source address needs a raw socket")
+
+
+@needs_root
+def test_a_datagram_forged_from_the_listeners_own_address_is_not_echoed(notified_daemon):
+    daemon, notify = notified_daemon(udp_section("udp"))
+    port = udp_port_of(daemon, "udp")
+    forge(("127.0.0.1", port), ("127.0.0.1", port), b"echo yourself")
+    daemon.wait_for(r"udp: dropped 1 datagram\(s\)", timeout=10)  # the loop's end, if there is one
+    assert "udp 0 echoed, 1 dropped" in udp_counters(daemon, notify)
+    daemon.wait_for(
+        r"latest for its source, one of echod's own listeners; totals: 0 for their source, 1 from"
+    )
+
+
+@needs_root
+def test_two_listeners_never_echo_to_each_other(notified_daemon):
+    daemon, notify = notified_daemon(udp_section("a") + udp_section("b"))
+    a, b = udp_port_of(daemon, "a"), udp_port_of(daemon, "b")
+    forge(("127.0.0.1", a), ("127.0.0.1", b), b"ping-pong")
+    daemon.wait_for(r"b: dropped 1 datagram\(s\)", timeout=10)
+    counters = udp_counters(daemon, notify)
+    assert "a 0 echoed, 0 dropped; b 0 echoed, 1 dropped" in counters, counters
+
+
+@needs_root
+def test_a_wildcard_listener_does_not_answer_any_local_address_from_its_port(notified_daemon):
+    # Bound to ::, the listener is every local address at its port: 127.0.0.5 too.
+    daemon, notify = notified_daemon(udp_section("udp", "::"))
+    port = udp_port_of(daemon, "udp")
+    forge(("127.0.0.5", port), ("127.0.0.1", port), b"echo yourself")
+    daemon.wait_for(r"udp: dropped 1 datagram\(s\)", timeout=10)
+    assert "udp 0 echoed, 1 dropped" in udp_counters(daemon, notify)
+    with client() as honest:  # while a local client on a port of its own is answered
+        assert ask(honest, port, b"hello")
 
 
 def test_udp_listener_under_socket_activation(tmp_path):
