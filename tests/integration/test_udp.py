@@ -221,6 +221,8 @@ def notified_daemon(tmp_path):
         daemon = Daemon(path, env=environment(NOTIFY_SOCKET=notify.path))
         started.append(daemon)
         daemon.start().wait_ready()
+        # The start's READY=1 must be in before udp_counters counts messages, or it passes for the reload's.
+        notify.wait_for(lambda f: f.get("READY") == "1")
         return daemon, notify
 
     yield start
