@@ -30,7 +30,7 @@ from echod.notify import Notifier
 from echod.signals import ignore_early_signals
 from echod.sockets import MAX_DATAGRAM, BindError, bind_datagram, bind_stream, raise_fd_limit
 from echod.stats import ListenerStats
-from echod.udp import UDPEcho
+from echod.udp import OwnEndpoints, UDPEcho, adopt_datagram_port
 from echod.units import format_duration
 from echod.unwanted import turn_away
 
@@ -229,9 +229,11 @@ class DatagramListener(ListenerService):
         )
 
     def _adopt(self) -> None:
-        # Twisted's default maxPacketSize (8192) would cut larger datagrams short.
-        self.port = self._reactor.adoptDatagramPort(
-            self.socket.fileno(), self.socket.family, self.protocol, maxPacketSize=MAX_DATAGRAM
+        # Not reactor.adoptDatagramPort: its port reads empty datagrams for as
+        # long as they come (see FairDatagramPort). Twisted's default
+        # maxPacketSize (8192) would cut larger datagrams short.
+        self.port = adopt_datagram_port(
+            self._reactor, self.socket.fileno(), self.socket.family, self.protocol, MAX_DATAGRAM
         )
 
     def counters(self) -> str:
@@ -281,6 +283,8 @@ class EchodService(MultiService):
         self._alerts: dict[str, str] = {}  # key -> short text for the status line
         self._stopping = False
         self._turned_away: list = []  # the ports resetting the clients of unmatched sockets
+        #: Where echod's UDP listeners are bound, shared by all of them: sources never answered.
+        self._own = OwnEndpoints()
         pairs, self._unmatched = activation.match(settings.listeners, inherited)
         for listener in settings.listeners:
             found = pairs.get(listener.name)
@@ -330,6 +334,7 @@ class EchodService(MultiService):
         except BindError as e:
             self.log.critical("{error}{hint}", error=e, hint=self._bind_hint())
             raise SystemExit(EX_NOPERM if e.not_permitted else EX_OSERR) from None
+        self._share_own_endpoints()
 
     def _share_logs(self) -> None:
         """Hand the access log and the connection-logging switch to every listener and factory."""
@@ -340,6 +345,14 @@ class EchodService(MultiService):
         for factory in self._factories():
             factory.access_log = self.access_log
             factory.log_connections = debug
+
+    def _share_own_endpoints(self) -> None:
+        """Tell every UDP listener where all of them are bound, so that none answers another, or itself."""
+        datagram = [listener for listener in self.listeners if isinstance(listener, DatagramListener)]
+        # The socket's own address: the port it got for port 0, systemd's for an inherited one.
+        self._own.update(listener.socket.getsockname()[:2] for listener in datagram)
+        for listener in datagram:
+            listener.protocol.own = self._own
 
     def _bind_hint(self) -> str:
         if not self._activated:
@@ -462,6 +475,7 @@ class EchodService(MultiService):
             self._remove(listener)
         self.settings = new
         self._share_logs()
+        self._share_own_endpoints()
 
     def _switch_access_log(self, path: str | None) -> None:
         current = self.access_log.path if self.access_log is not None else None

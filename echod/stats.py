@@ -18,6 +18,7 @@ class ListenerStats:
     bytes_sent: int = 0
     datagrams: int = 0
     dropped_source: int = 0
+    dropped_own: int = 0
     dropped_rate: int = 0
 
     def stream_summary(self) -> str:
@@ -31,4 +32,6 @@ class ListenerStats:
 
     def datagram_summary(self) -> str:
         """The counters of a UDP listener, for the status line."""
-        return f"{self.datagrams} echoed, {self.dropped_source + self.dropped_rate} dropped"
+        return (
+            f"{self.datagrams} echoed, {self.dropped_source + self.dropped_own + self.dropped_rate} dropped"
+        )

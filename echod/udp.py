@@ -6,18 +6,30 @@ An echo port on UDP answers forged sources: an attacker sends datagrams
 "from" a victim, or from another UDP service to start a loop (echo to
 chargen, echo to echo). So, as careful inetds do, echod never answers
 privileged or listed source ports, nor broadcast, multicast or unspecified
-sources, and rate-limits the rest per source and in total, with token
-buckets whose excess is dropped and counted, never queued.
+sources, nor its own listening addresses (echoing to itself, or from one of
+its listeners to another, would loop), and rate-limits the rest per source
+and in total, with token buckets whose excess is dropped and counted, never
+queued. Two different echo servers on unblocked ports can still loop
+through each other: the rate limits bound that, and blocked_source_ports can
+name the other's port.
+
+The port that reads the datagrams is echod's own too (L{FairDatagramPort}),
+so that no stream of datagrams can keep the reactor from its other sockets.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 from collections import OrderedDict
+from collections.abc import Iterable
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet import udp
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python import log
 
 from echod.stats import ListenerStats
 
@@ -25,6 +37,74 @@ from echod.stats import ListenerStats
 MAX_TRACKED_PEERS = 65536
 #: A drop warning is logged at most this often (seconds), with the counts since the last one.
 WARN_INTERVAL = 10.0
+#: The most datagrams one read turn handles before the reactor serves its other sockets and timers.
+#: At a few microseconds each, a turn stays around a millisecond.
+MAX_DATAGRAMS_PER_READ = 256
+
+_READ_AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+
+
+class FairDatagramPort(udp.Port):
+    """
+    Twisted's UDP port, but each read turn ends after L{MAX_DATAGRAMS_PER_READ}
+    datagrams, whatever their size.
+
+    Twisted's own C{doRead} (22.4 through 26.10 alike) reads until the
+    socket is empty or 256 KiB of payload were read: bounded by bytes only.
+    Empty datagrams add nothing to that sum, so a sender of empty (or merely
+    small) datagrams faster than echod handles them kept the reactor in one
+    C{doRead}: measured, a TCP echo on the same daemon waited 3 to 5 seconds
+    and the systemd watchdog went unfed for as long as the flood lasted.
+    The byte bound is kept as well.
+    """
+
+    maxDatagrams = MAX_DATAGRAMS_PER_READ
+
+    def doRead(self) -> None:
+        """Read at most C{maxDatagrams} datagrams or C{maxThroughput} bytes, then yield."""
+        recvfrom, size, protocol = self.socket.recvfrom, self.maxPacketSize, self.protocol
+        ipv6 = self.addressFamily == socket.AF_INET6
+        read = 0
+        for _ in range(self.maxDatagrams):
+            try:
+                data, addr = recvfrom(size)
+            except OSError as e:
+                if e.errno in _READ_AGAIN:
+                    return
+                if e.errno == errno.ECONNREFUSED:
+                    # An ICMP error for an earlier write: what Twisted does, kept.
+                    if self._connectedAddr:
+                        protocol.connectionRefused()
+                    return
+                raise
+            if ipv6:
+                # Only (host, port), as Twisted passes it: no flow or scope id.
+                addr = addr[:2]
+            try:
+                protocol.datagramReceived(data, addr)
+            except BaseException:
+                # As Twisted does: one datagram's failure is logged, the port goes on.
+                log.err()
+            read += len(data)
+            if read >= self.maxThroughput:
+                return
+
+
+def adopt_datagram_port(
+    reactor: IReactorFDSet, fd: int, family: int, protocol: DatagramProtocol, max_packet_size: int
+) -> FairDatagramPort:
+    """
+    What C{reactor.adoptDatagramPort} does, with a L{FairDatagramPort}: the
+    port listens on a duplicate of C{fd}, which must be non-blocking and
+    stays the caller's.
+    """
+    # _fromListeningDescriptor is the constructor adoptDatagramPort itself
+    # uses, the same in Twisted 22.4, 24.11 and 26.10.
+    port = FairDatagramPort._fromListeningDescriptor(
+        reactor, fd, family, protocol, maxPacketSize=max_packet_size
+    )
+    port.startListening()
+    return port
 
 
 class TokenBucket:
@@ -47,6 +127,19 @@ class TokenBucket:
             return True
         return False
 
+    def retune(self, rate: float, burst: float, now: float) -> None:
+        """
+        Change the rate and burst from C{now} on, keeping the tokens saved
+        (at most the new burst): a new rate is never a refill.
+        """
+        if (rate, burst) == (self.rate, self.burst):
+            return
+        # What accrued until now accrued at the old rate.
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate, burst)
+        self.stamp = now
+        self.rate = rate
+        self.burst = burst
+
 
 class PeerBuckets:
     """A token bucket per source host, for the most recently seen L{MAX_TRACKED_PEERS} hosts."""
@@ -57,6 +150,7 @@ class PeerBuckets:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def take(self, host: str, now: float) -> bool:
+        """Spend one of C{host}'s tokens if it has one; say whether it had."""
         bucket = self._buckets.get(host)
         if bucket is None:
             bucket = self._buckets[host] = TokenBucket(self.rate, self.rate, now)
@@ -66,22 +160,99 @@ class PeerBuckets:
             self._buckets.move_to_end(host)
         return bucket.take(now)
 
+    def retune(self, rate: float, now: float) -> None:
+        """Change every host's rate and burst, each keeping what it saved (L{TokenBucket.retune})."""
+        if rate == self.rate:
+            return
+        self.rate = rate
+        for bucket in self._buckets.values():
+            bucket.retune(rate, rate, now)
+
     def __len__(self) -> int:
         return len(self._buckets)
 
 
-def unanswerable_source(host: str) -> bool:
-    """Whether C{host} is an address no echo may be sent to: broadcast, multicast or unspecified."""
+def plain_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """C{host} as an address, without its IPv6 scope, IPv4-mapped ones as IPv4; C{None} if it is none."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return True
+        return None
     mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
+    return mapped if mapped is not None else address
+
+
+def unanswerable_source(host: str) -> bool:
+    """Whether C{host} is an address no echo may be sent to: broadcast, multicast or unspecified."""
+    address = plain_address(host)
+    if address is None:
+        return True
     return (
         address.is_multicast or address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255")
     )
+
+
+def is_local_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """
+    Whether C{address} is one of this host's, now: loopback, or one a socket
+    can be bound to. Asked afresh each time, as addresses come and go.
+    """
+    if address.is_loopback:
+        return True
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(address), 0))
+    except OSError as e:
+        # Only "not an address here" says it is foreign. Any other failure (a
+        # link-local address without its scope, say) counts as local: the
+        # datagram already comes from one of echod's own ports, and dropping
+        # it is the safe side.
+        return e.errno != errno.EADDRNOTAVAIL
+    return True
+
+
+class OwnEndpoints:
+    """
+    The addresses and ports echod's own UDP listeners are bound to. A
+    datagram from one of them is forged, or an echo from another of echod's
+    listeners; answering it would start a loop.
+
+    A listener bound to a wildcard (C{::}, C{0.0.0.0}) owns its port on every
+    address of the host: on those, a source with that port is its own.
+    """
+
+    def __init__(self) -> None:
+        #: Every port some listener is bound to: the cheap first test, on every datagram.
+        self.ports: frozenset[int] = frozenset()
+        self._exact: frozenset[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = frozenset()
+        self._wildcard_ports: frozenset[int] = frozenset()
+
+    def update(self, bound: Iterable[tuple[str, int]]) -> None:
+        """Replace the endpoints with C{bound}, the (host, port) each listener's socket is bound to."""
+        exact, wildcard = set(), set()
+        for host, port in bound:
+            address = plain_address(host)
+            if address is None:
+                continue
+            if address.is_unspecified:
+                wildcard.add(port)
+            else:
+                exact.add((address, port))
+        self._exact = frozenset(exact)
+        self._wildcard_ports = frozenset(wildcard)
+        self.ports = frozenset(port for _, port in exact) | self._wildcard_ports
+
+    def includes(self, host: str, port: int) -> bool:
+        """Whether (C{host}, C{port}) is one of echod's own listening endpoints."""
+        if port not in self.ports:
+            return False
+        address = plain_address(host)
+        if address is None:
+            return False
+        if (address, port) in self._exact:
+            return True
+        return port in self._wildcard_ports and is_local_address(address)
 
 
 class UDPEcho(DatagramProtocol):
@@ -103,6 +274,9 @@ class UDPEcho(DatagramProtocol):
         self.name = name
         self.stats = stats
         self.clock = clock
+        #: Sources never answered: echod's own listeners. The service shares one among all listeners.
+        self.own = OwnEndpoints()
+        self._peers: PeerBuckets | None = None
         self.configure(blocked_source_ports, datagram_rate_per_peer, datagram_rate, byte_rate)
         self._last_warning = -WARN_INTERVAL
         self._dropped_since_warning = 0
@@ -114,14 +288,24 @@ class UDPEcho(DatagramProtocol):
         datagram_rate: int,
         byte_rate: int,
     ) -> None:
-        """Set the limits (again); buckets start full."""
+        """
+        Set the limits. The buckets start full; on reload they keep what they
+        hold (at most the new burst), so that a SIGHUP never hands a
+        flooder a fresh burst.
+        """
         now = self.clock.seconds()
         self.blocked_source_ports = blocked_source_ports
         self._blocked_below = next((high + 1 for low, high in blocked_source_ports if low == 0), 0)
-        self._peers = PeerBuckets(datagram_rate_per_peer)
-        self._datagrams = TokenBucket(datagram_rate, datagram_rate, now)
         # One second of bytes, but never less than one largest datagram.
-        self._bytes = TokenBucket(byte_rate, max(byte_rate, 65535), now)
+        byte_burst = max(byte_rate, 65535)
+        if self._peers is None:
+            self._peers = PeerBuckets(datagram_rate_per_peer)
+            self._datagrams = TokenBucket(datagram_rate, datagram_rate, now)
+            self._bytes = TokenBucket(byte_rate, byte_burst, now)
+        else:
+            self._peers.retune(datagram_rate_per_peer, now)
+            self._datagrams.retune(datagram_rate, datagram_rate, now)
+            self._bytes.retune(byte_rate, byte_burst, now)
 
     def _blocked_port(self, port: int) -> bool:
         if port < self._blocked_below:
@@ -135,6 +319,12 @@ class UDPEcho(DatagramProtocol):
         if self._blocked_port(port) or unanswerable_source(host):
             stats.dropped_source += 1
             self._dropped("source")
+            return
+        own = self.own
+        # Most datagrams stop at the set lookup: only one from a port echod listens on is looked at further.
+        if port in own.ports and own.includes(host, port):
+            stats.dropped_own += 1
+            self._dropped("source, one of echod's own listeners")
             return
         now = self.clock.seconds()
         if not (
@@ -159,12 +349,14 @@ class UDPEcho(DatagramProtocol):
             return
         self.log.warn(
             "{listener}: dropped {count} datagram(s) in the last {interval:g}s "
-            "(latest for its {why}; totals: {by_source} for their source, {by_rate} over the rate limits)",
+            "(latest for its {why}; totals: {by_source} for their source, {by_own} from echod's own "
+            "listeners, {by_rate} over the rate limits)",
             listener=self.name,
             count=self._dropped_since_warning,
             interval=min(now - self._last_warning, WARN_INTERVAL),
             why=why,
             by_source=self.stats.dropped_source,
+            by_own=self.stats.dropped_own,
             by_rate=self.stats.dropped_rate,
         )
         self._last_warning = now

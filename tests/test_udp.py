@@ -1,6 +1,24 @@
-import pytest
+import socket
 
-from echod.udp import PeerBuckets, TokenBucket, unanswerable_source
+import pytest
+from twisted.internet.selectreactor import SelectReactor
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+
+from echod.config import parse
+from echod.service import DatagramListener
+from echod.sockets import bind_datagram
+from echod.stats import ListenerStats
+from echod.udp import (
+    MAX_DATAGRAMS_PER_READ,
+    OwnEndpoints,
+    PeerBuckets,
+    TokenBucket,
+    UDPEcho,
+    is_local_address,
+    plain_address,
+    unanswerable_source,
+)
 
 
 def test_bucket_allows_the_burst_then_the_rate():
@@ -63,3 +81,255 @@ def test_broadcast_multicast_and_unspecified_sources_are_never_answered(host):
 )
 def test_ordinary_sources_are_answered(host):
     assert not unanswerable_source(host)
+
+
+@pytest.fixture
+def reactor():
+    """A real reactor of the test's own, never run: the test calls the port's doRead itself."""
+    reactor = SelectReactor()
+    yield reactor
+    if reactor.waker is not None:
+        reactor.removeReader(reactor.waker)
+        reactor.waker.connectionLost(None)
+
+
+def udp_settings(**keys: str):
+    text = "[listener:udp]\nprotocol = echo\ntransport = udp\naddress = 127.0.0.1\nport = 0\n"
+    text += "".join(f"{key} = {value}\n" for key, value in keys.items())
+    return parse(text).listeners[0]
+
+
+def started_listener(reactor, **keys: str) -> DatagramListener:
+    settings = udp_settings(**keys)
+    listener = DatagramListener(settings, reactor, sock=bind_datagram(settings.address, settings.port))
+    listener.privilegedStartService()
+    return listener
+
+
+def handled(listener: DatagramListener) -> int:
+    stats = listener.stats
+    return stats.datagrams + stats.dropped_source + stats.dropped_rate
+
+
+def read_turns(listener: DatagramListener, sent: int) -> list[int]:
+    """How many datagrams each of the port's read turns handled, until C{sent} were."""
+    turns = []
+    while handled(listener) < sent:
+        before = handled(listener)
+        listener.port.doRead()
+        turns.append(handled(listener) - before)
+        assert turns[-1], "a read turn found nothing to read"
+    return turns
+
+
+@pytest.mark.parametrize("size", [0, 1, 100])
+def test_one_read_turn_handles_a_bounded_number_of_datagrams(reactor, size):
+    # Twisted's own loop stops after 256 KiB only: empty datagrams never got
+    # it there, so echod kept reading them while every other socket waited.
+    listener = started_listener(reactor)
+    try:
+        port = listener.socket.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flooder:
+            flooder.bind(("127.0.0.2", 0))
+            for _ in range(2000):
+                flooder.sendto(b"x" * size, ("127.0.0.1", port))
+        turns = read_turns(listener, 2000)
+    finally:
+        listener.stopService()
+    assert max(turns) == MAX_DATAGRAMS_PER_READ, turns
+    assert sum(turns) == 2000
+
+
+def test_large_datagrams_are_still_bounded_by_bytes_per_read_turn(reactor):
+    listener = started_listener(reactor, byte_rate="1G")
+    try:
+        port = listener.socket.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind(("127.0.0.2", 0))
+            for _ in range(20):
+                sender.sendto(b"x" * 60000, ("127.0.0.1", port))
+        turns = read_turns(listener, 20)
+    finally:
+        listener.stopService()
+    assert max(turns) <= 5, turns  # 256 KiB: four datagrams of 60000 bytes, and the one that crossed it
+
+
+class FakeDatagramTransport:
+    """Records what the protocol sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple]] = []
+
+    def write(self, data: bytes, addr: tuple) -> None:
+        self.sent.append((data, addr))
+
+
+LIMITS = {
+    "blocked_source_ports": ((0, 1023),),
+    "datagram_rate_per_peer": 5,
+    "datagram_rate": 1000,
+    "byte_rate": 1 << 24,
+}
+
+
+def udp_echo(clock: Clock, **limits) -> UDPEcho:
+    limits = {**LIMITS, **limits}
+    echo = UDPEcho("udp", stats=ListenerStats(), clock=clock, **limits)
+    echo.makeConnection(FakeDatagramTransport())
+    return echo
+
+
+def send(echo: UDPEcho, count: int, source: tuple = ("192.0.2.1", 40000), data: bytes = b"x") -> int:
+    """Feed C{count} datagrams from C{source}; how many were echoed."""
+    before = len(echo.transport.sent)
+    for _ in range(count):
+        echo.datagramReceived(data, source)
+    return len(echo.transport.sent) - before
+
+
+def test_empty_datagrams_are_echoed_and_spend_the_rate_like_any_other():
+    echo = udp_echo(Clock())
+    assert send(echo, 10, data=b"") == 5
+    assert echo.transport.sent[0] == (b"", ("192.0.2.1", 40000))
+    assert echo.stats.dropped_rate == 5
+
+
+def reconfigure(echo: UDPEcho, **limits) -> None:
+    limits = {**LIMITS, **limits}
+    echo.configure(
+        limits["blocked_source_ports"],
+        limits["datagram_rate_per_peer"],
+        limits["datagram_rate"],
+        limits["byte_rate"],
+    )
+
+
+def test_reload_with_the_same_rates_keeps_every_bucket_as_it_was():
+    clock = Clock()
+    echo = udp_echo(clock, datagram_rate=8)
+    assert send(echo, 10) == 5  # this source's burst spent
+    assert send(echo, 2, source=("192.0.2.2", 40000)) == 2  # 7 of the 8 in total spent
+    reconfigure(echo, datagram_rate=8)
+    assert send(echo, 10) == 0  # no fresh burst for a reload
+    assert send(echo, 10, source=("192.0.2.3", 40000)) == 1  # the total's one token left, no more
+    clock.advance(0.2)  # one token back at 5 a second
+    assert send(echo, 10) == 1
+
+
+def test_reload_with_a_higher_rate_refills_at_the_new_rate_from_what_was_left():
+    clock = Clock()
+    echo = udp_echo(clock)
+    assert send(echo, 10) == 5
+    reconfigure(echo, datagram_rate_per_peer=50)
+    assert send(echo, 10) == 0  # a higher rate is not a refill
+    clock.advance(0.1)  # 5 tokens at the new 50 a second
+    assert send(echo, 10) == 5
+    clock.advance(10)  # and the new burst may now be saved up
+    assert send(echo, 100) == 50
+
+
+def test_reload_with_a_lower_rate_caps_what_was_saved_up():
+    clock = Clock()
+    echo = udp_echo(clock, datagram_rate_per_peer=100, byte_rate=100_000)
+    assert send(echo, 10) == 10  # 90 per-peer tokens left
+    reconfigure(echo, datagram_rate_per_peer=20, byte_rate=100_000)
+    assert send(echo, 100) == 20
+    reconfigure(echo, datagram_rate_per_peer=10, byte_rate=100_000)
+    assert send(echo, 100) == 0  # capped, never topped up
+    reconfigure(echo, datagram_rate_per_peer=20, byte_rate=70_000)  # the byte bucket holds 99,980 bytes
+    assert send(echo, 3, source=("192.0.2.2", 40000), data=b"x" * 30_000) == 2  # capped at 70,000
+
+
+def echo_network(
+    endpoints: dict[tuple[str, int], UDPEcho], first: tuple, to: tuple, limit: int = 10_000
+) -> int:
+    """
+    Deliver datagram C{first} from C{first}'s address to C{to}, then every echo
+    sent to one of C{endpoints} to it, as a network would; how many echoes there were.
+    """
+    own = OwnEndpoints()
+    own.update(endpoints)
+    for echo in endpoints.values():
+        echo.own = own
+    queue, echoes = [(to, b"loop?", first)], 0
+    while queue and echoes < limit:
+        destination, data, source = queue.pop(0)
+        receiver = endpoints[destination]
+        before = len(receiver.transport.sent)
+        receiver.datagramReceived(data, source)
+        for data, address in receiver.transport.sent[before:]:
+            echoes += 1
+            if address in endpoints:
+                queue.append((address, data, destination))
+    return echoes
+
+
+def test_a_datagram_from_the_listeners_own_address_is_never_echoed():
+    clock = Clock()
+    listener = udp_echo(clock, datagram_rate_per_peer=100)
+    assert echo_network({("127.0.0.1", 4000): listener}, ("127.0.0.1", 4000), ("127.0.0.1", 4000)) == 0
+    assert listener.stats.dropped_own == 1
+    assert listener.stats.datagram_summary() == "0 echoed, 1 dropped"
+
+
+def test_two_listeners_never_echo_to_each_other():
+    clock = Clock()
+    a, b = udp_echo(clock, datagram_rate_per_peer=100), udp_echo(clock, datagram_rate_per_peer=100)
+    endpoints = {("127.0.0.1", 4000): a, ("::1", 4001): b}
+    assert echo_network(endpoints, ("127.0.0.1", 4000), ("::1", 4001)) == 0
+    assert (a.stats.dropped_own, b.stats.dropped_own) == (0, 1)
+
+
+def test_a_listener_bound_to_one_address_owns_that_address_only():
+    own = OwnEndpoints()
+    own.update([("127.0.0.1", 4000), ("::1", 4001)])
+    assert own.includes("127.0.0.1", 4000)
+    assert own.includes("::ffff:127.0.0.1", 4000)  # the same, as a dual-stack socket sees it
+    assert own.includes("::1", 4001)
+    assert not own.includes("127.0.0.2", 4000)  # nothing of echod's listens there
+    assert not own.includes("127.0.0.1", 4001)
+    assert not own.includes("127.0.0.1", 4002)
+
+
+def a_host_address(family: int, probe: str) -> str | None:
+    """A non-loopback address of this host (the one it would send to C{probe} from), if it has one."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((probe, 9))  # UDP: only picks a route and a source address, sends nothing
+        except OSError:
+            return None
+        host = sock.getsockname()[0]
+    return None if plain_address(host).is_loopback else host
+
+
+def test_a_wildcard_listener_owns_its_port_on_every_local_address():
+    own = OwnEndpoints()
+    own.update([("::", 4000), ("0.0.0.0", 4001)])
+    for host in ("127.0.0.1", "127.0.0.9", "::ffff:127.0.0.9", "::1"):
+        assert own.includes(host, 4000), host
+        assert own.includes(host, 4001), host
+    assert not own.includes("127.0.0.1", 4002)
+    assert not own.includes("203.0.113.9", 4000)  # TEST-NET-3: no host here has it
+    assert not own.includes("2001:db8:ffff::9", 4000)
+    for family, probe in ((socket.AF_INET, "203.0.113.1"), (socket.AF_INET6, "2001:db8:ffff::1")):
+        host = a_host_address(family, probe)
+        if host is not None:
+            assert own.includes(host, 4000), host
+
+
+def test_only_loopback_and_bindable_addresses_are_local():
+    assert is_local_address(plain_address("127.0.0.2"))
+    assert is_local_address(plain_address("::1"))
+    assert not is_local_address(plain_address("203.0.113.9"))
+    assert not is_local_address(plain_address("2001:db8:ffff::9"))
+
+
+def test_a_drop_warning_counts_the_datagrams_from_echods_own_listeners():
+    clock = Clock()
+    echo = udp_echo(clock)
+    echo.own.update([("127.0.0.1", 4000)])
+    logged = []
+    echo.log = Logger(observer=logged.append)
+    echo.datagramReceived(b"x", ("127.0.0.1", 4000))
+    assert len(logged) == 1
+    assert logged[0]["by_own"] == 1 and logged[0]["why"] == "source, one of echod's own listeners"

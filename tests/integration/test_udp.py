@@ -3,14 +3,20 @@ UDP echo over real sockets: whole datagrams back to their source, and the
 anti-reflection defences holding while honest clients keep being served.
 """
 
+import itertools
 import os
+import signal
 import socket
+import struct
+import subprocess
 import sys
+import time
 
 import pytest
 
+from tests.integration.clients import connect
 from tests.integration.daemon import Daemon, environment
-from tests.integration.systemd import free_port, socket_activate
+from tests.integration.systemd import NotifySocket, free_port, socket_activate
 
 UDP = {"protocol": "echo", "transport": "udp"}
 
@@ -88,7 +94,8 @@ def test_privileged_source_ports_are_not_answered(udp_daemon):
         assert honest.recv(100) == b"hello"  # answered after the forged one was handled
         assert drain(forged) == []
     daemon.wait_for(
-        r"udp: dropped 1 datagram\(s\) .* \(latest for its source; totals: 1 for their source, 0 over"
+        r"udp: dropped 1 datagram\(s\) .* \(latest for its source; "
+        r"totals: 1 for their source, 0 from echod's own listeners, 0 over"
     )
 
 
@@ -130,6 +137,29 @@ def test_flood_from_one_source_is_limited_and_honest_clients_are_all_served(udp_
     daemon.wait_for(r"over the rate limits\)")
 
 
+def flood_and_count(daemon: Daemon, attacker: socket.socket, count: int) -> int:
+    """Send C{count} datagrams from C{attacker}; how many came back once echod had handled them all."""
+    for i in range(count):
+        attacker.sendto(b"flood %d" % i, ("127.0.0.1", daemon.udp_port))
+    with client("127.0.0.3") as marker:
+        # Answered only after every datagram queued before it was handled.
+        assert ask(marker, daemon.udp_port, b"marker")
+    return len(drain(attacker))
+
+
+def test_reload_does_not_refill_the_rate_limits(udp_daemon):
+    daemon = udp_daemon(datagram_rate_per_peer="20", datagram_rate="100000")
+    with client("127.0.0.2") as attacker:
+        start = time.monotonic()
+        assert 20 <= flood_and_count(daemon, attacker, 200) <= 40
+        daemon.send_signal(signal.SIGHUP)  # the same configuration
+        daemon.wait_for(r"reloaded: serving 1 listener")
+        echoed = flood_and_count(daemon, attacker, 200)
+        elapsed = time.monotonic() - start
+    # What refilled at 20 a second since the first flood began, and no fresh burst of 20.
+    assert echoed <= 20 * elapsed + 1, (echoed, elapsed)
+
+
 def test_global_rate_bounds_a_flood_from_many_sources(udp_daemon):
     daemon = udp_daemon(datagram_rate_per_peer="1000", datagram_rate="30")
     sources = [client(f"127.0.0.{i}") for i in range(10, 20)]
@@ -152,6 +182,100 @@ def test_global_rate_bounds_a_flood_from_many_sources(udp_daemon):
     assert 30 <= total <= 45, total
 
 
+def forge(source: tuple[str, int], destination: tuple[str, int], payload: bytes) -> None:
+    """Send one IPv4 UDP datagram whose source is C{source}, whatever socket owns it (root only)."""
+    udp = struct.pack("!HHHH", source[1], destination[1], 8 + len(payload), 0) + payload  # no checksum
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,  # IPv4, 20-byte header
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,  # the kernel fills in the checksum
+        socket.inet_aton(source[0]),
+        socket.inet_aton(destination[0]),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        raw.sendto(header + udp, (destination[0], 0))
+
+
+def udp_counters(daemon: Daemon, notify: NotifySocket) -> str:
+    """The status line's counters, fresh: a reload sends them with READY=1."""
+    start = len(notify.snapshot())
+    daemon.send_signal(signal.SIGHUP)
+    return notify.wait_for(lambda f: f.get("READY") == "1", after=start)[1]["STATUS"]
+
+
+@pytest.fixture
+def notified_daemon(tmp_path):
+    """Start echod from configuration text with a NOTIFY_SOCKET; the daemon and its socket."""
+    notify = NotifySocket(tmp_path / "notify")
+    started: list[Daemon] = []
+
+    def start(text: str) -> tuple[Daemon, NotifySocket]:
+        path = tmp_path / "echod.conf"
+        path.write_text(text)
+        daemon = Daemon(path, env=environment(NOTIFY_SOCKET=notify.path))
+        started.append(daemon)
+        daemon.start().wait_ready()
+        # The start's READY=1 must be in before udp_counters counts messages, or it passes for the reload's.
+        notify.wait_for(lambda f: f.get("READY") == "1")
+        return daemon, notify
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+    notify.close()
+
+
+def udp_section(name: str, address: str = "127.0.0.1") -> str:
+    return f"[listener:{name}]\nprotocol = echo\ntransport = udp\naddress = {address}\nport = 0\n"
+
+
+def udp_port_of(daemon: Daemon, name: str) -> int:
+    return int(daemon.wait_for(rf"{name}: echo/udp listening on \S+:(\d+)").group(1))
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="forging a source address needs a raw socket")
+
+
+@needs_root
+def test_a_datagram_forged_from_the_listeners_own_address_is_not_echoed(notified_daemon):
+    daemon, notify = notified_daemon(udp_section("udp"))
+    port = udp_port_of(daemon, "udp")
+    forge(("127.0.0.1", port), ("127.0.0.1", port), b"echo yourself")
+    daemon.wait_for(r"udp: dropped 1 datagram\(s\)", timeout=10)  # the loop's end, if there is one
+    assert "udp 0 echoed, 1 dropped" in udp_counters(daemon, notify)
+    daemon.wait_for(
+        r"latest for its source, one of echod's own listeners; totals: 0 for their source, 1 from"
+    )
+
+
+@needs_root
+def test_two_listeners_never_echo_to_each_other(notified_daemon):
+    daemon, notify = notified_daemon(udp_section("a") + udp_section("b"))
+    a, b = udp_port_of(daemon, "a"), udp_port_of(daemon, "b")
+    forge(("127.0.0.1", a), ("127.0.0.1", b), b"ping-pong")
+    daemon.wait_for(r"b: dropped 1 datagram\(s\)", timeout=10)
+    counters = udp_counters(daemon, notify)
+    assert "a 0 echoed, 0 dropped; b 0 echoed, 1 dropped" in counters, counters
+
+
+@needs_root
+def test_a_wildcard_listener_does_not_answer_any_local_address_from_its_port(notified_daemon):
+    # Bound to ::, the listener is every local address at its port: 127.0.0.5 too.
+    daemon, notify = notified_daemon(udp_section("udp", "::"))
+    port = udp_port_of(daemon, "udp")
+    forge(("127.0.0.5", port), ("127.0.0.1", port), b"echo yourself")
+    daemon.wait_for(r"udp: dropped 1 datagram\(s\)", timeout=10)
+    assert "udp 0 echoed, 1 dropped" in udp_counters(daemon, notify)
+    with client() as honest:  # while a local client on a port of its own is answered
+        assert ask(honest, port, b"hello")
+
+
 def test_udp_listener_under_socket_activation(tmp_path):
     port = free_port()
     path = tmp_path / "echod.conf"
@@ -168,3 +292,81 @@ def test_udp_listener_under_socket_activation(tmp_path):
         daemon.wait_for(rf"udp: echo/udp listening on 127\.0\.0\.1:{port} \(socket from systemd\)")
     finally:
         daemon.kill()
+
+
+#: A flooder of empty datagrams, bounded in count and in time: argv is the
+#: source address, the destination port, the most datagrams, the most seconds.
+#: It prints how many it sent.
+EMPTY_FLOOD = """
+import socket, sys, time
+source, port, most, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((source, 0))
+sock.setblocking(False)
+target, sent, deadline = ("127.0.0.1", port), 0, time.monotonic() + seconds
+while sent < most and time.monotonic() < deadline:
+    for _ in range(1000):
+        try:
+            sock.sendto(b"", target)
+            sent += 1
+        except BlockingIOError:
+            pass
+print(sent, flush=True)
+"""
+
+
+def round_trips(sock: socket.socket, until) -> list[float]:
+    """One-byte TCP echoes on C{sock}, one after another, until C{until()}; each one's round trip."""
+    times = []
+    while not until():
+        start = time.monotonic()
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+        times.append(time.monotonic() - start)
+    return times
+
+
+def test_empty_datagram_flood_does_not_freeze_the_reactor(tmp_path):
+    # Empty datagrams add nothing to the bytes Twisted's own read loop counts,
+    # so a steady stream of them used to keep echod reading that one socket:
+    # a TCP echo waited seconds, and the watchdog went unfed.
+    path = tmp_path / "echod.conf"
+    path.write_text(
+        "[listener:tcp]\nprotocol = echo\naddress = 127.0.0.1\nport = 0\n"
+        "[listener:udp]\nprotocol = echo\ntransport = udp\naddress = 127.0.0.1\nport = 0\n"
+    )
+    notify = NotifySocket(tmp_path / "notify")
+    daemon = Daemon(path, env=environment(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="200000"))
+    try:
+        daemon.start().wait_ready()
+        udp_port = int(daemon.wait_for(r"udp: echo/udp listening on \S+:(\d+)").group(1))
+        with connect(daemon.port("tcp"), timeout=60) as tcp:
+            baseline_end = time.monotonic() + 0.5
+            baseline = round_trips(tcp, lambda: time.monotonic() > baseline_end)
+            flooder = subprocess.Popen(
+                [sys.executable, "-c", EMPTY_FLOOD, "127.0.0.2", str(udp_port), "2000000", "3"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                flood_start = time.monotonic()
+                during = round_trips(tcp, lambda: flooder.poll() is not None)
+                flood_end = time.monotonic()
+                sent = int(flooder.communicate(timeout=30)[0])
+            finally:
+                flooder.kill()
+                flooder.wait()
+        pings = [t for t in notify.times(lambda f: f.get("WATCHDOG") == "1") if flood_start <= t <= flood_end]
+        daemon.wait_for(r"udp: dropped \d+ datagram\(s\)")  # the flood did reach echod
+    finally:
+        daemon.kill()
+        notify.close()
+    slowest = max(during)
+    gaps = [b - a for a, b in itertools.pairwise([flood_start, *pings, flood_end])]
+    print(
+        f"{sent} empty datagrams in {flood_end - flood_start:.1f}s; TCP echo slowest {max(baseline):.4f}s "
+        f"before, {slowest:.4f}s during; longest watchdog gap {max(gaps):.3f}s"
+    )
+    assert sent > 50_000, sent  # enough of a flood to have frozen echod before
+    assert slowest <= max(0.5, 50 * max(baseline)), (slowest, max(baseline))
+    assert max(gaps) < 1.0, gaps  # the watchdog (every 0.1s) kept being fed
