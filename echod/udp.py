@@ -320,18 +320,21 @@ class UDPEcho(DatagramProtocol):
             stats.dropped_source += 1
             self._dropped("source")
             return
-        own = self.own
-        # Most datagrams stop at the set lookup: only one from a port echod listens on is looked at further.
-        if port in own.ports and own.includes(host, port):
-            stats.dropped_own += 1
-            self._dropped("source, one of echod's own listeners")
-            return
         now = self.clock.seconds()
         if not (
             self._peers.take(host, now) and self._datagrams.take(now) and self._bytes.take(now, len(data))
         ):
             stats.dropped_rate += 1
             self._dropped("rate")
+            return
+        own = self.own
+        # Most datagrams stop at the set lookup: only one from a port echod
+        # listens on is looked at further. After the rate limits, because for
+        # a wildcard listener that look binds a probe socket: a flood forged
+        # from that port costs at most datagram_rate probes a second.
+        if port in own.ports and own.includes(host, port):
+            stats.dropped_own += 1
+            self._dropped("source, one of echod's own listeners")
             return
         try:
             self.transport.write(data, addr)
