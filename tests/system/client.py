@@ -72,7 +72,8 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(exchange(int(args[0]), args[1].encode(), host=host).decode("latin-1"))
     elif command == "refused":
         try:
-            exchange(int(args[0]), b"x", timeout=5)
+            # Nothing sent: a probe must not count as a bad request (nor be logged as one).
+            exchange(int(args[0]), b"", timeout=5)
         except ConnectionRefusedError:
             return 0
         return 1
