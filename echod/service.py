@@ -183,6 +183,8 @@ class StreamListener(ListenerService):
             clock=self._reactor,
             access_log=self.access_log,
             log_connections=self.log_connections,
+            peer_prefix_ipv4=settings.peer_prefix_ipv4,
+            peer_prefix_ipv6=settings.peer_prefix_ipv6,
         )
 
     def _adopt(self) -> None:
@@ -207,6 +209,7 @@ class StreamListener(ListenerService):
         factory.max_connections = settings.max_connections
         factory.max_connections_per_peer = settings.max_connections_per_peer
         factory.idle_timeout = settings.idle_timeout
+        factory.set_peer_prefixes(settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
         if isinstance(factory.wrappedFactory, BytecountFactory):
             factory.wrappedFactory.max_message_size = settings.max_message_size
             factory.wrappedFactory.max_header_length = settings.max_header_length
@@ -227,6 +230,7 @@ class DatagramListener(ListenerService):
             self.stats,
             reactor,
         )
+        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
 
     def _adopt(self) -> None:
         # Not reactor.adoptDatagramPort: its port reads empty datagrams for as
@@ -241,6 +245,7 @@ class DatagramListener(ListenerService):
 
     def reconfigure(self, settings: ListenerSettings) -> None:
         self.settings = settings
+        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
         self.protocol.configure(
             settings.blocked_source_ports,
             settings.datagram_rate_per_peer,
