@@ -27,7 +27,7 @@ from echod.limits import LimitedFactory
 from echod.logs import DaemonLog
 from echod.memory import tune_malloc
 from echod.notify import Notifier
-from echod.signals import ignore_early_signals
+from echod.signals import defer_early_signals, take_pending
 from echod.sockets import MAX_DATAGRAM, BindError, bind_datagram, bind_stream, raise_fd_limit
 from echod.stats import ListenerStats
 from echod.udp import OwnEndpoints, UDPEcho, adopt_datagram_port
@@ -374,6 +374,13 @@ class EchodService(MultiService):
         # are Twisted's SIGTERM/SIGINT handlers in place, so only then may
         # systemd be told it can send them.
         self._reactor.callWhenRunning(self._ready)
+        # What was asked for while starting, once the handlers are in place
+        # (a signal from now on is handled by them): the access log was
+        # opened before, and the configuration read long before, this point.
+        if take_pending(signal.SIGUSR1):
+            self.reopen_logs()
+        if take_pending(signal.SIGHUP):
+            self._reactor.callWhenRunning(self.reload)
 
     def _ready(self) -> None:
         self.log.info(
@@ -604,7 +611,7 @@ def make_application(
     if reactor is None:
         from twisted.internet import reactor
     tune_malloc()
-    ignore_early_signals()
+    defer_early_signals()
     if inherited is None:
         inherited = activation.inherited_sockets()
     application = Application("echod")
