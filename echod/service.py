@@ -198,17 +198,15 @@ class StreamListener(ListenerService):
 
     def reconfigure(self, settings: ListenerSettings) -> LimitedFactory | None:
         old, self.settings = self.settings, settings
-        if settings.protocol != old.protocol:
-            retired, self.factory = self.factory, self._factory(settings)
-            port, self.port = self.port, None
-            self._adopt()
-            if port is not None:
-                port.stopListening()
-            return retired
         factory = self.factory
+        if settings.protocol != old.protocol:
+            # The same factory serves the new protocol, so that the caps keep
+            # counting the connections open under the old one.
+            factory.serve(protocol_factory(settings, self.stats))
         factory.max_connections = settings.max_connections
         factory.max_connections_per_peer = settings.max_connections_per_peer
-        factory.idle_timeout = settings.idle_timeout
+        if settings.idle_timeout != old.idle_timeout:
+            factory.idle_timeout = settings.idle_timeout
         factory.set_peer_prefixes(settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
         if isinstance(factory.wrappedFactory, BytecountFactory):
             factory.wrappedFactory.max_message_size = settings.max_message_size

@@ -4,15 +4,17 @@ systemd-socket-activate, sd_notify messages caught on a test NOTIFY_SOCKET.
 """
 
 import itertools
+import select
 import signal
 import socket
 import statistics
 import sys
 import threading
+import time
 
 import pytest
 
-from tests.integration.clients import connect, echo, exchange, pattern
+from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
 from tests.integration.daemon import Daemon, config_text, environment, without_bind_privilege
 from tests.integration.systemd import NotifySocket, free_port, socket_activate
 
@@ -280,6 +282,47 @@ def test_reload_to_a_port_in_use_keeps_the_old_socket(run, notify):
     assert status.startswith(f"WARNING: echo could not move to tcp 127.0.0.1:{taken}, see the log | echo ")
     daemon.wait_for(rf"reload: echo keeps its previous socket: cannot listen on tcp 127\.0\.0\.1:{taken}")
     assert echo(daemon.port("echo"), b"old") == b"old"
+
+
+def test_frequent_reloads_do_not_postpone_the_idle_timeout(run, notify):
+    """A SIGHUP every 0.4 s, each changing nothing, with an idle_timeout of 2 s (a sweep every 0.5 s)."""
+    daemon = run(config_text(echo={"protocol": "echo", "idle_timeout": "2s"}))
+    with connect(daemon.port("echo")) as idle:
+        assert exchange([(idle, b"then silence")], half_close=False) == [b"then silence"]
+        started = time.monotonic()
+        reloads = 0
+        closed = False
+        while not closed and time.monotonic() - started < 12:
+            reload(daemon, notify)
+            reloads += 1
+            closed = bool(select.select([idle], [], [], 0.4)[0])
+        waited = time.monotonic() - started
+        assert closed, f"still open after {waited:.1f}s and {reloads} reloads"
+        assert read_until_closed(idle) == b""
+    assert 1.5 <= waited <= 4, (waited, reloads)
+    assert reloads >= 3
+
+
+def test_switching_protocol_keeps_counting_each_peers_connections(run, notify):
+    keys = {"max_connections_per_peer": "4"}
+    daemon = run(config_text(svc={"protocol": "echo", **keys}))
+    port = daemon.port("svc")
+    held = [connect(port) for _ in range(4)]  # this host's cap
+    try:
+        assert exchange([(sock, b"e") for sock in held], half_close=False) == [b"e"] * 4
+        daemon.config_path.write_text(config_text(svc={"protocol": "bytecount", "port": str(port), **keys}))
+        reload(daemon, notify)
+        with connect(port) as fifth:  # a fifth from 127.0.0.1: refused, where it got in before
+            assert read_until_closed(fifth) == b""
+        daemon.wait_for(
+            r"svc: max_connections_per_peer \(4\) reached, refusing new connections from 127\.0\.0\.1"
+        )
+        with connect(port, source="127.0.0.2") as other:  # another host is served the new protocol
+            assert exchange([(other, b"2 okEXTRA")]) == [b"ok"]
+        assert exchange([(held[0], b"3 still echo")]) == [b"3 still echo"]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_graceful_stop_finishes_the_connection_in_flight(run, notify):
