@@ -16,7 +16,7 @@ from twisted.application.service import Application, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Factory
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver, Logger, LogLevel
 
 from echod import activation
 from echod.accesslog import AccessLog
@@ -28,7 +28,14 @@ from echod.logs import DaemonLog
 from echod.memory import tune_malloc
 from echod.notify import Notifier
 from echod.signals import defer_early_signals, take_pending
-from echod.sockets import MAX_DATAGRAM, BindError, bind_datagram, bind_stream, raise_fd_limit
+from echod.sockets import (
+    MAX_DATAGRAM,
+    BindError,
+    bind_datagram,
+    bind_stream,
+    describe_bind_failure,
+    raise_fd_limit,
+)
 from echod.stats import ListenerStats
 from echod.udp import OwnEndpoints, UDPEcho, adopt_datagram_port
 from echod.units import format_duration
@@ -128,7 +135,14 @@ class ListenerService(Service):
 
     def privilegedStartService(self) -> None:
         # Binding here rather than in startService lets twistd bind a
-        # privileged port before it drops root for --uid.
+        # privileged port before it drops root for --uid. A listener added
+        # on reload is started before it joins the daemon (see
+        # EchodService._add); it is not started twice.
+        if self.port is None:
+            self._start_listening()
+        super().privilegedStartService()
+
+    def _start_listening(self) -> None:
         if self.socket is None:
             self.socket = bind_for(self.settings)
         # Twisted neither sets O_NONBLOCK on an adopted descriptor nor closes
@@ -145,7 +159,6 @@ class ListenerService(Service):
             address=f"{shown}:{host.port}",
             origin=" (socket from systemd)" if self.inherited else "",
         )
-        super().privilegedStartService()
 
     def keeps_socket(self, settings: ListenerSettings) -> bool:
         """Whether C{settings} still describe this listener's socket (port 0: the port it got)."""
@@ -441,6 +454,27 @@ class EchodService(MultiService):
             self.log.info("SIGHUP ignored: stopping")
             return
         self.notifier.reloading()
+        try:
+            self._reload()
+        except Exception as e:
+            # A bug, or a resource gone in a way _add does not expect: whatever
+            # it was, systemd must hear READY=1, or it waits in "reloading".
+            self.log.failure(
+                "reload failed: {error}; listeners keep serving, but the new configuration may be only "
+                "partly applied: fix the cause and reload again",
+                level=LogLevel.error,
+                error=e,
+            )
+            self._alerts["reload"] = f"reload failed ({e}), see the log"
+        finally:
+            try:
+                status = self.status()
+            except Exception:
+                self.log.failure("status line failed", level=LogLevel.error)
+                status = "reload failed, see the log"
+            self.notifier.ready(status)
+
+    def _reload(self) -> None:
         self.log.info("reloading {path}", path=self.settings.path)
         try:
             new = load(self.settings.path)
@@ -452,12 +486,11 @@ class EchodService(MultiService):
                 f"reload failed, still serving the previous configuration: {e.problems[0]}",
                 f"reload failed, previous configuration kept: {e.problems[0]}",
             )
-        else:
-            self._clear_alerts("reload")
-            self._clear_alerts("moved:")
-            self._apply(new)
-            self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
-        self.notifier.ready(self.status())
+            return
+        self._clear_alerts("reload")
+        self._clear_alerts("moved:")
+        self._apply(new)
+        self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
 
     def _apply(self, new: Settings) -> None:
         if self.daemon_log is not None:
@@ -506,24 +539,41 @@ class EchodService(MultiService):
         self._clear_alerts("access_log")
 
     def _add(self, settings: ListenerSettings, replacing: ListenerService | None = None) -> None:
-        """Start a listener on a new socket; it replaces C{replacing} only once the socket is bound."""
+        """Start a listener on a new socket; it replaces C{replacing} only once it listens."""
+        stats = replacing.stats if replacing is not None else ListenerStats()
+        listener = None
         try:
-            sock = bind_for(settings)
-        except BindError as e:
+            listener = make_listener(
+                settings, self._reactor, stats=stats, sock=bind_for(settings), access_log=self.access_log
+            )
+            listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
+        except (BindError, OSError) as e:
+            # OSError: e.g. EMFILE as Twisted duplicates the descriptor.
+            if listener is not None:
+                if listener.port is not None:
+                    listener.port.stopListening()
+                if listener.socket is not None:
+                    listener.socket.close()
+            reason = (
+                e
+                if isinstance(e, BindError)
+                else describe_bind_failure(e, settings.address, settings.port, settings.transport)
+            )
+            what, where = (
+                ("keeps its previous socket", "move to")
+                if replacing is not None
+                else ("not added", "listen on")
+            )
             self._alert(
                 f"bind:{settings.name}",
-                f"reload: {settings.name} keeps its previous socket: {e}",
-                f"{settings.name} could not move to {_where(settings)}, see the log",
+                f"reload: {settings.name} {what}: {reason}",
+                f"{settings.name} could not {where} {_where(settings)}, see the log",
             )
             return
         self._clear_alerts(f"bind:{settings.name}")
-        stats = ListenerStats()
         if replacing is not None:
-            stats = replacing.stats
             self._remove(replacing)
-        make_listener(
-            settings, self._reactor, stats=stats, sock=sock, access_log=self.access_log
-        ).setServiceParent(self)
+        listener.setServiceParent(self)
 
     def _remove(self, listener: ListenerService) -> None:
         listener.disownServiceParent()

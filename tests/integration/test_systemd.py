@@ -4,6 +4,8 @@ systemd-socket-activate, sd_notify messages caught on a test NOTIFY_SOCKET.
 """
 
 import itertools
+import os
+import resource
 import select
 import signal
 import socket
@@ -323,6 +325,29 @@ def test_switching_protocol_keeps_counting_each_peers_connections(run, notify):
     finally:
         for sock in held:
             sock.close()
+
+
+def test_reload_out_of_file_descriptors_still_ends_with_ready(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    port, pid = daemon.port("echo"), daemon.process.pid
+    daemon.config_path.write_text(
+        config_text(echo={"protocol": "echo", "port": str(port)}, more={"protocol": "echo"})
+    )
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    in_use = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    free = [fd for fd in range(max(in_use) + 3) if fd not in in_use]
+    # One descriptor to spare, for reading the configuration; none for the new listener.
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (free[0] + 1, limits[1]))
+    try:
+        status = reload(daemon, notify)["STATUS"]
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    assert status.startswith("WARNING: more could not listen on tcp 127.0.0.1:0, see the log | echo "), status
+    daemon.wait_for(r"reload: more not added: cannot listen on tcp 127\.0\.0\.1:0: Too many open files$")
+    assert echo(port, b"still serving") == b"still serving"
+    assert "more 0 open" in reload(daemon, notify)["STATUS"]  # with descriptors again, it is added
+    daemon.wait_for(r"more: echo/tcp listening on ")
+    assert echo(daemon.port("more"), b"added now") == b"added now"
 
 
 def test_graceful_stop_finishes_the_connection_in_flight(run, notify):
