@@ -27,6 +27,7 @@ from echod.limits import LimitedFactory
 from echod.logs import DaemonLog
 from echod.memory import tune_malloc
 from echod.notify import Notifier
+from echod.reload import Running, plan
 from echod.signals import defer_early_signals, take_pending
 from echod.sockets import (
     MAX_DATAGRAM,
@@ -125,13 +126,18 @@ class ListenerService(Service):
     def bytes_sent(self) -> int:
         return self.stats.bytes_sent
 
-    def reconfigure(self, settings: ListenerSettings) -> LimitedFactory | None:
-        """
-        Apply C{settings}, which keep this listener's socket, to what it
-        serves from now on; return a factory whose connections must finish
-        on their own, if one was replaced.
-        """
+    def reconfigure(self, settings: ListenerSettings) -> None:
+        """Apply C{settings}, which keep this listener's socket and name, to what it serves from now on."""
         raise NotImplementedError
+
+    def rename(self, name: str) -> None:
+        """Go by C{name} from now on, in the log, the status line and the access log."""
+        self.name = name
+
+    def as_running(self) -> Running:
+        """What a reload needs to know of this listener."""
+        bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
+        return Running(self.name, self.settings, bound, self.inherited)
 
     def privilegedStartService(self) -> None:
         # Binding here rather than in startService lets twistd bind a
@@ -159,13 +165,6 @@ class ListenerService(Service):
             address=f"{shown}:{host.port}",
             origin=" (socket from systemd)" if self.inherited else "",
         )
-
-    def keeps_socket(self, settings: ListenerSettings) -> bool:
-        """Whether C{settings} still describe this listener's socket (port 0: the port it got)."""
-        if (settings.transport, settings.address) != (self.settings.transport, self.settings.address):
-            return False
-        bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
-        return settings.port in (self.settings.port, bound)
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
@@ -209,7 +208,13 @@ class StreamListener(ListenerService):
     def bytes_sent(self) -> int:
         return self.factory.totals()[1]
 
-    def reconfigure(self, settings: ListenerSettings) -> LimitedFactory | None:
+    def rename(self, name: str) -> None:
+        super().rename(name)
+        self.factory.name = name
+        if isinstance(self.factory.wrappedFactory, BytecountFactory):
+            self.factory.wrappedFactory.name = name
+
+    def reconfigure(self, settings: ListenerSettings) -> None:
         old, self.settings = self.settings, settings
         factory = self.factory
         if settings.protocol != old.protocol:
@@ -224,7 +229,6 @@ class StreamListener(ListenerService):
         if isinstance(factory.wrappedFactory, BytecountFactory):
             factory.wrappedFactory.max_message_size = settings.max_message_size
             factory.wrappedFactory.max_header_length = settings.max_header_length
-        return None
 
 
 class DatagramListener(ListenerService):
@@ -242,6 +246,10 @@ class DatagramListener(ListenerService):
             reactor,
         )
         self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
+
+    def rename(self, name: str) -> None:
+        super().rename(name)
+        self.protocol.name = name
 
     def _adopt(self) -> None:
         # Not reactor.adoptDatagramPort: its port reads empty datagrams for as
@@ -263,7 +271,6 @@ class DatagramListener(ListenerService):
             settings.datagram_rate,
             settings.byte_rate,
         )
-        return None
 
 
 def make_listener(settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> ListenerService:
@@ -496,29 +503,50 @@ class EchodService(MultiService):
         if self.daemon_log is not None:
             self.daemon_log.set_level(new.log_level)
         self._switch_access_log(new.access_log)
+        actions = plan([listener.as_running() for listener in self.listeners], new.listeners)
         current = {listener.name: listener for listener in self.listeners}
-        for settings in new.listeners:
-            listener = current.pop(settings.name, None)
-            if listener is None:
-                self._add(settings)
-            elif listener.keeps_socket(settings):
-                self._retire(listener.reconfigure(settings))
-            elif listener.inherited:
-                self._alert(
-                    f"moved:{settings.name}",
-                    f"{settings.name}: the configuration now says {_where(settings)}, but its socket "
-                    f"comes from systemd and is {_where(listener.settings)}; to move it run: {APPLY_SOCKETS}",
-                    f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
-                )
-                kept = {"transport": listener.settings.transport, "address": listener.settings.address}
-                self._retire(listener.reconfigure(replace(settings, port=listener.settings.port, **kept)))
-            else:
-                self._add(settings, listener)
-        for listener in current.values():
-            self._remove(listener)
+        # Removed first: their sockets are wanted by no one, and their names may be taken by a rename.
+        for name in actions.remove:
+            self._remove(current[name])
+        self._rename([(current[old], name) for old, name in actions.renames])
+        for old, settings in actions.keep:
+            current[old].reconfigure(settings)
+        for old, settings in actions.pin:
+            listener = current[old]
+            self._alert(
+                f"moved:{settings.name}",
+                f"{settings.name}: the configuration now says {_where(settings)}, but its socket "
+                f"comes from systemd and is {_where(listener.settings)}; to move it run: {APPLY_SOCKETS}",
+                f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
+            )
+            kept = {"transport": listener.settings.transport, "address": listener.settings.address}
+            listener.reconfigure(replace(settings, port=listener.settings.port, **kept))
+        for old, settings in actions.move:
+            self._add(settings, current[old])
+        for settings in actions.add:
+            self._add(settings)
+        names = {settings.name for settings in new.listeners}
+        for key in [key for key in self._alerts if key.startswith("bind:") and key[5:] not in names]:
+            del self._alerts[key]  # about a listener no longer configured
         self.settings = new
         self._share_logs()
         self._share_own_endpoints()
+
+    def _rename(self, renames: list[tuple[ListenerService, str]]) -> None:
+        """Give listeners new names; all at once, as names may be swapped."""
+        for listener, _ in renames:
+            del self.namedServices[listener.name]
+        for listener, name in renames:
+            old = listener.name
+            listener.rename(name)
+            self.namedServices[name] = listener
+            self._clear_alerts(f"bind:{old}")
+            self.log.info(
+                "{name}: renamed from {old}, still listening on {where}",
+                name=name,
+                old=old,
+                where=_where(replace(listener.settings, port=listener.as_running().bound_port)),
+            )
 
     def _switch_access_log(self, path: str | None) -> None:
         current = self.access_log.path if self.access_log is not None else None

@@ -286,6 +286,42 @@ def test_reload_to_a_port_in_use_keeps_the_old_socket(run, notify):
     assert echo(daemon.port("echo"), b"old") == b"old"
 
 
+def test_renaming_a_listener_keeps_its_socket_and_its_connections(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    port = daemon.port("echo")
+    with Traffic(port) as traffic, connect(port) as open_before:
+        assert exchange([(open_before, b"before")], half_close=False) == [b"before"]
+        traffic.wait_rounds(10)
+        daemon.config_path.write_text(config_text(echo2={"protocol": "echo", "port": str(port)}))
+        status = reload(daemon, notify)["STATUS"]
+        assert status.startswith("echo2 "), status
+        daemon.wait_for(rf"echo2: renamed from echo, still listening on tcp 127\.0\.0\.1:{port}$")
+        daemon.wait_for(r"reloaded: serving 1 listener\(s\)")
+        traffic.wait_rounds(10)
+        assert echo(port, b"after") == b"after"
+        assert exchange([(open_before, b"still here")]) == [b"still here"]
+    assert traffic.errors == []
+    assert "stopped listening" not in daemon.output
+    assert "keeps its previous socket" not in daemon.output
+
+
+def test_renaming_a_udp_listener_keeps_its_socket(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    udp = {"protocol": "echo", "transport": "udp", "address": "127.0.0.1", "port": str(free_port())}
+    text = config_text(echo={"protocol": "echo", "port": str(daemon.port("echo"))})
+    section = "".join(f"{k} = {v}\n" for k, v in udp.items())
+    daemon.config_path.write_text(text + "[listener:u]\n" + section)
+    reload(daemon, notify)
+    daemon.config_path.write_text(text + "[listener:u2]\n" + section)
+    assert "u2 0 echoed, 0 dropped" in reload(daemon, notify)["STATUS"]
+    daemon.wait_for(rf"u2: renamed from u, still listening on udp 127\.0\.0\.1:{udp['port']}$")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(b"datagram", ("127.0.0.1", int(udp["port"])))
+        assert sock.recv(100) == b"datagram"
+    assert "u: stopped listening" not in daemon.output
+
+
 def test_frequent_reloads_do_not_postpone_the_idle_timeout(run, notify):
     """A SIGHUP every 0.4 s, each changing nothing, with an idle_timeout of 2 s (a sweep every 0.5 s)."""
     daemon = run(config_text(echo={"protocol": "echo", "idle_timeout": "2s"}))
