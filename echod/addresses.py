@@ -1,13 +1,23 @@
 """
 Peer addresses as echod names and counts them.
 
-These run for every connection, so they work on the address strings
-Twisted already has instead of parsing them with C{ipaddress}.
+These run for every connection and every datagram, so they work on the
+address strings Twisted already has, with integer masks, instead of parsing
+them with C{ipaddress}.
 """
+
+import socket
+from functools import lru_cache
 
 from twisted.internet.interfaces import IAddress
 
 _MAPPED = "::ffff:"
+
+#: Defaults of C{peer_prefix_ipv4} and C{peer_prefix_ipv6}: an IPv4 host is
+#: one address, an IPv6 host a /64 (RFC 4291 gives every link a /64, and SLAAC
+#: and privacy addresses let one machine use as many addresses of it as it likes).
+DEFAULT_PREFIX_IPV4 = 32
+DEFAULT_PREFIX_IPV6 = 64
 
 
 def peer_host(address: IAddress) -> str:
@@ -22,6 +32,43 @@ def peer_host(address: IAddress) -> str:
     if host.startswith(_MAPPED) and "." in host:
         return host[len(_MAPPED) :]
     return host
+
+
+def peer_key(
+    host: str, prefix_ipv4: int = DEFAULT_PREFIX_IPV4, prefix_ipv6: int = DEFAULT_PREFIX_IPV6
+) -> str:
+    """
+    The peer C{host} counts as for per-peer limits: the address itself at a
+    full-length prefix, else its network, e.g. C{192.0.2.0/24} or
+    C{2001:db8:1:2::/64}.
+
+    IPv4-mapped IPv6 addresses count as their IPv4 address. IPv6 link-local
+    addresses (fe80::/10) always count whole: there a /64 is every neighbour
+    on the link, not one host. Anything that is not an IP address is its own
+    peer.
+    """
+    if host.startswith(_MAPPED) and "." in host:
+        host = host[len(_MAPPED) :]
+    if ":" not in host:
+        return host if prefix_ipv4 >= 32 else _network(host, prefix_ipv4)
+    return host if prefix_ipv6 >= 128 else _network(host, prefix_ipv6)
+
+
+@lru_cache(maxsize=4096)
+def _network(host: str, prefix: int) -> str:
+    # Cached: parsing and formatting cost 3 µs here, a cache hit 0.3 µs
+    # (measured), and clients come back; a flood of new addresses only
+    # evicts, each miss costing what it would without the cache.
+    family, bits = (socket.AF_INET6, 128) if ":" in host else (socket.AF_INET, 32)
+    try:
+        value = int.from_bytes(socket.inet_pton(family, host), "big")
+    except OSError:
+        return host  # with a scope (fe80::1%eth0), or not an address
+    if bits == 128 and value >> 118 == 0x3FA:  # fe80::/10
+        return host
+    shift = bits - prefix
+    network = (value >> shift << shift).to_bytes(bits // 8, "big")
+    return f"{socket.inet_ntop(family, network)}/{prefix}"
 
 
 def format_peer(address: IAddress) -> str:

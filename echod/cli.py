@@ -14,7 +14,7 @@ from typing import IO
 
 from echod import __version__
 from echod.config import DEFAULT_PATH, EX_CONFIG, ConfigError, Settings, load
-from echod.signals import ignore_early_signals
+from echod.signals import defer_early_signals
 
 #: The environment variable naming the configuration file for the .tac file.
 CONFIG_ENV = "ECHOD_CONFIG"
@@ -75,7 +75,7 @@ def run(path: str) -> None:
     EX_CONFIG, every problem printed, if it is bad.
     """
     os.environ[CONFIG_ENV] = path
-    ignore_early_signals()
+    defer_early_signals()
     keep_readline_out()
     from echod import activation
 

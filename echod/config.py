@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6
 from echod.units import format_duration, format_size, parse_duration, parse_size
 
 DEFAULT_PATH = "/etc/echod.conf"
@@ -79,6 +80,9 @@ class ListenerSettings:
     datagram_rate: int
     byte_rate: int
     reuse_port: bool
+    #: How long a prefix of the peer's address is one peer for the per-peer limits.
+    peer_prefix_ipv4: int
+    peer_prefix_ipv6: int
 
     def summary(self) -> str:
         """One line for C{check-config} and the log."""
@@ -88,12 +92,12 @@ class ListenerSettings:
                 f"listener {self.name}: {self.protocol}/{self.transport} on {host}:{self.port}, "
                 f"blocked_source_ports={_format_ranges(self.blocked_source_ports) or 'none'}, "
                 f"datagram_rate_per_peer={self.datagram_rate_per_peer}, datagram_rate={self.datagram_rate}, "
-                f"byte_rate={format_size(self.byte_rate)}"
+                f"byte_rate={format_size(self.byte_rate)}, {self._peer_prefixes()}"
             )
         text = (
             f"listener {self.name}: {self.protocol}/{self.transport} on {host}:{self.port}, "
             f"max_connections={self.max_connections}, "
-            f"max_connections_per_peer={self.max_connections_per_peer}, "
+            f"max_connections_per_peer={self.max_connections_per_peer}, {self._peer_prefixes()}, "
             f"idle_timeout={format_duration(self.idle_timeout) if self.idle_timeout else 'off'}"
         )
         if self.protocol == "bytecount":
@@ -102,6 +106,9 @@ class ListenerSettings:
                 f", max_header_length={self.max_header_length}"
             )
         return text
+
+    def _peer_prefixes(self) -> str:
+        return f"peer_prefix_ipv4={self.peer_prefix_ipv4}, peer_prefix_ipv6={self.peer_prefix_ipv6}"
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,8 @@ _LISTENER_KEYS: dict[str, _Key] = {
     "datagram_rate": _Key(_integer(1, 10_000_000), "10000", transports=("udp",)),
     "byte_rate": _Key(_size(1, 1 << 40), "16M", transports=("udp",)),
     "reuse_port": _Key(_boolean, "no"),
+    "peer_prefix_ipv4": _Key(_integer(0, 32), str(DEFAULT_PREFIX_IPV4)),
+    "peer_prefix_ipv6": _Key(_integer(0, 128), str(DEFAULT_PREFIX_IPV6)),
 }
 
 

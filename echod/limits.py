@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echod.accesslog import AccessLog
-from echod.addresses import format_peer, peer_host
+from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, format_peer, peer_host, peer_key
 from echod.logthrottle import Summary, WarningThrottle
 from echod.stats import ListenerStats
 
@@ -263,8 +263,10 @@ class LimitedProtocol(ProtocolWrapper):
 class LimitedFactory(WrappingFactory):
     """
     Wraps a factory so that its listener serves at most C{max_connections}
-    connections, at most C{max_connections_per_peer} from one host, each
-    closed after C{idle_timeout} seconds idle (0: never).
+    connections, at most C{max_connections_per_peer} from one peer, each
+    closed after C{idle_timeout} seconds idle (0: never). A peer is an
+    address's C{peer_prefix_ipv4} or C{peer_prefix_ipv6} leading bits
+    (L{peer_key}), so that a host with a whole IPv6 /64 is still one peer.
 
     A connection is idle when nothing moves either way: no input, and the
     peer takes none of the output queued for it. A client reading a large
@@ -306,6 +308,8 @@ class LimitedFactory(WrappingFactory):
         clock: IReactorTime | None = None,
         access_log: AccessLog | None = None,
         log_connections: bool = False,
+        peer_prefix_ipv4: int = DEFAULT_PREFIX_IPV4,
+        peer_prefix_ipv6: int = DEFAULT_PREFIX_IPV6,
     ) -> None:
         super().__init__(wrappedFactory)
         if clock is None:
@@ -320,6 +324,7 @@ class LimitedFactory(WrappingFactory):
         self.access_log = access_log
         self.log_connections = log_connections
         self._per_peer: dict[str, int] = {}
+        self._prefixes = (peer_prefix_ipv4, peer_prefix_ipv6)
         # "max_connections" while its warning stands, for the line that says it is over.
         self._announced: set[str] = set()
         # Refusals are client-made, and a client at its cap can make one per connection
@@ -330,6 +335,8 @@ class LimitedFactory(WrappingFactory):
         }
         self._empty_waiters: list[defer.Deferred] = []
 
+    _idle_timeout: float | None = None
+
     @property
     def idle_timeout(self) -> float:
         """Seconds without progress either way after which a connection is closed; 0 for never."""
@@ -337,18 +344,48 @@ class LimitedFactory(WrappingFactory):
 
     @idle_timeout.setter
     def idle_timeout(self, seconds: float) -> None:
+        if seconds == self._idle_timeout:
+            # Restarting the sweep would put its next run a whole interval
+            # off: a reload every 0.4 s kept a 2 s timeout from ever firing.
+            return
         self._idle_timeout = seconds
         self._stop_sweeping()
         if self.protocols:
-            self._start_sweeping()
+            # A sweep at once, for the same reason: changes in a row must not
+            # keep postponing it. Connections keep their quiet_since.
+            self._start_sweeping(now=True)
 
-    def _start_sweeping(self) -> None:
+    def _start_sweeping(self, now: bool = False) -> None:
         if self._sweeper is not None and not self._sweeper.running:
             self._sweeper = None  # a sweep raised, which ended its LoopingCall
         if self._sweeper is None and self._idle_timeout > 0:
             self._sweeper = LoopingCall(self._sweep)
             self._sweeper.clock = self.clock
-            self._sweeper.start(self._idle_timeout / 4, now=False)
+            self._sweeper.start(self._idle_timeout / 4, now=now)
+
+    def set_peer_prefixes(self, ipv4: int, ipv6: int) -> None:
+        """
+        Count peers by their first C{ipv4} or C{ipv6} address bits from now
+        on, the open connections too, so that the per-peer cap holds at once.
+        """
+        if (ipv4, ipv6) == self._prefixes:
+            return
+        self._prefixes = (ipv4, ipv6)
+        self._per_peer = {}
+        for p in self.protocols:
+            p.peer = peer_key(peer_host(p.getPeer()), ipv4, ipv6)
+            self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
+
+    def serve(self, factory: Factory) -> None:
+        """
+        Build new connections' protocols with C{factory}; those open keep
+        theirs. Caps, counts and the idle sweep go on as they were: a host at
+        its cap stays there across a switch of protocol.
+        """
+        old, self.wrappedFactory = self.wrappedFactory, factory
+        if old.numPorts:
+            factory.doStart()
+            old.doStop()
 
     def _stop_sweeping(self) -> None:
         if self._sweeper is not None:
@@ -378,7 +415,7 @@ class LimitedFactory(WrappingFactory):
                 p.timeoutConnection()
 
     def buildProtocol(self, addr: IAddress) -> LimitedProtocol | None:
-        peer = peer_host(addr)
+        peer = peer_key(peer_host(addr), *self._prefixes)
         if len(self.protocols) >= self.max_connections:
             self._refuse(addr, "max_connections", self.max_connections, "max_connections")
             return None
@@ -397,7 +434,8 @@ class LimitedFactory(WrappingFactory):
             self.access_log.log_connection(
                 self.clock.seconds(), self.name, addr, 0, 0, 0.0, "refused-" + limit
             )
-        if not self._refusal_warnings[limit].allow(peer_host(addr)):
+        source = reached if limit == "max_connections_per_peer" else peer_host(addr)
+        if not self._refusal_warnings[limit].allow(source):
             if not self.log_connections:
                 return
             self.log.debug(
@@ -414,7 +452,7 @@ class LimitedFactory(WrappingFactory):
             listener=self.name,
             limit=limit,
             value=value,
-            who=peer_host(addr) if limit == "max_connections_per_peer" else "anyone",
+            who=reached if limit == "max_connections_per_peer" else "anyone",
         )
 
     def _summarise(self, limit: str, summary: Summary) -> None:

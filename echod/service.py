@@ -16,7 +16,7 @@ from twisted.application.service import Application, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Factory
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver, Logger, LogLevel
 
 from echod import activation
 from echod.accesslog import AccessLog
@@ -27,8 +27,16 @@ from echod.limits import LimitedFactory
 from echod.logs import DaemonLog
 from echod.memory import tune_malloc
 from echod.notify import Notifier
-from echod.signals import ignore_early_signals
-from echod.sockets import MAX_DATAGRAM, BindError, bind_datagram, bind_stream, raise_fd_limit
+from echod.reload import Running, plan
+from echod.signals import defer_early_signals, take_pending
+from echod.sockets import (
+    MAX_DATAGRAM,
+    BindError,
+    bind_datagram,
+    bind_stream,
+    describe_bind_failure,
+    raise_fd_limit,
+)
 from echod.stats import ListenerStats
 from echod.udp import OwnEndpoints, UDPEcho, adopt_datagram_port
 from echod.units import format_duration
@@ -118,17 +126,29 @@ class ListenerService(Service):
     def bytes_sent(self) -> int:
         return self.stats.bytes_sent
 
-    def reconfigure(self, settings: ListenerSettings) -> LimitedFactory | None:
-        """
-        Apply C{settings}, which keep this listener's socket, to what it
-        serves from now on; return a factory whose connections must finish
-        on their own, if one was replaced.
-        """
+    def reconfigure(self, settings: ListenerSettings) -> None:
+        """Apply C{settings}, which keep this listener's socket and name, to what it serves from now on."""
         raise NotImplementedError
+
+    def rename(self, name: str) -> None:
+        """Go by C{name} from now on, in the log, the status line and the access log."""
+        self.name = name
+
+    def as_running(self) -> Running:
+        """What a reload needs to know of this listener."""
+        bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
+        return Running(self.name, self.settings, bound, self.inherited)
 
     def privilegedStartService(self) -> None:
         # Binding here rather than in startService lets twistd bind a
-        # privileged port before it drops root for --uid.
+        # privileged port before it drops root for --uid. A listener added
+        # on reload is started before it joins the daemon (see
+        # EchodService._add); it is not started twice.
+        if self.port is None:
+            self._start_listening()
+        super().privilegedStartService()
+
+    def _start_listening(self) -> None:
         if self.socket is None:
             self.socket = bind_for(self.settings)
         # Twisted neither sets O_NONBLOCK on an adopted descriptor nor closes
@@ -145,14 +165,6 @@ class ListenerService(Service):
             address=f"{shown}:{host.port}",
             origin=" (socket from systemd)" if self.inherited else "",
         )
-        super().privilegedStartService()
-
-    def keeps_socket(self, settings: ListenerSettings) -> bool:
-        """Whether C{settings} still describe this listener's socket (port 0: the port it got)."""
-        if (settings.transport, settings.address) != (self.settings.transport, self.settings.address):
-            return False
-        bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
-        return settings.port in (self.settings.port, bound)
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
@@ -183,6 +195,8 @@ class StreamListener(ListenerService):
             clock=self._reactor,
             access_log=self.access_log,
             log_connections=self.log_connections,
+            peer_prefix_ipv4=settings.peer_prefix_ipv4,
+            peer_prefix_ipv6=settings.peer_prefix_ipv6,
         )
 
     def _adopt(self) -> None:
@@ -194,23 +208,27 @@ class StreamListener(ListenerService):
     def bytes_sent(self) -> int:
         return self.factory.totals()[1]
 
-    def reconfigure(self, settings: ListenerSettings) -> LimitedFactory | None:
+    def rename(self, name: str) -> None:
+        super().rename(name)
+        self.factory.name = name
+        if isinstance(self.factory.wrappedFactory, BytecountFactory):
+            self.factory.wrappedFactory.name = name
+
+    def reconfigure(self, settings: ListenerSettings) -> None:
         old, self.settings = self.settings, settings
-        if settings.protocol != old.protocol:
-            retired, self.factory = self.factory, self._factory(settings)
-            port, self.port = self.port, None
-            self._adopt()
-            if port is not None:
-                port.stopListening()
-            return retired
         factory = self.factory
+        if settings.protocol != old.protocol:
+            # The same factory serves the new protocol, so that the caps keep
+            # counting the connections open under the old one.
+            factory.serve(protocol_factory(settings, self.stats))
         factory.max_connections = settings.max_connections
         factory.max_connections_per_peer = settings.max_connections_per_peer
-        factory.idle_timeout = settings.idle_timeout
+        if settings.idle_timeout != old.idle_timeout:
+            factory.idle_timeout = settings.idle_timeout
+        factory.set_peer_prefixes(settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
         if isinstance(factory.wrappedFactory, BytecountFactory):
             factory.wrappedFactory.max_message_size = settings.max_message_size
             factory.wrappedFactory.max_header_length = settings.max_header_length
-        return None
 
 
 class DatagramListener(ListenerService):
@@ -227,6 +245,11 @@ class DatagramListener(ListenerService):
             self.stats,
             reactor,
         )
+        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
+
+    def rename(self, name: str) -> None:
+        super().rename(name)
+        self.protocol.name = name
 
     def _adopt(self) -> None:
         # Not reactor.adoptDatagramPort: its port reads empty datagrams for as
@@ -241,13 +264,13 @@ class DatagramListener(ListenerService):
 
     def reconfigure(self, settings: ListenerSettings) -> None:
         self.settings = settings
+        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
         self.protocol.configure(
             settings.blocked_source_ports,
             settings.datagram_rate_per_peer,
             settings.datagram_rate,
             settings.byte_rate,
         )
-        return None
 
 
 def make_listener(settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> ListenerService:
@@ -369,6 +392,13 @@ class EchodService(MultiService):
         # are Twisted's SIGTERM/SIGINT handlers in place, so only then may
         # systemd be told it can send them.
         self._reactor.callWhenRunning(self._ready)
+        # What was asked for while starting, once the handlers are in place
+        # (a signal from now on is handled by them): the access log was
+        # opened before, and the configuration read long before, this point.
+        if take_pending(signal.SIGUSR1):
+            self.reopen_logs()
+        if take_pending(signal.SIGHUP):
+            self._reactor.callWhenRunning(self.reload)
 
     def _ready(self) -> None:
         self.log.info(
@@ -431,6 +461,27 @@ class EchodService(MultiService):
             self.log.info("SIGHUP ignored: stopping")
             return
         self.notifier.reloading()
+        try:
+            self._reload()
+        except Exception as e:
+            # A bug, or a resource gone in a way _add does not expect: whatever
+            # it was, systemd must hear READY=1, or it waits in "reloading".
+            self.log.failure(
+                "reload failed: {error}; listeners keep serving, but the new configuration may be only "
+                "partly applied: fix the cause and reload again",
+                level=LogLevel.error,
+                error=e,
+            )
+            self._alerts["reload"] = f"reload failed ({e}), see the log"
+        finally:
+            try:
+                status = self.status()
+            except Exception:
+                self.log.failure("status line failed", level=LogLevel.error)
+                status = "reload failed, see the log"
+            self.notifier.ready(status)
+
+    def _reload(self) -> None:
         self.log.info("reloading {path}", path=self.settings.path)
         try:
             new = load(self.settings.path)
@@ -442,40 +493,60 @@ class EchodService(MultiService):
                 f"reload failed, still serving the previous configuration: {e.problems[0]}",
                 f"reload failed, previous configuration kept: {e.problems[0]}",
             )
-        else:
-            self._clear_alerts("reload")
-            self._clear_alerts("moved:")
-            self._apply(new)
-            self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
-        self.notifier.ready(self.status())
+            return
+        self._clear_alerts("reload")
+        self._clear_alerts("moved:")
+        self._apply(new)
+        self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
 
     def _apply(self, new: Settings) -> None:
         if self.daemon_log is not None:
             self.daemon_log.set_level(new.log_level)
         self._switch_access_log(new.access_log)
+        actions = plan([listener.as_running() for listener in self.listeners], new.listeners)
         current = {listener.name: listener for listener in self.listeners}
-        for settings in new.listeners:
-            listener = current.pop(settings.name, None)
-            if listener is None:
-                self._add(settings)
-            elif listener.keeps_socket(settings):
-                self._retire(listener.reconfigure(settings))
-            elif listener.inherited:
-                self._alert(
-                    f"moved:{settings.name}",
-                    f"{settings.name}: the configuration now says {_where(settings)}, but its socket "
-                    f"comes from systemd and is {_where(listener.settings)}; to move it run: {APPLY_SOCKETS}",
-                    f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
-                )
-                kept = {"transport": listener.settings.transport, "address": listener.settings.address}
-                self._retire(listener.reconfigure(replace(settings, port=listener.settings.port, **kept)))
-            else:
-                self._add(settings, listener)
-        for listener in current.values():
-            self._remove(listener)
+        # Removed first: their sockets are wanted by no one, and their names may be taken by a rename.
+        for name in actions.remove:
+            self._remove(current[name])
+        self._rename([(current[old], name) for old, name in actions.renames])
+        for old, settings in actions.keep:
+            current[old].reconfigure(settings)
+        for old, settings in actions.pin:
+            listener = current[old]
+            self._alert(
+                f"moved:{settings.name}",
+                f"{settings.name}: the configuration now says {_where(settings)}, but its socket "
+                f"comes from systemd and is {_where(listener.settings)}; to move it run: {APPLY_SOCKETS}",
+                f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
+            )
+            kept = {"transport": listener.settings.transport, "address": listener.settings.address}
+            listener.reconfigure(replace(settings, port=listener.settings.port, **kept))
+        for old, settings in actions.move:
+            self._add(settings, current[old])
+        for settings in actions.add:
+            self._add(settings)
+        names = {settings.name for settings in new.listeners}
+        for key in [key for key in self._alerts if key.startswith("bind:") and key[5:] not in names]:
+            del self._alerts[key]  # about a listener no longer configured
         self.settings = new
         self._share_logs()
         self._share_own_endpoints()
+
+    def _rename(self, renames: list[tuple[ListenerService, str]]) -> None:
+        """Give listeners new names; all at once, as names may be swapped."""
+        for listener, _ in renames:
+            del self.namedServices[listener.name]
+        for listener, name in renames:
+            old = listener.name
+            listener.rename(name)
+            self.namedServices[name] = listener
+            self._clear_alerts(f"bind:{old}")
+            self.log.info(
+                "{name}: renamed from {old}, still listening on {where}",
+                name=name,
+                old=old,
+                where=_where(replace(listener.settings, port=listener.as_running().bound_port)),
+            )
 
     def _switch_access_log(self, path: str | None) -> None:
         current = self.access_log.path if self.access_log is not None else None
@@ -496,24 +567,41 @@ class EchodService(MultiService):
         self._clear_alerts("access_log")
 
     def _add(self, settings: ListenerSettings, replacing: ListenerService | None = None) -> None:
-        """Start a listener on a new socket; it replaces C{replacing} only once the socket is bound."""
+        """Start a listener on a new socket; it replaces C{replacing} only once it listens."""
+        stats = replacing.stats if replacing is not None else ListenerStats()
+        listener = None
         try:
-            sock = bind_for(settings)
-        except BindError as e:
+            listener = make_listener(
+                settings, self._reactor, stats=stats, sock=bind_for(settings), access_log=self.access_log
+            )
+            listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
+        except (BindError, OSError) as e:
+            # OSError: e.g. EMFILE as Twisted duplicates the descriptor.
+            if listener is not None:
+                if listener.port is not None:
+                    listener.port.stopListening()
+                if listener.socket is not None:
+                    listener.socket.close()
+            reason = (
+                e
+                if isinstance(e, BindError)
+                else describe_bind_failure(e, settings.address, settings.port, settings.transport)
+            )
+            what, where = (
+                ("keeps its previous socket", "move to")
+                if replacing is not None
+                else ("not added", "listen on")
+            )
             self._alert(
                 f"bind:{settings.name}",
-                f"reload: {settings.name} keeps its previous socket: {e}",
-                f"{settings.name} could not move to {_where(settings)}, see the log",
+                f"reload: {settings.name} {what}: {reason}",
+                f"{settings.name} could not {where} {_where(settings)}, see the log",
             )
             return
         self._clear_alerts(f"bind:{settings.name}")
-        stats = ListenerStats()
         if replacing is not None:
-            stats = replacing.stats
             self._remove(replacing)
-        make_listener(
-            settings, self._reactor, stats=stats, sock=sock, access_log=self.access_log
-        ).setServiceParent(self)
+        listener.setServiceParent(self)
 
     def _remove(self, listener: ListenerService) -> None:
         listener.disownServiceParent()
@@ -599,7 +687,7 @@ def make_application(
     if reactor is None:
         from twisted.internet import reactor
     tune_malloc()
-    ignore_early_signals()
+    defer_early_signals()
     if inherited is None:
         inherited = activation.inherited_sockets()
     application = Application("echod")

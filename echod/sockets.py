@@ -79,8 +79,10 @@ def describe_bind_failure(error: OSError, address: str, port: int, kind: str = "
 
 def _bind(kind: int, address: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, kind)
+    sock = None
     try:
+        # Inside the try: socket() fails too, e.g. with EMFILE.
+        sock = socket.socket(family, kind)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
@@ -96,7 +98,8 @@ def _bind(kind: int, address: str, port: int, reuse_port: bool) -> socket.socket
             sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError as e:
-        sock.close()
+        if sock is not None:
+            sock.close()
         name = "tcp" if kind == socket.SOCK_STREAM else "udp"
         raise BindError(describe_bind_failure(e, address, port, name)) from e
     return sock

@@ -31,6 +31,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python import log
 
+from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, peer_key
 from echod.stats import ListenerStats
 
 #: How many sources have their own bucket at once; the least recently seen go first.
@@ -260,6 +261,8 @@ class UDPEcho(DatagramProtocol):
 
     log = Logger()
     noisy = False
+    #: peer_prefix_ipv4 and peer_prefix_ipv6: the sources that share one per-source bucket.
+    peer_prefixes = (DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6)
 
     def __init__(
         self,
@@ -322,7 +325,9 @@ class UDPEcho(DatagramProtocol):
             return
         now = self.clock.seconds()
         if not (
-            self._peers.take(host, now) and self._datagrams.take(now) and self._bytes.take(now, len(data))
+            self._peers.take(peer_key(host, *self.peer_prefixes), now)
+            and self._datagrams.take(now)
+            and self._bytes.take(now, len(data))
         ):
             stats.dropped_rate += 1
             self._dropped("rate")

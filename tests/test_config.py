@@ -67,6 +67,8 @@ def test_defaults_fill_every_key_left_out():
                 datagram_rate=10000,
                 byte_rate=16 << 20,
                 reuse_port=False,
+                peer_prefix_ipv4=32,
+                peer_prefix_ipv6=64,
             ),
         ),
     )
@@ -347,7 +349,7 @@ def test_udp_listener_keys():
     assert (listener.datagram_rate_per_peer, listener.datagram_rate, listener.byte_rate) == (5, 50, 1 << 20)
     assert listener.summary() == (
         "listener u: echo/udp on [::]:7, blocked_source_ports=0-1023, 1900, 5353, "
-        "datagram_rate_per_peer=5, datagram_rate=50, byte_rate=1M"
+        "datagram_rate_per_peer=5, datagram_rate=50, byte_rate=1M, peer_prefix_ipv4=32, peer_prefix_ipv6=64"
     )
 
 
@@ -414,3 +416,24 @@ def test_reuse_port_must_be_yes_or_no():
     assert only_problem(ECHO + "reuse_port = maybe\n") == (
         "test.conf:4: [listener:echo] reuse_port: 'maybe' is not yes or no"
     )
+
+
+def test_peer_prefixes_group_addresses_for_the_per_peer_limits():
+    (listener,) = parse(ECHO + "peer_prefix_ipv4 = 24\npeer_prefix_ipv6 = 56\n").listeners
+    assert (listener.peer_prefix_ipv4, listener.peer_prefix_ipv6) == (24, 56)
+    assert "max_connections_per_peer=64, peer_prefix_ipv4=24, peer_prefix_ipv6=56, " in listener.summary()
+    (udp,) = parse(UDP + "peer_prefix_ipv4 = 0\npeer_prefix_ipv6 = 128\n").listeners
+    assert (udp.peer_prefix_ipv4, udp.peer_prefix_ipv6) == (0, 128)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("peer_prefix_ipv4", "33", "33 is out of range; expected 0 to 32"),
+        ("peer_prefix_ipv4", "/24", "'/24' is not a whole number; expected 0 to 32"),
+        ("peer_prefix_ipv6", "129", "129 is out of range; expected 0 to 128"),
+        ("peer_prefix_ipv6", "-1", "'-1' is not a whole number; expected 0 to 128"),
+    ],
+)
+def test_peer_prefixes_out_of_range(key, value, message):
+    assert only_problem(ECHO + f"{key} = {value}\n") == f"test.conf:4: [listener:echo] {key}: {message}"

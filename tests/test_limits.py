@@ -452,3 +452,68 @@ def test_churn_at_a_cap_warns_once_an_interval_with_a_count(limit):
         f"l: ... and 999 more connections refused over {limit} from 10.0.0.1 in the last 10s"
     ]
     assert len([e for e in events if e["log_level"] == LogLevel.info]) <= 1  # "below max_connections again"
+
+
+def test_addresses_of_one_ipv6_slash_64_share_the_per_peer_cap():
+    factory = limited(max_connections_per_peer=2)
+    assert connect(factory, "2001:db8:1:2::1")[0] is not None
+    assert connect(factory, "2001:db8:1:2::2")[0] is not None
+    with capturedLogs() as events:
+        assert connect(factory, "2001:db8:1:2:dead:beef:0:3") == (None, None)
+        assert connect(factory, "2001:db8:1:2:ffff:ffff:ffff:ffff") == (None, None)
+    assert connect(factory, "2001:db8:1:3::1")[0] is not None  # the next /64 is another peer
+    assert events[0]["log_format"].format(**events[0]) == (
+        "l: max_connections_per_peer (2) reached, refusing new connections from 2001:db8:1:2::/64"
+    )
+
+
+def test_peer_prefixes_apply_to_the_connections_already_open():
+    factory = limited(max_connections_per_peer=2)
+    first, _ = connect(factory, "192.0.2.1")
+    connect(factory, "192.0.2.2")
+    factory.set_peer_prefixes(24, 64)
+    assert connect(factory, "192.0.2.3") == (None, None)  # two already open from 192.0.2.0/24
+    first.connectionLost(None)
+    assert connect(factory, "192.0.2.3")[0] is not None
+    factory.set_peer_prefixes(32, 64)
+    assert connect(factory, "192.0.2.3")[0] is not None  # 192.0.2.3 alone has one open
+
+
+def aborted_while_setting(factory, transport, values) -> float | None:
+    """Set idle_timeout to each of C{values}, half a second apart; when was the connection aborted?"""
+    for value in values:
+        factory.clock.advance(0.5)
+        factory.idle_timeout = value
+        if transport.disconnected:
+            return factory.clock.seconds()
+    return None
+
+
+def test_setting_the_same_idle_timeout_again_does_not_postpone_the_sweep():
+    factory = limited(idle_timeout=4)
+    _, transport = connect(factory)
+    # e.g. a reload every half second, each changing nothing (the sweep runs every second)
+    assert 4 <= aborted_while_setting(factory, transport, [4] * 40) <= 5
+
+
+def test_changing_the_idle_timeout_often_does_not_postpone_the_sweep_either():
+    factory = limited(idle_timeout=4)
+    _, transport = connect(factory)
+    assert 4 <= aborted_while_setting(factory, transport, [4.001, 4] * 20) <= 5
+
+
+def test_switching_the_served_protocol_keeps_the_counts_and_open_connections():
+    from echod.bytecount import BytecountFactory
+
+    factory = limited(max_connections_per_peer=2, idle_timeout=10)
+    first, first_transport = connect(factory, "10.0.0.1", 1)
+    connect(factory, "10.0.0.1", 2)
+    factory.doStart()
+    factory.serve(BytecountFactory("l", 20, 100, factory.stats))
+    assert connect(factory, "10.0.0.1", 3) == (None, None)  # still at its cap
+    other, other_transport = connect(factory, "10.0.0.2", 1)
+    other.dataReceived(b"2 hiEXTRA")
+    assert other_transport.value() == b"hi"
+    first.dataReceived(b"2 echo")
+    assert first_transport.value() == b"2 echo"  # the open one keeps its protocol
+    assert factory.wrappedFactory.numPorts == 1

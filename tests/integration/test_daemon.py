@@ -435,3 +435,34 @@ def test_version(tmp_path):
 
     assert result.returncode == 0
     assert result.stdout.startswith(f"echod {__version__} (Twisted ")
+
+
+def test_per_peer_cap_counts_a_prefix_as_one_peer_and_logs_full_addresses(start_daemon, tmp_path):
+    log = tmp_path / "access.log"
+    daemon = start_daemon(
+        {"access_log": str(log)},
+        echo={"protocol": "echo", "max_connections_per_peer": "2", "peer_prefix_ipv4": "24"},
+    )
+    port = daemon.port("echo")
+    held = [connect(port, source="127.0.0.2"), connect(port, source="127.0.0.3")]
+    try:
+        assert exchange([(sock, b"in") for sock in held], half_close=False) == [b"in", b"in"]
+        with connect(port, source="127.0.0.4") as third:  # a third host of the same /24
+            assert read_until_closed(third) == b""
+        daemon.wait_for(
+            r"echo: max_connections_per_peer \(2\) reached, refusing new connections from 127\.0\.0\.0/24$"
+        )
+        with connect(port, source="127.0.1.1") as elsewhere:  # another /24 is another peer
+            assert exchange([(elsewhere, b"elsewhere")]) == [b"elsewhere"]
+    finally:
+        for sock in held:
+            sock.close()
+    assert_clean_exit(daemon.stop(), signal.SIGTERM, daemon.output)
+    lines = log.read_text().splitlines()
+    peers = sorted((line.split()[2].rsplit(":", 1)[0], line.split()[-1]) for line in lines)
+    assert peers == [
+        ("127.0.0.2", "closed=client"),
+        ("127.0.0.3", "closed=client"),
+        ("127.0.0.4", "closed=refused-max_connections_per_peer"),
+        ("127.0.1.1", "closed=client"),
+    ]

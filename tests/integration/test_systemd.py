@@ -4,15 +4,19 @@ systemd-socket-activate, sd_notify messages caught on a test NOTIFY_SOCKET.
 """
 
 import itertools
+import os
+import resource
+import select
 import signal
 import socket
 import statistics
 import sys
 import threading
+import time
 
 import pytest
 
-from tests.integration.clients import connect, echo, exchange, pattern
+from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
 from tests.integration.daemon import Daemon, config_text, environment, without_bind_privilege
 from tests.integration.systemd import NotifySocket, free_port, socket_activate
 
@@ -280,6 +284,106 @@ def test_reload_to_a_port_in_use_keeps_the_old_socket(run, notify):
     assert status.startswith(f"WARNING: echo could not move to tcp 127.0.0.1:{taken}, see the log | echo ")
     daemon.wait_for(rf"reload: echo keeps its previous socket: cannot listen on tcp 127\.0\.0\.1:{taken}")
     assert echo(daemon.port("echo"), b"old") == b"old"
+
+
+def test_renaming_a_listener_keeps_its_socket_and_its_connections(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    port = daemon.port("echo")
+    with Traffic(port) as traffic, connect(port) as open_before:
+        assert exchange([(open_before, b"before")], half_close=False) == [b"before"]
+        traffic.wait_rounds(10)
+        daemon.config_path.write_text(config_text(echo2={"protocol": "echo", "port": str(port)}))
+        status = reload(daemon, notify)["STATUS"]
+        assert status.startswith("echo2 "), status
+        daemon.wait_for(rf"echo2: renamed from echo, still listening on tcp 127\.0\.0\.1:{port}$")
+        daemon.wait_for(r"reloaded: serving 1 listener\(s\)")
+        traffic.wait_rounds(10)
+        assert echo(port, b"after") == b"after"
+        assert exchange([(open_before, b"still here")]) == [b"still here"]
+    assert traffic.errors == []
+    assert "stopped listening" not in daemon.output
+    assert "keeps its previous socket" not in daemon.output
+
+
+def test_renaming_a_udp_listener_keeps_its_socket(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    udp = {"protocol": "echo", "transport": "udp", "address": "127.0.0.1", "port": str(free_port())}
+    text = config_text(echo={"protocol": "echo", "port": str(daemon.port("echo"))})
+    section = "".join(f"{k} = {v}\n" for k, v in udp.items())
+    daemon.config_path.write_text(text + "[listener:u]\n" + section)
+    reload(daemon, notify)
+    daemon.config_path.write_text(text + "[listener:u2]\n" + section)
+    assert "u2 0 echoed, 0 dropped" in reload(daemon, notify)["STATUS"]
+    daemon.wait_for(rf"u2: renamed from u, still listening on udp 127\.0\.0\.1:{udp['port']}$")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(b"datagram", ("127.0.0.1", int(udp["port"])))
+        assert sock.recv(100) == b"datagram"
+    assert "u: stopped listening" not in daemon.output
+
+
+def test_frequent_reloads_do_not_postpone_the_idle_timeout(run, notify):
+    """A SIGHUP every 0.4 s, each changing nothing, with an idle_timeout of 2 s (a sweep every 0.5 s)."""
+    daemon = run(config_text(echo={"protocol": "echo", "idle_timeout": "2s"}))
+    with connect(daemon.port("echo")) as idle:
+        assert exchange([(idle, b"then silence")], half_close=False) == [b"then silence"]
+        started = time.monotonic()
+        reloads = 0
+        closed = False
+        while not closed and time.monotonic() - started < 12:
+            reload(daemon, notify)
+            reloads += 1
+            closed = bool(select.select([idle], [], [], 0.4)[0])
+        waited = time.monotonic() - started
+        assert closed, f"still open after {waited:.1f}s and {reloads} reloads"
+        assert read_until_closed(idle) == b""
+    assert 1.5 <= waited <= 4, (waited, reloads)
+    assert reloads >= 3
+
+
+def test_switching_protocol_keeps_counting_each_peers_connections(run, notify):
+    keys = {"max_connections_per_peer": "4"}
+    daemon = run(config_text(svc={"protocol": "echo", **keys}))
+    port = daemon.port("svc")
+    held = [connect(port) for _ in range(4)]  # this host's cap
+    try:
+        assert exchange([(sock, b"e") for sock in held], half_close=False) == [b"e"] * 4
+        daemon.config_path.write_text(config_text(svc={"protocol": "bytecount", "port": str(port), **keys}))
+        reload(daemon, notify)
+        with connect(port) as fifth:  # a fifth from 127.0.0.1: refused, where it got in before
+            assert read_until_closed(fifth) == b""
+        daemon.wait_for(
+            r"svc: max_connections_per_peer \(4\) reached, refusing new connections from 127\.0\.0\.1"
+        )
+        with connect(port, source="127.0.0.2") as other:  # another host is served the new protocol
+            assert exchange([(other, b"2 okEXTRA")]) == [b"ok"]
+        assert exchange([(held[0], b"3 still echo")]) == [b"3 still echo"]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_reload_out_of_file_descriptors_still_ends_with_ready(run, notify):
+    daemon = run(config_text(echo={"protocol": "echo"}))
+    port, pid = daemon.port("echo"), daemon.process.pid
+    daemon.config_path.write_text(
+        config_text(echo={"protocol": "echo", "port": str(port)}, more={"protocol": "echo"})
+    )
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    in_use = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    free = [fd for fd in range(max(in_use) + 3) if fd not in in_use]
+    # One descriptor to spare, for reading the configuration; none for the new listener.
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (free[0] + 1, limits[1]))
+    try:
+        status = reload(daemon, notify)["STATUS"]
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    assert status.startswith("WARNING: more could not listen on tcp 127.0.0.1:0, see the log | echo "), status
+    daemon.wait_for(r"reload: more not added: cannot listen on tcp 127\.0\.0\.1:0: Too many open files$")
+    assert echo(port, b"still serving") == b"still serving"
+    assert "more 0 open" in reload(daemon, notify)["STATUS"]  # with descriptors again, it is added
+    daemon.wait_for(r"more: echo/tcp listening on ")
+    assert echo(daemon.port("more"), b"added now") == b"added now"
 
 
 def test_graceful_stop_finishes_the_connection_in_flight(run, notify):

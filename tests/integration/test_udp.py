@@ -370,3 +370,16 @@ def test_empty_datagram_flood_does_not_freeze_the_reactor(tmp_path):
     assert sent > 50_000, sent  # enough of a flood to have frozen echod before
     assert slowest <= max(0.5, 50 * max(baseline)), (slowest, max(baseline))
     assert max(gaps) < 1.0, gaps  # the watchdog (every 0.1s) kept being fed
+
+
+def test_per_source_rate_is_shared_by_a_prefix(udp_daemon):
+    """peer_prefix_ipv4 = 24: 127.0.0.2 and 127.0.0.3 draw on one bucket; 127.0.1.1 has its own."""
+    daemon = udp_daemon(datagram_rate_per_peer="1", peer_prefix_ipv4="24")
+    with client("127.0.0.2") as first, client("127.0.0.3") as neighbour, client("127.0.1.1") as other:
+        first.sendto(b"first", ("127.0.0.1", daemon.udp_port))
+        assert first.recv(100) == b"first"  # the prefix's one token a second, spent
+        neighbour.sendto(b"same prefix", ("127.0.0.1", daemon.udp_port))
+        # Handled in order: once this is answered, the neighbour's datagram has been dealt with.
+        other.sendto(b"marker", ("127.0.0.1", daemon.udp_port))
+        assert other.recv(100) == b"marker"
+        assert drain(neighbour) == []
