@@ -99,19 +99,23 @@ upgrade-deb: deb
 	tools/build-deb build/upgrade $(DEB_VERSION)+systemtest1 >build/upgrade.log 2>&1 \
 		|| { tail -50 build/upgrade.log; exit 1; }
 
-# Each release's booted tests in a process of their own, both at once (they
-# mostly wait on containers); output is shown per release when it is done.
+# Each release's booted tests in a process of their own, and the suite on
+# trixie's interpreter, all at once (the booted tests mostly wait on their
+# containers); each one's output is shown when it is done.
 test-package: deb upgrade-deb package-test-packages
-	$(MAKE) --no-print-directory -j2 --output-sync=target $(addprefix test-package-,$(RELEASES))
-	$(MAKE) --no-print-directory $(addprefix test-on-,$(filter-out bookworm,$(RELEASES)))
+	$(MAKE) --no-print-directory -j3 --output-sync=target \
+		$(addprefix test-package-,$(RELEASES)) $(addprefix test-on-,$(filter-out bookworm,$(RELEASES)))
 
+# test-package-RELEASE and test-on-RELEASE use the echod.deb `make deb` built (test-package builds it).
 test-package-%:
+	@test -f echod.deb || { echo "make: no echod.deb; run make deb first" >&2; exit 1; }
 	ECHOD_RELEASES=$* ECHOD_DEB=$(CURDIR)/echod.deb ECHOD_UPGRADE_DEB=$(CURDIR)/$(UPGRADE_DEB) \
 		$(SYSTEM_PYTHON) -m pytest -p no:cacheprovider tests/system $(PYTEST_ARGS)
 
 # The unit and integration suite on a release's own python3 and Twisted, in
 # its root filesystem (bookworm's runs on this host: test-system).
-test-on-%: deb package-test-packages
+test-on-%:
+	@test -f echod.deb || { echo "make: no echod.deb; run make deb first" >&2; exit 1; }
 	$(SYSTEM_PYTHON) -m tests.system.on_release $* $(CURDIR)/echod.deb $(PYTEST_ARGS)
 
 package-test-packages:

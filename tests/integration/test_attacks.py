@@ -68,8 +68,9 @@ def test_slowloris_idle_connections_are_all_closed_at_the_idle_timeout(start_dae
         echo={"protocol": "echo", "idle_timeout": "2s", "max_connections": "2000"},
     )
     port = daemon.port("echo")
-    idle = [connect(port) for _ in range(1000)]
+    # Before the first connects: each one is closed no sooner than the timeout after its own.
     opened = time.monotonic()
+    idle = [connect(port) for _ in range(1000)]
     try:
         rss_before = daemon.rss_kib()
         assert honest_round(port, 100) == 100  # all served while the 1000 sit there
@@ -277,7 +278,10 @@ def test_bad_requests_cannot_flood_the_log(start_daemon):
     # The one in full names the peer and the reason; the rest are counted, not lost.
     assert re.search(r"bad request from 127\.0\.0\.2:\d+, closing: byte b'x'", lines[0]), lines
     assert len(lines) - 1 + summarised(lines) == 3000, lines
-    assert any("2,999 more bad requests from 127.0.0.2 in the last" in line for line in lines[1:]), lines
+    # In one summary, or more if the 3,000 took longer than one interval on a slow machine.
+    assert all(
+        re.search(r"and [\d,]+ more bad requests from 127\.0\.0\.2 in the last", line) for line in lines[1:]
+    )
 
 
 def test_churn_at_the_per_peer_cap_cannot_flood_the_log(start_daemon):
