@@ -41,7 +41,8 @@ def bind_for(settings: ListenerSettings) -> socket.socket:
     return bind(settings.address, settings.port, settings.reuse_port)
 
 
-def where(settings: ListenerSettings) -> str:
+def endpoint(settings: ListenerSettings) -> str:
+    """E.g. C{tcp [::]:7}: the transport, address and port C{settings} name."""
     host = f"[{settings.address}]" if ":" in settings.address else settings.address
     return f"{settings.transport} {host}:{settings.port}"
 

@@ -20,7 +20,7 @@ from echod import activation
 from echod.accesslog import AccessLog
 from echod.config import ConfigError, ListenerSettings, Settings, load
 from echod.limits import LimitedFactory
-from echod.listeners import DatagramListener, ListenerService, bind_for, make_listener, where
+from echod.listeners import DatagramListener, ListenerService, bind_for, endpoint, make_listener
 from echod.logs import DaemonLog
 from echod.memory import tune_malloc
 from echod.notify import Notifier
@@ -294,8 +294,8 @@ class EchodService(MultiService):
             listener = current[old]
             self._alert(
                 f"moved:{settings.name}",
-                f"{settings.name}: the configuration now says {where(settings)}, but its socket "
-                f"comes from systemd and is {where(listener.settings)}; to move it run: {APPLY_SOCKETS}",
+                f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
+                f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
                 f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
             )
             kept = {"transport": listener.settings.transport, "address": listener.settings.address}
@@ -324,7 +324,7 @@ class EchodService(MultiService):
                 "{name}: renamed from {old}, still listening on {where}",
                 name=name,
                 old=old,
-                where=where(replace(listener.settings, port=listener.as_running().bound_port)),
+                where=endpoint(replace(listener.settings, port=listener.as_running().bound_port)),
             )
 
     def _switch_access_log(self, path: str | None) -> None:
@@ -374,7 +374,7 @@ class EchodService(MultiService):
             self._alert(
                 f"bind:{settings.name}",
                 f"reload: {settings.name} {what}: {reason}",
-                f"{settings.name} could not {where} {where(settings)}, see the log",
+                f"{settings.name} could not {where} {endpoint(settings)}, see the log",
             )
             return
         self._clear_alerts(f"bind:{settings.name}")
@@ -386,7 +386,7 @@ class EchodService(MultiService):
         listener.disownServiceParent()
         self._retire(listener.factory)
         self.log.info(
-            "{name}: stopped listening on {where}", name=listener.name, where=where(listener.settings)
+            "{name}: stopped listening on {where}", name=listener.name, where=endpoint(listener.settings)
         )
 
     def _retire(self, factory: LimitedFactory | None) -> None:
