@@ -1,7 +1,7 @@
 """
 Composition: from L{Settings} to running Twisted services.
 
-L{EchodService} owns one L{ListenerService} per configured listener, tells
+L{EchodService} owns one L{ListenerService} (listeners.py) per configured listener, tells
 systemd how it is doing, reloads on SIGHUP, and on stop stops listening,
 then gives the connections still open up to C{shutdown_grace} to finish.
 """
@@ -9,36 +9,30 @@ then gives the connections still open up to C{shutdown_grace} to finish.
 from __future__ import annotations
 
 import signal
-import socket
 from dataclasses import replace
 
-from twisted.application.service import Application, MultiService, Service
+from twisted.application.service import Application, MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore
-from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger, LogLevel
 
 from echod import activation
 from echod.accesslog import AccessLog
-from echod.bytecount import BytecountFactory
 from echod.config import ConfigError, ListenerSettings, Settings, load
-from echod.echo import EchoFactory
 from echod.limits import LimitedFactory
+from echod.listeners import DatagramListener, ListenerService, bind_for, endpoint, make_listener
 from echod.logs import DaemonLog
 from echod.memory import tune_malloc
 from echod.notify import Notifier
-from echod.reload import Running, plan
+from echod.reload import plan
 from echod.signals import defer_early_signals, take_pending
 from echod.sockets import (
-    MAX_DATAGRAM,
     BindError,
-    bind_datagram,
-    bind_stream,
     describe_bind_failure,
     raise_fd_limit,
 )
 from echod.stats import ListenerStats
-from echod.udp import OwnEndpoints, UDPEcho, adopt_datagram_port
+from echod.udp import OwnEndpoints
 from echod.units import format_duration
 from echod.unwanted import turn_away
 
@@ -57,226 +51,11 @@ STOP_MARGIN = 10.0
 APPLY_SOCKETS = "systemctl daemon-reload && systemctl restart echod.socket"
 
 
-def protocol_factory(settings: ListenerSettings, stats: ListenerStats) -> Factory:
-    """The bare protocol factory a listener serves, before limits are applied."""
-    if settings.protocol == "bytecount":
-        return BytecountFactory(settings.name, settings.max_header_length, settings.max_message_size, stats)
-    return EchoFactory()
-
-
-def bind_for(settings: ListenerSettings) -> socket.socket:
-    """A new socket for C{settings}: its transport, address, port and reuse_port."""
-    bind = bind_datagram if settings.transport == "udp" else bind_stream
-    return bind(settings.address, settings.port, settings.reuse_port)
-
-
 def _human_bytes(count: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if count >= size:
             return f"{count / size:.1f} {unit}"
     return f"{count} B"
-
-
-def _where(settings: ListenerSettings) -> str:
-    host = f"[{settings.address}]" if ":" in settings.address else settings.address
-    return f"{settings.transport} {host}:{settings.port}"
-
-
-class ListenerService(Service):
-    """
-    One configured listener: its socket (bound here or inherited from
-    systemd), what serves on it, and its counters.
-
-    The socket is kept open for as long as the listener lives, and Twisted
-    is handed a port on a duplicate of it; so what serves on it can be
-    replaced on reload without the socket ever closing.
-    """
-
-    log = Logger()
-    #: The connection factory, for listeners that have connections.
-    factory: LimitedFactory | None = None
-    #: Whether connections opened and closed are logged (at debug level).
-    log_connections = False
-
-    def __init__(
-        self,
-        settings: ListenerSettings,
-        reactor: IReactorCore,
-        stats: ListenerStats | None = None,
-        sock: socket.socket | None = None,
-        inherited: bool = False,
-        access_log: AccessLog | None = None,
-    ) -> None:
-        self.settings = settings
-        self.access_log = access_log
-        self.name = settings.name
-        self.stats = stats if stats is not None else ListenerStats()
-        self.socket = sock
-        self.inherited = inherited
-        self._reactor = reactor
-        self.port = None
-
-    def _adopt(self) -> None:
-        raise NotImplementedError
-
-    def counters(self) -> str:
-        """This listener's part of the status line."""
-        raise NotImplementedError
-
-    def bytes_sent(self) -> int:
-        return self.stats.bytes_sent
-
-    def reconfigure(self, settings: ListenerSettings) -> None:
-        """Apply C{settings}, which keep this listener's socket and name, to what it serves from now on."""
-        raise NotImplementedError
-
-    def rename(self, name: str) -> None:
-        """Go by C{name} from now on, in the log, the status line and the access log."""
-        self.name = name
-
-    def as_running(self) -> Running:
-        """What a reload needs to know of this listener."""
-        bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
-        return Running(self.name, self.settings, bound, self.inherited)
-
-    def privilegedStartService(self) -> None:
-        # Binding here rather than in startService lets twistd bind a
-        # privileged port before it drops root for --uid. A listener added
-        # on reload is started before it joins the daemon (see
-        # EchodService._add); it is not started twice.
-        if self.port is None:
-            self._start_listening()
-        super().privilegedStartService()
-
-    def _start_listening(self) -> None:
-        if self.socket is None:
-            self.socket = bind_for(self.settings)
-        # Twisted neither sets O_NONBLOCK on an adopted descriptor nor closes
-        # ours; it uses a duplicate.
-        self.socket.setblocking(False)
-        self._adopt()
-        host = self.port.getHost()
-        shown = f"[{host.host}]" if ":" in host.host else host.host
-        self.log.info(
-            "{name}: {protocol}/{transport} listening on {address}{origin}",
-            name=self.name,
-            protocol=self.settings.protocol,
-            transport=self.settings.transport,
-            address=f"{shown}:{host.port}",
-            origin=" (socket from systemd)" if self.inherited else "",
-        )
-
-    def stopService(self) -> defer.Deferred:
-        super().stopService()
-        port, self.port = self.port, None
-        stopped = port.stopListening() if port is not None else None
-        stopped = stopped if stopped is not None else defer.succeed(None)
-        # Closing our copy too is what makes new connections be refused; an
-        # inherited socket stays open in systemd, queueing them for the next start.
-        stopped.addBoth(lambda _: self.socket.close() if self.socket is not None else None)
-        return stopped
-
-
-class StreamListener(ListenerService):
-    """A TCP listener: connections, each served by the protocol inside the limits."""
-
-    def __init__(self, settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> None:
-        super().__init__(settings, reactor, **kwargs)
-        self.factory = self._factory(settings)
-
-    def _factory(self, settings: ListenerSettings) -> LimitedFactory:
-        return LimitedFactory(
-            protocol_factory(settings, self.stats),
-            name=settings.name,
-            max_connections=settings.max_connections,
-            max_connections_per_peer=settings.max_connections_per_peer,
-            idle_timeout=settings.idle_timeout,
-            stats=self.stats,
-            clock=self._reactor,
-            access_log=self.access_log,
-            log_connections=self.log_connections,
-            peer_prefix_ipv4=settings.peer_prefix_ipv4,
-            peer_prefix_ipv6=settings.peer_prefix_ipv6,
-        )
-
-    def _adopt(self) -> None:
-        self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
-
-    def counters(self) -> str:
-        return self.stats.stream_summary()
-
-    def bytes_sent(self) -> int:
-        return self.factory.totals()[1]
-
-    def rename(self, name: str) -> None:
-        super().rename(name)
-        self.factory.name = name
-        if isinstance(self.factory.wrappedFactory, BytecountFactory):
-            self.factory.wrappedFactory.name = name
-
-    def reconfigure(self, settings: ListenerSettings) -> None:
-        old, self.settings = self.settings, settings
-        factory = self.factory
-        if settings.protocol != old.protocol:
-            # The same factory serves the new protocol, so that the caps keep
-            # counting the connections open under the old one.
-            factory.serve(protocol_factory(settings, self.stats))
-        factory.max_connections = settings.max_connections
-        factory.max_connections_per_peer = settings.max_connections_per_peer
-        if settings.idle_timeout != old.idle_timeout:
-            factory.idle_timeout = settings.idle_timeout
-        factory.set_peer_prefixes(settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
-        if isinstance(factory.wrappedFactory, BytecountFactory):
-            factory.wrappedFactory.max_message_size = settings.max_message_size
-            factory.wrappedFactory.max_header_length = settings.max_header_length
-
-
-class DatagramListener(ListenerService):
-    """A UDP listener: datagrams echoed by one L{UDPEcho}."""
-
-    def __init__(self, settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> None:
-        super().__init__(settings, reactor, **kwargs)
-        self.protocol = UDPEcho(
-            settings.name,
-            settings.blocked_source_ports,
-            settings.datagram_rate_per_peer,
-            settings.datagram_rate,
-            settings.byte_rate,
-            self.stats,
-            reactor,
-        )
-        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
-
-    def rename(self, name: str) -> None:
-        super().rename(name)
-        self.protocol.name = name
-
-    def _adopt(self) -> None:
-        # Not reactor.adoptDatagramPort: its port reads empty datagrams for as
-        # long as they come (see FairDatagramPort). Twisted's default
-        # maxPacketSize (8192) would cut larger datagrams short.
-        self.port = adopt_datagram_port(
-            self._reactor, self.socket.fileno(), self.socket.family, self.protocol, MAX_DATAGRAM
-        )
-
-    def counters(self) -> str:
-        return self.stats.datagram_summary()
-
-    def reconfigure(self, settings: ListenerSettings) -> None:
-        self.settings = settings
-        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
-        self.protocol.configure(
-            settings.blocked_source_ports,
-            settings.datagram_rate_per_peer,
-            settings.datagram_rate,
-            settings.byte_rate,
-        )
-
-
-def make_listener(settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> ListenerService:
-    """The listener service for C{settings}'s transport."""
-    kind = DatagramListener if settings.transport == "udp" else StreamListener
-    return kind(settings, reactor, **kwargs)
 
 
 class EchodService(MultiService):
@@ -515,8 +294,8 @@ class EchodService(MultiService):
             listener = current[old]
             self._alert(
                 f"moved:{settings.name}",
-                f"{settings.name}: the configuration now says {_where(settings)}, but its socket "
-                f"comes from systemd and is {_where(listener.settings)}; to move it run: {APPLY_SOCKETS}",
+                f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
+                f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
                 f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
             )
             kept = {"transport": listener.settings.transport, "address": listener.settings.address}
@@ -545,7 +324,7 @@ class EchodService(MultiService):
                 "{name}: renamed from {old}, still listening on {where}",
                 name=name,
                 old=old,
-                where=_where(replace(listener.settings, port=listener.as_running().bound_port)),
+                where=endpoint(replace(listener.settings, port=listener.as_running().bound_port)),
             )
 
     def _switch_access_log(self, path: str | None) -> None:
@@ -595,7 +374,7 @@ class EchodService(MultiService):
             self._alert(
                 f"bind:{settings.name}",
                 f"reload: {settings.name} {what}: {reason}",
-                f"{settings.name} could not {where} {_where(settings)}, see the log",
+                f"{settings.name} could not {where} {endpoint(settings)}, see the log",
             )
             return
         self._clear_alerts(f"bind:{settings.name}")
@@ -607,7 +386,7 @@ class EchodService(MultiService):
         listener.disownServiceParent()
         self._retire(listener.factory)
         self.log.info(
-            "{name}: stopped listening on {where}", name=listener.name, where=_where(listener.settings)
+            "{name}: stopped listening on {where}", name=listener.name, where=endpoint(listener.settings)
         )
 
     def _retire(self, factory: LimitedFactory | None) -> None:

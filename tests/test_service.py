@@ -4,7 +4,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 
 from echod.config import load
-from echod.service import EchodService, StreamListener
+from echod.listeners import StreamListener
+from echod.service import EchodService
 
 
 class RecordingNotifier:

@@ -6,7 +6,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from echod.config import parse
-from echod.service import DatagramListener
+from echod.listeners import DatagramListener
 from echod.sockets import bind_datagram
 from echod.stats import ListenerStats
 from echod.udp import (

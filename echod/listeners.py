@@ -1,0 +1,244 @@
+"""
+Listeners: one configured socket each, and what serves on it.
+
+A L{ListenerService} holds its socket (inherited from systemd or bound
+here) for as long as it lives and hands Twisted a port on a duplicate, so
+that a reload can replace what serves on it, or its name, without the socket
+ever closing. L{EchodService} (service.py) composes them.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from echod.accesslog import AccessLog
+from echod.bytecount import BytecountFactory
+from echod.config import ListenerSettings
+from echod.echo import EchoFactory
+from echod.limits import LimitedFactory
+from echod.reload import Running
+from echod.sockets import MAX_DATAGRAM, bind_datagram, bind_stream
+from echod.stats import ListenerStats
+from echod.udp import UDPEcho, adopt_datagram_port
+
+
+def protocol_factory(settings: ListenerSettings, stats: ListenerStats) -> Factory:
+    """The bare protocol factory a listener serves, before limits are applied."""
+    if settings.protocol == "bytecount":
+        return BytecountFactory(settings.name, settings.max_header_length, settings.max_message_size, stats)
+    return EchoFactory()
+
+
+def bind_for(settings: ListenerSettings) -> socket.socket:
+    """A new socket for C{settings}: its transport, address, port and reuse_port."""
+    bind = bind_datagram if settings.transport == "udp" else bind_stream
+    return bind(settings.address, settings.port, settings.reuse_port)
+
+
+def endpoint(settings: ListenerSettings) -> str:
+    """E.g. C{tcp [::]:7}: the transport, address and port C{settings} name."""
+    host = f"[{settings.address}]" if ":" in settings.address else settings.address
+    return f"{settings.transport} {host}:{settings.port}"
+
+
+class ListenerService(Service):
+    """
+    One configured listener: its socket (bound here or inherited from
+    systemd), what serves on it, and its counters.
+
+    The socket is kept open for as long as the listener lives, and Twisted
+    is handed a port on a duplicate of it; so what serves on it can be
+    replaced on reload without the socket ever closing.
+    """
+
+    log = Logger()
+    #: The connection factory, for listeners that have connections.
+    factory: LimitedFactory | None = None
+    #: Whether connections opened and closed are logged (at debug level).
+    log_connections = False
+
+    def __init__(
+        self,
+        settings: ListenerSettings,
+        reactor: IReactorCore,
+        stats: ListenerStats | None = None,
+        sock: socket.socket | None = None,
+        inherited: bool = False,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.access_log = access_log
+        self.name = settings.name
+        self.stats = stats if stats is not None else ListenerStats()
+        self.socket = sock
+        self.inherited = inherited
+        self._reactor = reactor
+        self.port = None
+
+    def _adopt(self) -> None:
+        raise NotImplementedError
+
+    def counters(self) -> str:
+        """This listener's part of the status line."""
+        raise NotImplementedError
+
+    def bytes_sent(self) -> int:
+        return self.stats.bytes_sent
+
+    def reconfigure(self, settings: ListenerSettings) -> None:
+        """Apply C{settings}, which keep this listener's socket and name, to what it serves from now on."""
+        raise NotImplementedError
+
+    def rename(self, name: str) -> None:
+        """Go by C{name} from now on, in the log, the status line and the access log."""
+        self.name = name
+
+    def as_running(self) -> Running:
+        """What a reload needs to know of this listener."""
+        bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
+        return Running(self.name, self.settings, bound, self.inherited)
+
+    def privilegedStartService(self) -> None:
+        # Binding here rather than in startService lets twistd bind a
+        # privileged port before it drops root for --uid. A listener added
+        # on reload is started before it joins the daemon (see
+        # EchodService._add); it is not started twice.
+        if self.port is None:
+            self._start_listening()
+        super().privilegedStartService()
+
+    def _start_listening(self) -> None:
+        if self.socket is None:
+            self.socket = bind_for(self.settings)
+        # Twisted neither sets O_NONBLOCK on an adopted descriptor nor closes
+        # ours; it uses a duplicate.
+        self.socket.setblocking(False)
+        self._adopt()
+        host = self.port.getHost()
+        shown = f"[{host.host}]" if ":" in host.host else host.host
+        self.log.info(
+            "{name}: {protocol}/{transport} listening on {address}{origin}",
+            name=self.name,
+            protocol=self.settings.protocol,
+            transport=self.settings.transport,
+            address=f"{shown}:{host.port}",
+            origin=" (socket from systemd)" if self.inherited else "",
+        )
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        port, self.port = self.port, None
+        stopped = port.stopListening() if port is not None else None
+        stopped = stopped if stopped is not None else defer.succeed(None)
+        # Closing our copy too is what makes new connections be refused; an
+        # inherited socket stays open in systemd, queueing them for the next start.
+        stopped.addBoth(lambda _: self.socket.close() if self.socket is not None else None)
+        return stopped
+
+
+class StreamListener(ListenerService):
+    """A TCP listener: connections, each served by the protocol inside the limits."""
+
+    def __init__(self, settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> None:
+        super().__init__(settings, reactor, **kwargs)
+        self.factory = self._factory(settings)
+
+    def _factory(self, settings: ListenerSettings) -> LimitedFactory:
+        return LimitedFactory(
+            protocol_factory(settings, self.stats),
+            name=settings.name,
+            max_connections=settings.max_connections,
+            max_connections_per_peer=settings.max_connections_per_peer,
+            idle_timeout=settings.idle_timeout,
+            stats=self.stats,
+            clock=self._reactor,
+            access_log=self.access_log,
+            log_connections=self.log_connections,
+            peer_prefix_ipv4=settings.peer_prefix_ipv4,
+            peer_prefix_ipv6=settings.peer_prefix_ipv6,
+        )
+
+    def _adopt(self) -> None:
+        self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
+
+    def counters(self) -> str:
+        return self.stats.stream_summary()
+
+    def bytes_sent(self) -> int:
+        return self.factory.totals()[1]
+
+    def rename(self, name: str) -> None:
+        super().rename(name)
+        self.factory.name = name
+        if isinstance(self.factory.wrappedFactory, BytecountFactory):
+            self.factory.wrappedFactory.name = name
+
+    def reconfigure(self, settings: ListenerSettings) -> None:
+        old, self.settings = self.settings, settings
+        factory = self.factory
+        if settings.protocol != old.protocol:
+            # The same factory serves the new protocol, so that the caps keep
+            # counting the connections open under the old one.
+            factory.serve(protocol_factory(settings, self.stats))
+        factory.max_connections = settings.max_connections
+        factory.max_connections_per_peer = settings.max_connections_per_peer
+        if settings.idle_timeout != old.idle_timeout:
+            factory.idle_timeout = settings.idle_timeout
+        factory.set_peer_prefixes(settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
+        if isinstance(factory.wrappedFactory, BytecountFactory):
+            factory.wrappedFactory.max_message_size = settings.max_message_size
+            factory.wrappedFactory.max_header_length = settings.max_header_length
+
+
+class DatagramListener(ListenerService):
+    """A UDP listener: datagrams echoed by one L{UDPEcho}."""
+
+    def __init__(self, settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> None:
+        super().__init__(settings, reactor, **kwargs)
+        self.protocol = UDPEcho(
+            settings.name,
+            settings.blocked_source_ports,
+            settings.datagram_rate_per_peer,
+            settings.datagram_rate,
+            settings.byte_rate,
+            self.stats,
+            reactor,
+        )
+        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
+
+    def rename(self, name: str) -> None:
+        super().rename(name)
+        self.protocol.name = name
+
+    def _adopt(self) -> None:
+        # Not reactor.adoptDatagramPort: its port reads empty datagrams for as
+        # long as they come (see FairDatagramPort). Twisted's default
+        # maxPacketSize (8192) would cut larger datagrams short.
+        self.port = adopt_datagram_port(
+            self._reactor, self.socket.fileno(), self.socket.family, self.protocol, MAX_DATAGRAM
+        )
+
+    def counters(self) -> str:
+        return self.stats.datagram_summary()
+
+    def reconfigure(self, settings: ListenerSettings) -> None:
+        self.settings = settings
+        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
+        self.protocol.configure(
+            settings.blocked_source_ports,
+            settings.datagram_rate_per_peer,
+            settings.datagram_rate,
+            settings.byte_rate,
+        )
+
+
+def make_listener(settings: ListenerSettings, reactor: IReactorCore, **kwargs) -> ListenerService:
+    """The listener service for C{settings}'s transport."""
+    kind = DatagramListener if settings.transport == "udp" else StreamListener
+    return kind(settings, reactor, **kwargs)
