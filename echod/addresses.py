@@ -6,10 +6,17 @@ address strings Twisted already has, with integer masks, instead of parsing
 them with C{ipaddress}.
 """
 
+from __future__ import annotations
+
 import socket
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IAddress
+if TYPE_CHECKING:
+    # Only a type here: the configuration parser imports this module, and the
+    # generator and `echod check-config` (on the boot path, as the sockets'
+    # ExecStartPre) must not pay for importing Twisted.
+    from twisted.internet.interfaces import IAddress
 
 _MAPPED = "::ffff:"
 

@@ -62,6 +62,7 @@ def closed_drop_in(path: str) -> str:
                 "ListenDatagram=",
                 # A unit with no Listen*= at all does not load; a socket file opens no port.
                 "ListenStream=/run/%n.config-invalid",
+                "SocketMode=0600",
             ]
         )
         + "\n"
@@ -78,8 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         text = socket_drop_in(load(path))
     except ConfigError as e:
+        sys.stderr.write(f"echod-socket-generator: {path} is invalid, the sockets listen on no port:\n{e}\n")
+        text = closed_drop_in(path)
+    except Exception as e:  # whatever went wrong, never fall back to the shipped ports
         sys.stderr.write(
-            f"echod-socket-generator: {path} is invalid, echod.socket listens on no port:\n{e}\n"
+            f"echod-socket-generator: cannot read {path} ({e!r}), the sockets listen on no port\n"
         )
         text = closed_drop_in(path)
     for unit in SOCKET_UNITS:

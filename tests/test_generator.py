@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from echod import generator
 from echod.config import parse
 from echod.generator import main, socket_drop_in
 
@@ -59,3 +60,25 @@ def test_installed_generator_script_runs(tmp_path):
         env={"ECHOD_CONFIG": str(config), "PYTHONPATH": str(ROOT)},
     )
     assert (tmp_path / "out" / "echod.socket.d" / "50-echod-conf.conf").exists()
+
+
+def test_any_failure_to_read_the_config_also_closes_every_port(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ECHOD_CONFIG", str(tmp_path / "echod.conf"))
+
+    def broken(path):
+        raise RuntimeError("a broken installation")
+
+    monkeypatch.setattr(generator, "load", broken)
+    assert main([str(tmp_path / "normal")]) == 0
+    text = (tmp_path / "normal" / "echod.socket.d" / "50-echod-conf.conf").read_text()
+    listens = [line for line in text.splitlines() if line.startswith("Listen")]
+    assert listens == ["ListenStream=", "ListenDatagram=", "ListenStream=/run/%n.config-invalid"]
+    assert "RuntimeError('a broken installation')" in capsys.readouterr().err
+
+
+def test_the_generator_and_check_config_do_not_import_twisted():
+    # The generator runs at every daemon-reload, `echod check-config` at every start of the sockets.
+    code = "import sys, echod.generator, echod.cli; print([m for m in sys.modules if 'twisted.' in m])"
+    env = {"PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "[]"
