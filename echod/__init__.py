@@ -1,3 +1,3 @@
 """echod: RFC 862 echo and length-prefixed "bytecount" echo on Twisted."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
