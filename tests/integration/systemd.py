@@ -6,6 +6,7 @@ systemd-socket-activate to pass it listening sockets.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import threading
@@ -14,12 +15,35 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """
+    A TCP port that nothing uses right now, on every address (IPv4 and IPv6).
+
+    Chosen below the ephemeral range, which the kernel hands to outgoing
+    connections: a port from there (what binding port 0 returns) may become
+    the local port of some client's connection before the test binds it, and
+    a wildcard bind then fails with "address already in use". C{host} is
+    accepted for the callers' sake; the port is free on all addresses.
+    """
+    high = _ephemeral_start()
+    for _ in range(200):
+        port = random.randrange(10000, high)
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                sock.bind(("::", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port found between 10000 and {high}")
 
 
 def socket_activate(
