@@ -13,7 +13,6 @@ configuration again.
 from __future__ import annotations
 
 import socket
-import struct
 
 from twisted.internet.interfaces import IAddress, IListeningPort, IReactorSocket, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -22,8 +21,6 @@ from twisted.logger import Logger
 from echod.addresses import format_peer, peer_host
 from echod.logthrottle import Summary, WarningThrottle
 
-#: SO_LINGER on, zero seconds: close(2) sends a reset instead of a FIN.
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 #: Seconds over which the resets after the first are counted, not logged.
 #: Longer than the client-made warnings' 10 s: every line says the same
 #: thing, a configuration to apply, which one line a minute keeps in view.
@@ -36,7 +33,11 @@ class TurnAway(Protocol):
     factory: TurnAwayFactory
 
     def connectionMade(self) -> None:
-        self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        # abortConnection sends the reset itself: it closes the socket with
+        # SO_LINGER (1, 0), so that close(2) sends a RST instead of a FIN
+        # (Connection._closeSocket(orderly=False) in twisted/internet/tcp.py,
+        # the same in 22.4 and 26.10). Setting it here as well was redundant;
+        # tests/integration/test_systemd.py checks the client is reset.
         self.transport.abortConnection()
         self.factory.turned_away(self.transport.getPeer())
 
