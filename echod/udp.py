@@ -32,12 +32,11 @@ from twisted.logger import Logger
 from twisted.python import log
 
 from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, peer_key
+from echod.logthrottle import Summary, WarningThrottle
 from echod.stats import ListenerStats
 
 #: How many sources have their own bucket at once; the least recently seen go first.
 MAX_TRACKED_PEERS = 65536
-#: A drop warning is logged at most this often (seconds), with the counts since the last one.
-WARN_INTERVAL = 10.0
 #: The most datagrams one read turn handles before the reactor serves its other sockets and timers.
 #: At a few microseconds each, a turn stays around a millisecond.
 MAX_DATAGRAMS_PER_READ = 256
@@ -281,8 +280,9 @@ class UDPEcho(DatagramProtocol):
         self.own = OwnEndpoints()
         self._peers: PeerBuckets | None = None
         self.configure(blocked_source_ports, datagram_rate_per_peer, datagram_rate, byte_rate)
-        self._last_warning = -WARN_INTERVAL
-        self._dropped_since_warning = 0
+        #: Drops are client-made, as many as datagrams can be forged: the first is
+        #: logged in full, those that follow summed up by source (echod.logthrottle).
+        self._drop_warnings = WarningThrottle(clock, self._summarise_drops)
 
     def configure(
         self,
@@ -321,16 +321,16 @@ class UDPEcho(DatagramProtocol):
         stats.bytes_received += len(data)
         if self._blocked_port(port) or unanswerable_source(host):
             stats.dropped_source += 1
-            self._dropped("source")
+            self._dropped(host, port, None, "for its source")
             return
         now = self.clock.seconds()
+        # Named, not recomputed, for the drop path: the warning counts by the same key.
+        key = peer_key(host, *self.peer_prefixes)
         if not (
-            self._peers.take(peer_key(host, *self.peer_prefixes), now)
-            and self._datagrams.take(now)
-            and self._bytes.take(now, len(data))
+            self._peers.take(key, now) and self._datagrams.take(now) and self._bytes.take(now, len(data))
         ):
             stats.dropped_rate += 1
-            self._dropped("rate")
+            self._dropped(host, port, key, "over the rate limits")
             return
         own = self.own
         # Most datagrams stop at the set lookup: only one from a port echod
@@ -339,7 +339,7 @@ class UDPEcho(DatagramProtocol):
         # from that port costs at most datagram_rate probes a second.
         if port in own.ports and own.includes(host, port):
             stats.dropped_own += 1
-            self._dropped("source, one of echod's own listeners")
+            self._dropped(host, port, key, "from one of echod's own listeners")
             return
         try:
             self.transport.write(data, addr)
@@ -350,22 +350,40 @@ class UDPEcho(DatagramProtocol):
         stats.datagrams += 1
         stats.bytes_sent += len(data)
 
-    def _dropped(self, why: str) -> None:
-        self._dropped_since_warning += 1
-        now = self.clock.seconds()
-        if now - self._last_warning < WARN_INTERVAL:
+    def stopProtocol(self) -> None:
+        """The port stops listening: the drops held back are said now, not lost."""
+        self._drop_warnings.flush()
+
+    def _dropped(self, host: str, port: int, key: str | None, why: str) -> None:
+        """
+        Warn that a datagram from C{host}:C{port} was dropped, C{why}, unless
+        the throttle counts it for a summary under C{key}, its source's
+        per-source bucket (computed here if the datagram never got that far).
+        """
+        if key is None:
+            key = peer_key(host, *self.peer_prefixes)
+        if not self._drop_warnings.allow(key):
             return
+        stats = self.stats
         self.log.warn(
-            "{listener}: dropped {count} datagram(s) in the last {interval:g}s "
-            "(latest for its {why}; totals: {by_source} for their source, {by_own} from echod's own "
-            "listeners, {by_rate} over the rate limits)",
+            "{listener}: dropped a datagram from {peer} {why} (totals: {by_source:,} for their source, "
+            "{by_own:,} from echod's own listeners, {by_rate:,} over the rate limits)",
             listener=self.name,
-            count=self._dropped_since_warning,
-            interval=min(now - self._last_warning, WARN_INTERVAL),
+            peer=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             why=why,
-            by_source=self.stats.dropped_source,
-            by_own=self.stats.dropped_own,
-            by_rate=self.stats.dropped_rate,
+            by_source=stats.dropped_source,
+            by_own=stats.dropped_own,
+            by_rate=stats.dropped_rate,
         )
-        self._last_warning = now
-        self._dropped_since_warning = 0
+
+    def _summarise_drops(self, summary: Summary) -> None:
+        stats = self.stats
+        self.log.warn(
+            "{listener}: ... and {summary} (totals: {by_source:,} for their source, "
+            "{by_own:,} from echod's own listeners, {by_rate:,} over the rate limits)",
+            listener=self.name,
+            summary=summary.describe("datagrams dropped"),
+            by_source=stats.dropped_source,
+            by_own=stats.dropped_own,
+            by_rate=stats.dropped_rate,
+        )

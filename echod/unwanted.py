@@ -13,15 +13,17 @@ configuration again.
 from __future__ import annotations
 
 import socket
-import struct
 
-from twisted.internet.interfaces import IListeningPort, IReactorSocket, IReactorTime
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorSocket, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-#: SO_LINGER on, zero seconds: close(2) sends a reset instead of a FIN.
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
-#: A warning about turned-away clients is logged at most this often (seconds).
+from echod.addresses import format_peer, peer_host
+from echod.logthrottle import Summary, WarningThrottle
+
+#: Seconds over which the resets after the first are counted, not logged.
+#: Longer than the client-made warnings' 10 s: every line says the same
+#: thing, a configuration to apply, which one line a minute keeps in view.
 WARN_INTERVAL = 60.0
 
 
@@ -31,13 +33,17 @@ class TurnAway(Protocol):
     factory: TurnAwayFactory
 
     def connectionMade(self) -> None:
-        self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        # abortConnection sends the reset itself: it closes the socket with
+        # SO_LINGER (1, 0), so that close(2) sends a RST instead of a FIN
+        # (Connection._closeSocket(orderly=False) in twisted/internet/tcp.py,
+        # the same in 22.4 and 26.10). Setting it here as well was redundant;
+        # tests/integration/test_systemd.py checks the client is reset.
         self.transport.abortConnection()
-        self.factory.turned_away()
+        self.factory.turned_away(self.transport.getPeer())
 
 
 class TurnAwayFactory(Factory):
-    """Counts the connections turned away on one unwanted socket, and says so now and then."""
+    """Resets the connections on one unwanted socket, and says so, throttled."""
 
     protocol = TurnAway
     noisy = False
@@ -46,26 +52,32 @@ class TurnAwayFactory(Factory):
     def __init__(self, where: str, fix: str, clock: IReactorTime) -> None:
         self.where = where
         self.fix = fix
-        self.clock = clock
-        self.count = 0
-        self._unreported = 0
-        self._last_warning = -WARN_INTERVAL
+        #: Every client of the socket sets off a warning: the first is logged
+        #: in full, those that follow summed up by client (echod.logthrottle).
+        self.warnings = WarningThrottle(clock, self._summarise, interval=WARN_INTERVAL)
 
-    def turned_away(self) -> None:
-        self.count += 1
-        self._unreported += 1
-        now = self.clock.seconds()
-        if now - self._last_warning < WARN_INTERVAL:
+    def turned_away(self, peer: IAddress) -> None:
+        """Warn that C{peer}'s connection was reset, unless the throttle counts it for a summary."""
+        if not self.warnings.allow(peer_host(peer)):
             return
         self.log.warn(
-            "reset {count} connection(s) to {where}, a socket systemd passed that no listener uses; "
+            "reset a connection from {peer} to {where}, a socket systemd passed that no listener uses; "
             "to make systemd's sockets follow the configuration run: {fix}",
-            count=self._unreported,
+            peer=format_peer(peer),
             where=self.where,
             fix=self.fix,
         )
-        self._last_warning = now
-        self._unreported = 0
+
+    def _summarise(self, summary: Summary) -> None:
+        self.log.warn(
+            "... and {summary}; to make systemd's sockets follow the configuration run: {fix}",
+            summary=summary.describe(f"connections reset on {self.where}"),
+            fix=self.fix,
+        )
+
+    def stopFactory(self) -> None:
+        # The socket stops being served: the resets held back are said now, not lost.
+        self.warnings.flush()
 
 
 def turn_away(

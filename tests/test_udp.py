@@ -3,7 +3,7 @@ import socket
 import pytest
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.logger import Logger, formatEvent
 
 from echod.config import parse
 from echod.listeners import DatagramListener
@@ -324,12 +324,78 @@ def test_only_loopback_and_bindable_addresses_are_local():
     assert not is_local_address(plain_address("2001:db8:ffff::9"))
 
 
+def logged_by(echo: UDPEcho) -> list[dict]:
+    """The events C{echo} logs from now on."""
+    logged: list[dict] = []
+    echo.log = Logger(observer=logged.append)
+    return logged
+
+
+def said(events: list[dict]) -> list[str]:
+    return [formatEvent(event) for event in events]
+
+
 def test_a_drop_warning_counts_the_datagrams_from_echods_own_listeners():
     clock = Clock()
     echo = udp_echo(clock)
     echo.own.update([("127.0.0.1", 4000)])
-    logged = []
-    echo.log = Logger(observer=logged.append)
+    logged = logged_by(echo)
     echo.datagramReceived(b"x", ("127.0.0.1", 4000))
-    assert len(logged) == 1
-    assert logged[0]["by_own"] == 1 and logged[0]["why"] == "source, one of echod's own listeners"
+    assert said(logged) == [
+        "udp: dropped a datagram from 127.0.0.1:4000 from one of echod's own listeners "
+        "(totals: 0 for their source, 1 from echod's own listeners, 0 over the rate limits)"
+    ]
+    assert logged[0]["by_own"] == 1 and logged[0]["why"] == "from one of echod's own listeners"
+
+
+def test_drops_after_the_first_warning_are_summed_up_at_the_end_of_the_interval():
+    # Before, they were said only when another drop came after the interval:
+    # the last drops of a flood were never logged at all.
+    clock = Clock()
+    echo = udp_echo(clock)
+    logged = logged_by(echo)
+    assert send(echo, 3000) == 5  # 2,995 over this source's rate
+    assert send(echo, 2, source=("192.0.2.9", 80)) == 0  # and 2 from a blocked port
+    assert said(logged) == [
+        "udp: dropped a datagram from 192.0.2.1:40000 over the rate limits "
+        "(totals: 0 for their source, 0 from echod's own listeners, 1 over the rate limits)"
+    ]
+    clock.advance(10)
+    assert said(logged)[1:] == [
+        "udp: ... and 2,996 more datagrams dropped from 2 sources, 2,994 from 192.0.2.1 in the last 10s "
+        "(totals: 2 for their source, 0 from echod's own listeners, 2,995 over the rate limits)"
+    ]
+    clock.advance(10)  # a quiet interval: nothing to say, and the next drop is said in full
+    assert len(logged) == 2
+    send(echo, 1, source=("192.0.2.9", 80))
+    assert said(logged)[2].startswith("udp: dropped a datagram from 192.0.2.9:80 for its source (totals: 3")
+
+
+def test_drops_are_counted_by_the_key_of_the_per_source_bucket():
+    clock = Clock()
+    echo = udp_echo(clock, datagram_rate_per_peer=1)
+    echo.peer_prefixes = (24, 64)
+    logged = logged_by(echo)
+    for host in ("192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::1", "2001:db8::2"):
+        send(echo, 1, source=(host, 40000))  # all but the first of each network dropped
+    clock.advance(10)
+    assert "3 more datagrams dropped from 2 sources, 2 from 192.0.2.0/24 in the last 10s" in said(logged)[1]
+    assert said(logged)[0].startswith("udp: dropped a datagram from 192.0.2.1:40000 over")
+
+
+def test_drops_held_back_are_said_when_the_listener_stops():
+    clock = Clock()
+    echo = udp_echo(clock)
+    logged = logged_by(echo)
+    send(echo, 8)
+    clock.advance(2.5)
+    echo.doStop()  # what the port does when it stops listening
+    assert said(logged)[1].startswith("udp: ... and 2 more datagrams dropped from 192.0.2.1 in the last 2.5s")
+    assert not clock.getDelayedCalls()  # nor is a timer left behind
+
+
+def test_an_echoed_datagram_never_reaches_the_drop_warning():
+    # The fast path stays as cheap as it was: only a drop costs a throttle call.
+    echo = udp_echo(Clock(), datagram_rate_per_peer=100)
+    echo._dropped = echo._drop_warnings = None  # any use of either would raise
+    assert send(echo, 50) == 50
