@@ -32,6 +32,7 @@ from echod.sockets import (
     raise_fd_limit,
 )
 from echod.stats import ListenerStats
+from echod.status import Alerts, status_line, stopping_line
 from echod.udp import OwnEndpoints
 from echod.units import format_duration
 from echod.unwanted import turn_away
@@ -49,13 +50,6 @@ STOP_MARGIN = 10.0
 
 #: What an admin runs so that systemd's sockets follow /etc/echod.conf again.
 APPLY_SOCKETS = "systemctl daemon-reload && systemctl restart echod.socket"
-
-
-def _human_bytes(count: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count} B"
 
 
 class EchodService(MultiService):
@@ -82,7 +76,7 @@ class EchodService(MultiService):
         self._activated = bool(inherited)
         self._retired: list[LimitedFactory] = []
         self.access_log: AccessLog | None = None
-        self._alerts: dict[str, str] = {}  # key -> short text for the status line
+        self.alerts = Alerts(self.log)
         self._stopping = False
         self._turned_away: list = []  # the ports resetting the clients of unmatched sockets
         #: Where echod's UDP listeners are bound, shared by all of them: sources never answered.
@@ -109,8 +103,9 @@ class EchodService(MultiService):
                 needed=needed,
             )
         for sock in self._unmatched:
-            self._alert(
-                f"unmatched:{sock.describe()}",
+            self.alerts.raise_(
+                "unmatched",
+                sock.describe(),
                 f"systemd passed socket {sock.describe()}, which no listener in {self.settings.path} "
                 f"uses; its clients are reset; to make them agree run: {APPLY_SOCKETS}",
                 f"systemd's sockets differ from {self.settings.path}: run '{APPLY_SOCKETS}'",
@@ -203,34 +198,25 @@ class EchodService(MultiService):
         try:
             self.access_log.reopen()
         except OSError as e:
-            self._alert(
+            self.alerts.raise_(
                 "access_log",
+                None,
                 f"cannot reopen access_log {self.access_log.path}: {e.strerror or e}; "
                 "still writing to the file it had open",
                 "access log cannot be reopened, see the log",
             )
         else:
-            self._clear_alerts("access_log")
-
-    def _alert(self, key: str, message: str, summary: str) -> None:
-        """Log a warning, and keep C{summary} in the status line until the alert is cleared."""
-        self._alerts[key] = summary
-        self.log.warn("{message}", message=message)
-
-    def _clear_alerts(self, prefix: str) -> None:
-        for key in [key for key in self._alerts if key.startswith(prefix)]:
-            del self._alerts[key]
+            self.alerts.clear("access_log")
 
     def status(self) -> str:
         """The one line C{systemctl status} shows."""
         if self._stopping:
-            return f"stopping: {self._open_connections()} connection(s) still open"
-        parts = [f"{listener.name} {listener.counters()}" for listener in self.listeners]
-        echoed = sum(listener.bytes_sent() for listener in self.listeners)
-        line = "; ".join(parts) + f"; {_human_bytes(echoed)} echoed"
-        if self._alerts:
-            line = "WARNING: " + "; ".join(dict.fromkeys(self._alerts.values())) + " | " + line
-        return line
+            return stopping_line(self._open_connections())
+        return status_line(
+            [(listener.name, listener.counters()) for listener in self.listeners],
+            sum(listener.bytes_sent() for listener in self.listeners),
+            self.alerts.summaries(),
+        )
 
     # -- reload -------------------------------------------------------------
 
@@ -251,7 +237,7 @@ class EchodService(MultiService):
                 level=LogLevel.error,
                 error=e,
             )
-            self._alerts["reload"] = f"reload failed ({e}), see the log"
+            self.alerts.set("reload", None, f"reload failed ({e}), see the log")
         finally:
             try:
                 status = self.status()
@@ -267,14 +253,15 @@ class EchodService(MultiService):
         except ConfigError as e:
             for problem in e.problems:
                 self.log.error("reload: {problem}", problem=problem)
-            self._alert(
+            self.alerts.raise_(
                 "reload",
+                None,
                 f"reload failed, still serving the previous configuration: {e.problems[0]}",
                 f"reload failed, previous configuration kept: {e.problems[0]}",
             )
             return
-        self._clear_alerts("reload")
-        self._clear_alerts("moved:")
+        self.alerts.clear("reload")
+        self.alerts.clear_family("moved")
         self._apply(new)
         self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
 
@@ -292,8 +279,9 @@ class EchodService(MultiService):
             current[old].reconfigure(settings)
         for old, settings in actions.pin:
             listener = current[old]
-            self._alert(
-                f"moved:{settings.name}",
+            self.alerts.raise_(
+                "moved",
+                settings.name,
                 f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
                 f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
                 f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
@@ -305,8 +293,7 @@ class EchodService(MultiService):
         for settings in actions.add:
             self._add(settings)
         names = {settings.name for settings in new.listeners}
-        for key in [key for key in self._alerts if key.startswith("bind:") and key[5:] not in names]:
-            del self._alerts[key]  # about a listener no longer configured
+        self.alerts.keep_only("bind", names)  # not about listeners no longer configured
         self.settings = new
         self._share_logs()
         self._share_own_endpoints()
@@ -319,7 +306,7 @@ class EchodService(MultiService):
             old = listener.name
             listener.rename(name)
             self.namedServices[name] = listener
-            self._clear_alerts(f"bind:{old}")
+            self.alerts.clear("bind", old)
             self.log.info(
                 "{name}: renamed from {old}, still listening on {where}",
                 name=name,
@@ -334,8 +321,9 @@ class EchodService(MultiService):
         try:
             new = AccessLog(path, self._reactor) if path else None
         except OSError as e:
-            self._alert(
+            self.alerts.raise_(
                 "access_log",
+                None,
                 f"reload: cannot open access_log {path}: {e.strerror or e}; keeping {current or 'none'}",
                 "new access_log cannot be opened, see the log",
             )
@@ -343,7 +331,7 @@ class EchodService(MultiService):
         old, self.access_log = self.access_log, new
         if old is not None:
             old.close()
-        self._clear_alerts("access_log")
+        self.alerts.clear("access_log")
 
     def _add(self, settings: ListenerSettings, replacing: ListenerService | None = None) -> None:
         """Start a listener on a new socket; it replaces C{replacing} only once it listens."""
@@ -371,13 +359,14 @@ class EchodService(MultiService):
                 if replacing is not None
                 else ("not added", "listen on")
             )
-            self._alert(
-                f"bind:{settings.name}",
+            self.alerts.raise_(
+                "bind",
+                settings.name,
                 f"reload: {settings.name} {what}: {reason}",
                 f"{settings.name} could not {where} {endpoint(settings)}, see the log",
             )
             return
-        self._clear_alerts(f"bind:{settings.name}")
+        self.alerts.clear("bind", settings.name)
         if replacing is not None:
             self._remove(replacing)
         listener.setServiceParent(self)
