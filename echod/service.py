@@ -9,18 +9,21 @@ then gives the connections still open up to C{shutdown_grace} to finish.
 from __future__ import annotations
 
 import signal
+import socket
+from collections.abc import Generator
 from dataclasses import replace
 
 from twisted.application.service import Application, MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.python.failure import Failure
 
 from echod import activation
 from echod.accesslog import AccessLog
 from echod.config import ConfigError, ListenerSettings, Settings, load
 from echod.limits import LimitedFactory
-from echod.listeners import DatagramListener, ListenerService, bind_for, endpoint, make_listener
+from echod.listeners import DatagramListener, ListenerService, bind_for, endpoint, make_listener, successor
 from echod.logs import DaemonLog
 from echod.memory import tune_malloc
 from echod.notify import Notifier
@@ -31,7 +34,6 @@ from echod.sockets import (
     describe_bind_failure,
     raise_fd_limit,
 )
-from echod.stats import ListenerStats
 from echod.status import Alerts, status_line, stopping_line
 from echod.udp import OwnEndpoints
 from echod.units import format_duration
@@ -78,6 +80,8 @@ class EchodService(MultiService):
         self.access_log: AccessLog | None = None
         self.alerts = Alerts(self.log)
         self._stopping = False
+        self._reloading: defer.Deferred | None = None  # the reload under way
+        self._reload_again = False  # a reload was asked for while one was under way
         self._turned_away: list = []  # the ports resetting the clients of unmatched sockets
         #: Where echod's UDP listeners are bound, shared by all of them: sources never answered.
         self._own = OwnEndpoints()
@@ -220,33 +224,51 @@ class EchodService(MultiService):
 
     # -- reload -------------------------------------------------------------
 
-    def reload(self) -> None:
-        """Read the configuration file again and apply it, or keep the old one if it is bad."""
+    def reload(self) -> defer.Deferred:
+        """
+        Read the configuration file again and apply it, or keep the old one
+        if it is bad. The Deferred fires once it is applied and systemd told
+        so. A reload asked for meanwhile runs once this one is done, never
+        alongside it: it would plan against listeners half stopped.
+        """
         if self._stopping:
             self.log.info("SIGHUP ignored: stopping")
-            return
+            return defer.succeed(None)
+        if self._reloading is not None:
+            self._reload_again = True
+            return self._reloading
         self.notifier.reloading()
-        try:
-            self._reload()
-        except Exception as e:
-            # A bug, or a resource gone in a way _add does not expect: whatever
-            # it was, systemd must hear READY=1, or it waits in "reloading".
-            self.log.failure(
-                "reload failed: {error}; listeners keep serving, but the new configuration may be only "
-                "partly applied: fix the cause and reload again",
-                level=LogLevel.error,
-                error=e,
-            )
-            self.alerts.set("reload", None, f"reload failed ({e}), see the log")
-        finally:
-            try:
-                status = self.status()
-            except Exception:
-                self.log.failure("status line failed", level=LogLevel.error)
-                status = "reload failed, see the log"
-            self.notifier.ready(status)
+        self._reloading = reloading = defer.maybeDeferred(self._reload)
+        reloading.addErrback(self._reload_failed)
+        reloading.addBoth(self._reloaded)
+        return reloading
 
-    def _reload(self) -> None:
+    def _reload_failed(self, failure: Failure) -> None:
+        # A bug, or a resource gone in a way _add does not expect: whatever
+        # it was, systemd must hear READY=1, or it waits in "reloading".
+        self.log.failure(
+            "reload failed: {error}; listeners keep serving, but the new configuration may be only "
+            "partly applied: fix the cause and reload again",
+            failure,
+            level=LogLevel.error,
+            error=failure.value,
+        )
+        self.alerts.set("reload", None, f"reload failed ({failure.value}), see the log")
+
+    def _reloaded(self, _: object) -> None:
+        try:
+            status = self.status()
+        except Exception:
+            self.log.failure("status line failed", level=LogLevel.error)
+            status = "reload failed, see the log"
+        self.notifier.ready(status)
+        self._reloading = None
+        if self._reload_again:
+            self._reload_again = False
+            self.reload()
+
+    @defer.inlineCallbacks
+    def _reload(self) -> Generator[defer.Deferred, object, None]:
         self.log.info("reloading {path}", path=self.settings.path)
         try:
             new = load(self.settings.path)
@@ -262,41 +284,48 @@ class EchodService(MultiService):
             return
         self.alerts.clear("reload")
         self.alerts.clear_family("moved")
-        self._apply(new)
+        yield self._apply(new)
         self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
 
-    def _apply(self, new: Settings) -> None:
+    @defer.inlineCallbacks
+    def _apply(self, new: Settings) -> Generator[defer.Deferred, object, None]:
         if self.daemon_log is not None:
             self.daemon_log.set_level(new.log_level)
         self._switch_access_log(new.access_log)
         actions = plan([listener.as_running() for listener in self.listeners], new.listeners)
         current = {listener.name: listener for listener in self.listeners}
         # Removed first: their sockets are wanted by no one, and their names may be taken by a rename.
-        for name in actions.remove:
-            self._remove(current[name])
+        removed = [self._remove(current[name]) for name in actions.remove]
         self._rename([(current[old], name) for old, name in actions.renames])
         for old, settings in actions.keep:
             current[old].reconfigure(settings)
         for old, settings in actions.pin:
-            listener = current[old]
-            self.alerts.raise_(
-                "moved",
-                settings.name,
-                f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
-                f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
-                f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
-            )
-            kept = {"transport": listener.settings.transport, "address": listener.settings.address}
-            listener.reconfigure(replace(settings, port=listener.settings.port, **kept))
+            self._pin(current[old], settings, new.path)
+        # Twisted closes a port in a later turn: a socket bound before then on
+        # an address a removed one overlaps (0.0.0.0:P, then 127.0.0.1:P) fails.
+        yield defer.gatherResults(removed, consumeErrors=True)
         for old, settings in actions.move:
-            self._add(settings, current[old])
+            if not self._stopping:
+                yield self._move(current[old], settings)
         for settings in actions.add:
-            self._add(settings)
-        names = {settings.name for settings in new.listeners}
-        self.alerts.keep_only("bind", names)  # not about listeners no longer configured
+            if not self._stopping:
+                self._add(settings)
+        self.alerts.keep_only("bind", {settings.name for settings in new.listeners})
         self.settings = new
         self._share_logs()
         self._share_own_endpoints()
+
+    def _pin(self, listener: ListenerService, settings: ListenerSettings, path: str) -> None:
+        """Apply C{settings} but its address to C{listener}, whose socket systemd alone can move."""
+        self.alerts.raise_(
+            "moved",
+            settings.name,
+            f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
+            f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
+            f"systemd's sockets differ from {path}: run '{APPLY_SOCKETS}'",
+        )
+        kept = {"transport": listener.settings.transport, "address": listener.settings.address}
+        listener.reconfigure(replace(settings, port=listener.settings.port, **kept))
 
     def _rename(self, renames: list[tuple[ListenerService, str]]) -> None:
         """Give listeners new names; all at once, as names may be swapped."""
@@ -333,50 +362,123 @@ class EchodService(MultiService):
             old.close()
         self.alerts.clear("access_log")
 
-    def _add(self, settings: ListenerSettings, replacing: ListenerService | None = None) -> None:
-        """Start a listener on a new socket; it replaces C{replacing} only once it listens."""
-        stats = replacing.stats if replacing is not None else ListenerStats()
-        listener = None
+    def _add(self, settings: ListenerSettings) -> None:
+        """Start a new listener for C{settings}, or say why it cannot listen."""
         try:
-            listener = make_listener(
-                settings, self._reactor, stats=stats, sock=bind_for(settings), access_log=self.access_log
-            )
-            listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
-        except (BindError, OSError) as e:
-            # OSError: e.g. EMFILE as Twisted duplicates the descriptor.
-            if listener is not None:
-                if listener.port is not None:
-                    listener.port.stopListening()
-                if listener.socket is not None:
-                    listener.socket.close()
-            reason = (
-                e
-                if isinstance(e, BindError)
-                else describe_bind_failure(e, settings.address, settings.port, settings.transport)
-            )
-            what, where = (
-                ("keeps its previous socket", "move to")
-                if replacing is not None
-                else ("not added", "listen on")
-            )
-            self.alerts.raise_(
-                "bind",
-                settings.name,
-                f"reload: {settings.name} {what}: {reason}",
-                f"{settings.name} could not {where} {endpoint(settings)}, see the log",
-            )
-            return
-        self.alerts.clear("bind", settings.name)
-        if replacing is not None:
-            self._remove(replacing)
-        listener.setServiceParent(self)
+            self._start(settings).setServiceParent(self)
+        except BindError as e:
+            self._bind_failed(settings, f"reload: {settings.name} not added: {e}", "could not listen on")
+        else:
+            self.alerts.clear("bind", settings.name)
 
-    def _remove(self, listener: ListenerService) -> None:
-        listener.disownServiceParent()
+    @defer.inlineCallbacks
+    def _move(
+        self, old: ListenerService, settings: ListenerSettings
+    ) -> Generator[defer.Deferred, object, None]:
+        """
+        Move C{old} to C{settings}' socket with its counters and limits; it
+        keeps its old socket if the new one cannot be had, unless the old one
+        was in the way.
+        """
+        try:
+            sock, inherited = self._socket_for(settings)
+        except BindError as e:
+            if not (e.address_in_use and old.holds_port(settings)):
+                self._bind_failed(
+                    settings, f"reload: {old.name} keeps its previous socket: {e}", "could not move to"
+                )
+                return
+            # E.g. 0.0.0.0:P to 127.0.0.1:P: both cannot be bound at once, so
+            # the old one closes first, and clients are refused until the new one listens.
+            self.log.info(
+                "{name}: {where} overlaps its socket {old}: closing that one first",
+                name=old.name,
+                where=endpoint(settings),
+                old=endpoint(old.settings),
+            )
+            yield self._remove(old)
+            try:
+                self._start(settings, predecessor=old).setServiceParent(self)
+            except BindError as e:
+                self._bind_failed(
+                    settings,
+                    f"reload: {settings.name} is not served: its socket {endpoint(old.settings)} was "
+                    f"closed to make way for {endpoint(settings)}, which then failed too: {e}",
+                    "is not served: could not move to",
+                )
+                return
+        else:
+            if old.settings.transport == "udp":
+                # One datagram protocol serves one port at a time (Twisted's
+                # makeConnection); meanwhile datagrams queue in the new socket.
+                yield self._remove(old)
+            try:
+                listener = self._start(settings, sock, inherited, predecessor=old)
+            except BindError as e:
+                still = old.parent is not None
+                self._bind_failed(
+                    settings,
+                    f"reload: {settings.name} "
+                    f"{'keeps its previous socket' if still else 'is not served'}: {e}",
+                    "could not move to" if still else "is not served: could not move to",
+                )
+                return
+            # The new listener may have the old one's name only once that one left.
+            removed = self._remove(old) if old.parent is not None else None
+            listener.setServiceParent(self)
+            yield removed
+        self.alerts.clear("bind", settings.name)
+
+    def _bind_failed(self, settings: ListenerSettings, message: str, could_not: str) -> None:
+        self.alerts.raise_(
+            "bind", settings.name, message, f"{settings.name} {could_not} {endpoint(settings)}, see the log"
+        )
+
+    def _socket_for(self, settings: ListenerSettings) -> tuple[socket.socket, bool]:
+        """A listening socket for C{settings}, and whether it is systemd's."""
+        return bind_for(settings), False
+
+    def _start(
+        self,
+        settings: ListenerSettings,
+        sock: socket.socket | None = None,
+        inherited: bool = False,
+        predecessor: ListenerService | None = None,
+    ) -> ListenerService:
+        """
+        A listener for C{settings} listening on C{sock} (by default a socket
+        of its own), taking over what C{predecessor} served with; not yet
+        part of the daemon.
+
+        @raise BindError: if it cannot listen; C{sock} is then closed.
+        """
+        if sock is None:
+            sock, inherited = self._socket_for(settings)
+        if predecessor is not None:
+            listener = successor(predecessor, settings, self._reactor, sock=sock, inherited=inherited)
+        else:
+            listener = make_listener(settings, self._reactor, sock=sock, inherited=inherited)
+        listener.access_log = self.access_log
+        try:
+            listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
+        except OSError as e:
+            # E.g. EMFILE as Twisted duplicates the descriptor.
+            if listener.port is not None:
+                listener.port.stopListening()
+            sock.close()
+            raise BindError(
+                describe_bind_failure(e, settings.address, settings.port, settings.transport)
+            ) from e
+        return listener
+
+    def _remove(self, listener: ListenerService) -> defer.Deferred:
+        """Stop C{listener}; the Deferred fires once its socket is closed."""
+        stopped = defer.maybeDeferred(listener.disownServiceParent)
         self._retire(listener.factory)
         self.log.info(
             "{name}: stopped listening on {where}", name=listener.name, where=endpoint(listener.settings)
         )
+        return stopped
 
     def _retire(self, factory: LimitedFactory | None) -> None:
         """Keep counting a factory that no longer accepts, until its last connection ends."""
@@ -388,9 +490,13 @@ class EchodService(MultiService):
     # -- stop ---------------------------------------------------------------
 
     def _factories(self) -> list[LimitedFactory]:
-        return [
-            listener.factory for listener in self.listeners if listener.factory is not None
-        ] + self._retired
+        # Once each: a moved listener's factory serves on, retired with its old port's connections.
+        return list(
+            dict.fromkeys(
+                [listener.factory for listener in self.listeners if listener.factory is not None]
+                + self._retired
+            )
+        )
 
     def _open_connections(self) -> int:
         # Counted by factory, not by ListenerStats.active: a retired factory

@@ -495,3 +495,67 @@ def test_listener_missing_from_systemds_sockets_says_what_to_run(run, notify):
         r"port 7 is privileged .* \(systemd's sockets do not include it; to make them follow the "
         r"configuration: systemctl daemon-reload && systemctl restart echod\.socket\)"
     )
+
+
+def udp_echo(port: int, payload: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(payload, ("127.0.0.1", port))
+        return sock.recv(65535)
+
+
+def test_a_listener_replaced_on_an_overlapping_address_is_served(run, notify):
+    # a is removed and b added: b's bind must wait until a's socket is closed.
+    port = free_port()
+    daemon = run(config_text(a={"protocol": "echo", "address": "0.0.0.0", "port": str(port)}))
+    daemon.config_path.write_text(config_text(b={"protocol": "echo", "port": str(port)}))
+    status = reload(daemon, notify)["STATUS"]
+    assert status.startswith("b 0 open"), status
+    daemon.wait_for(rf"b: echo/tcp listening on 127\.0\.0\.1:{port}$")
+    assert echo(port, b"b serves") == b"b serves"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_a_listener_moved_to_an_overlapping_address_is_served_there(run, notify, transport):
+    port = free_port()
+
+    def config(address: str) -> str:
+        if transport == "tcp":
+            return config_text(echo={"protocol": "echo", "address": address, "port": str(port)})
+        return f"[listener:echo]\nprotocol = echo\ntransport = udp\naddress = {address}\nport = {port}\n"
+
+    daemon = run(config("0.0.0.0"))
+    daemon.config_path.write_text(config("127.0.0.1"))
+    status = reload(daemon, notify)["STATUS"]
+    assert status.startswith("echo 0 "), status
+    daemon.wait_for(
+        rf"echo: tcp 127\.0\.0\.1:{port} overlaps its socket tcp 0\.0\.0\.0:{port}".replace("tcp", transport)
+    )
+    daemon.wait_for(rf"echo: echo/{transport} listening on 127\.0\.0\.1:{port}$")
+    if transport == "tcp":
+        assert echo(port, b"moved") == b"moved"
+    else:
+        assert udp_echo(port, b"moved") == b"moved"
+
+
+def test_a_listener_whose_move_fails_after_its_socket_closed_is_shown_unserved(run, notify):
+    port = free_port()
+    daemon = run(
+        config_text(echo={"protocol": "echo", "address": "0.0.0.0", "port": str(port), "reuse_port": "yes"})
+    )
+    with socket.socket() as squatter:
+        # Beside the old socket by SO_REUSEPORT; the new one (no reuse_port) can bind beside neither.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        daemon.config_path.write_text(config_text(echo={"protocol": "echo", "port": str(port)}))
+        status = reload(daemon, notify)["STATUS"]
+    assert status == (
+        f"WARNING: echo is not served: could not move to tcp 127.0.0.1:{port}, see the log | "
+        "no listener; 0 B echoed"
+    )
+    daemon.wait_for(
+        rf"reload: echo is not served: its socket tcp 0\.0\.0\.0:{port} was closed to make way for "
+        rf"tcp 127\.0\.0\.1:{port}, which then failed too: cannot listen on tcp 127\.0\.0\.1:{port}: "
+        r"the address is already in use"
+    )
