@@ -559,3 +559,45 @@ def test_a_listener_whose_move_fails_after_its_socket_closed_is_shown_unserved(r
         rf"tcp 127\.0\.0\.1:{port}, which then failed too: cannot listen on tcp 127\.0\.0\.1:{port}: "
         r"the address is already in use"
     )
+
+
+def test_a_host_at_its_per_peer_cap_stays_there_across_a_move(run, notify):
+    keys = {"protocol": "echo", "max_connections_per_peer": "2"}
+    daemon = run(config_text(echo=keys))
+    held = [connect(daemon.port("echo")) for _ in range(2)]  # this host's cap
+    try:
+        assert exchange([(sock, b"e") for sock in held], half_close=False) == [b"e"] * 2
+        new_port = free_port()
+        daemon.config_path.write_text(config_text(echo={**keys, "port": str(new_port)}))
+        reload(daemon, notify)
+        with connect(new_port) as third:  # refused on the new port too: the two still count
+            assert read_until_closed(third) == b""
+        daemon.wait_for(
+            r"echo: max_connections_per_peer \(2\) reached, refusing new connections from 127\.0\.0\.1"
+        )
+        with connect(new_port, source="127.0.0.2") as other:  # another host is served
+            assert exchange([(other, b"other host")]) == [b"other host"]
+        assert exchange([(held[0], b"still")]) == [b"still"]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_udp_listener_moved_keeps_its_token_buckets(run, notify):
+    old_port, new_port = free_port(), free_port()
+    section = (
+        "[listener:u]\nprotocol = echo\ntransport = udp\naddress = 127.0.0.1\ndatagram_rate_per_peer = 1\n"
+    )
+    daemon = run(config_text(echo={"protocol": "echo"}) + section + f"port = {old_port}\n")
+    assert udp_echo(old_port, b"the one a second") == b"the one a second"
+    echoed = time.monotonic()
+    daemon.config_path.write_text(config_text(echo={"protocol": "echo"}) + section + f"port = {new_port}\n")
+    reload(daemon, notify)
+    daemon.wait_for(rf"u: echo/udp listening on 127\.0\.0\.1:{new_port}$")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        # Within the second the one token takes to come back: a fresh bucket would answer.
+        sock.sendto(b"dropped", ("127.0.0.1", new_port))
+        sent = time.monotonic()
+    if sent - echoed >= 1:
+        pytest.skip("too slow a machine: the token came back before the datagram was sent")
+    notify.wait_for(lambda f: "u 1 echoed, 1 dropped" in f.get("STATUS", ""))
