@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from twisted.application.service import Application, MultiService
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.failure import Failure
 
@@ -82,7 +82,8 @@ class EchodService(MultiService):
         self._stopping = False
         self._reloading: defer.Deferred | None = None  # the reload under way
         self._reload_again = False  # a reload was asked for while one was under way
-        self._turned_away: list = []  # the ports resetting the clients of unmatched sockets
+        #: The ports resetting the clients of unmatched sockets, by descriptor.
+        self._turned_away: dict[int, IListeningPort] = {}
         #: Where echod's UDP listeners are bound, shared by all of them: sources never answered.
         self._own = OwnEndpoints()
         pairs, self._unmatched = activation.match(settings.listeners, inherited)
@@ -116,7 +117,7 @@ class EchodService(MultiService):
             )
             if sock.transport == "tcp":
                 port, _ = turn_away(sock.sock, sock.describe(), APPLY_SOCKETS, self._reactor)
-                self._turned_away.append(port)
+                self._turned_away[sock.sock.fileno()] = port
         if self.settings.access_log:
             # Opened here, like the sockets, so that twistd --uid can still open it as root.
             try:
@@ -435,8 +436,22 @@ class EchodService(MultiService):
         )
 
     def _socket_for(self, settings: ListenerSettings) -> tuple[socket.socket, bool]:
-        """A listening socket for C{settings}, and whether it is systemd's."""
-        return bind_for(settings), False
+        """
+        A listening socket for C{settings}, and whether it is systemd's: one
+        systemd passed that no listener wanted until now (the admin reverted
+        a port, say), else one of its own, which binding beside systemd's would fail.
+        """
+        pairs, _ = activation.match([settings], self._unmatched)
+        found = pairs.get(settings.name)
+        if found is None:
+            return bind_for(settings), False
+        self._unmatched.remove(found)
+        self.alerts.clear("unmatched", found.describe())
+        turned_away = self._turned_away.pop(found.sock.fileno(), None)
+        if turned_away is not None:
+            turned_away.stopListening()  # accepts no more at once; Twisted closes only its duplicate
+        self.log.info("{name}: takes over {socket}", name=settings.name, socket=found.describe())
+        return found.sock, True
 
     def _start(
         self,
@@ -507,7 +522,7 @@ class EchodService(MultiService):
         self._stopping = True
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.notifier.stopping(self.status())
-        for port in self._turned_away:
+        for port in self._turned_away.values():
             port.stopListening()
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._drain())

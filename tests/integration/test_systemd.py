@@ -601,3 +601,18 @@ def test_a_udp_listener_moved_keeps_its_token_buckets(run, notify):
     if sent - echoed >= 1:
         pytest.skip("too slow a machine: the token came back before the datagram was sent")
     notify.wait_for(lambda f: "u 1 echoed, 1 dropped" in f.get("STATUS", ""))
+
+
+def test_a_reload_takes_the_socket_systemd_passed_that_no_listener_wanted(run, notify):
+    # echod.conf moved the port and only the service restarted; then the admin reverts the port.
+    old, new = free_port(), free_port()
+    daemon = run(config_text(echo={"protocol": "echo", "port": str(new)}), activate=[f"127.0.0.1:{old}"])
+    daemon.first_client.close()
+    daemon.config_path.write_text(config_text(echo={"protocol": "echo", "port": str(old)}))
+    status = reload(daemon, notify)["STATUS"]
+    assert status.startswith("echo 0 open"), status  # no warning left: the sockets agree again
+    daemon.wait_for(rf"echo: takes over tcp 127\.0\.0\.1:{old} \(fd 3\)")
+    daemon.wait_for(rf"echo: echo/tcp listening on 127\.0\.0\.1:{old} \(socket from systemd\)$")
+    assert echo(old, b"reverted") == b"reverted"
+    with pytest.raises(ConnectionRefusedError):
+        connect(new)
