@@ -104,6 +104,14 @@ class ListenerService(Service):
         bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
         return Running(self.name, self.settings, bound, self.inherited)
 
+    def holds_port(self, settings: ListenerSettings) -> bool:
+        """Whether this listener's socket is bound to the transport and port C{settings} name."""
+        return settings.transport == self.settings.transport and settings.port == self.as_running().bound_port
+
+    def take_over(self, old: ListenerService) -> None:
+        """Serve with what C{old} (same transport) served with: its counts and limits carry on."""
+        raise NotImplementedError
+
     def privilegedStartService(self) -> None:
         # Binding here rather than in startService lets twistd bind a
         # privileged port before it drops root for --uid. A listener added
@@ -164,6 +172,13 @@ class StreamListener(ListenerService):
             peer_prefix_ipv6=settings.peer_prefix_ipv6,
         )
 
+    def take_over(self, old: ListenerService) -> None:
+        # The old factory, so that a host at its per-peer cap stays there:
+        # it counts the connections still open on the old port.
+        settings, self.settings, self.factory = self.settings, old.settings, old.factory
+        self.reconfigure(settings)
+        self.rename(settings.name)
+
     def _adopt(self) -> None:
         self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
 
@@ -216,6 +231,12 @@ class DatagramListener(ListenerService):
         super().rename(name)
         self.protocol.name = name
 
+    def take_over(self, old: ListenerService) -> None:
+        # The old protocol: its token buckets keep what they hold.
+        settings, self.settings, self.protocol = self.settings, old.settings, old.protocol
+        self.reconfigure(settings)
+        self.rename(settings.name)
+
     def _adopt(self) -> None:
         # Not reactor.adoptDatagramPort: its port reads empty datagrams for as
         # long as they come (see FairDatagramPort). Twisted's default
@@ -242,3 +263,18 @@ def make_listener(settings: ListenerSettings, reactor: IReactorCore, **kwargs) -
     """The listener service for C{settings}'s transport."""
     kind = DatagramListener if settings.transport == "udp" else StreamListener
     return kind(settings, reactor, **kwargs)
+
+
+def successor(
+    old: ListenerService, settings: ListenerSettings, reactor: IReactorCore, **kwargs
+) -> ListenerService:
+    """
+    The listener for C{settings} that replaces C{old} on another socket: it
+    keeps C{old}'s counters and, on the same transport, its limits' state
+    (open connections per peer, token buckets). C{old} must stop before a
+    UDP successor starts: one datagram protocol serves one port.
+    """
+    new = make_listener(settings, reactor, stats=old.stats, **kwargs)
+    if type(new) is type(old):
+        new.take_over(old)
+    return new

@@ -9,18 +9,21 @@ then gives the connections still open up to C{shutdown_grace} to finish.
 from __future__ import annotations
 
 import signal
+import socket
+from collections.abc import Generator
 from dataclasses import replace
 
 from twisted.application.service import Application, MultiService
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.python.failure import Failure
 
 from echod import activation
 from echod.accesslog import AccessLog
 from echod.config import ConfigError, ListenerSettings, Settings, load
 from echod.limits import LimitedFactory
-from echod.listeners import DatagramListener, ListenerService, bind_for, endpoint, make_listener
+from echod.listeners import DatagramListener, ListenerService, bind_for, endpoint, make_listener, successor
 from echod.logs import DaemonLog
 from echod.memory import tune_malloc
 from echod.notify import Notifier
@@ -31,7 +34,7 @@ from echod.sockets import (
     describe_bind_failure,
     raise_fd_limit,
 )
-from echod.stats import ListenerStats
+from echod.status import Alerts, status_line, stopping_line
 from echod.udp import OwnEndpoints
 from echod.units import format_duration
 from echod.unwanted import turn_away
@@ -49,13 +52,6 @@ STOP_MARGIN = 10.0
 
 #: What an admin runs so that systemd's sockets follow /etc/echod.conf again.
 APPLY_SOCKETS = "systemctl daemon-reload && systemctl restart echod.socket"
-
-
-def _human_bytes(count: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count} B"
 
 
 class EchodService(MultiService):
@@ -82,9 +78,12 @@ class EchodService(MultiService):
         self._activated = bool(inherited)
         self._retired: list[LimitedFactory] = []
         self.access_log: AccessLog | None = None
-        self._alerts: dict[str, str] = {}  # key -> short text for the status line
+        self.alerts = Alerts(self.log)
         self._stopping = False
-        self._turned_away: list = []  # the ports resetting the clients of unmatched sockets
+        self._reloading: defer.Deferred | None = None  # the reload under way
+        self._reload_again = False  # a reload was asked for while one was under way
+        #: The ports resetting the clients of unmatched sockets, by descriptor.
+        self._turned_away: dict[int, IListeningPort] = {}
         #: Where echod's UDP listeners are bound, shared by all of them: sources never answered.
         self._own = OwnEndpoints()
         pairs, self._unmatched = activation.match(settings.listeners, inherited)
@@ -109,15 +108,16 @@ class EchodService(MultiService):
                 needed=needed,
             )
         for sock in self._unmatched:
-            self._alert(
-                f"unmatched:{sock.describe()}",
+            self.alerts.raise_(
+                "unmatched",
+                sock.describe(),
                 f"systemd passed socket {sock.describe()}, which no listener in {self.settings.path} "
                 f"uses; its clients are reset; to make them agree run: {APPLY_SOCKETS}",
                 f"systemd's sockets differ from {self.settings.path}: run '{APPLY_SOCKETS}'",
             )
             if sock.transport == "tcp":
                 port, _ = turn_away(sock.sock, sock.describe(), APPLY_SOCKETS, self._reactor)
-                self._turned_away.append(port)
+                self._turned_away[sock.sock.fileno()] = port
         if self.settings.access_log:
             # Opened here, like the sockets, so that twistd --uid can still open it as root.
             try:
@@ -203,113 +203,130 @@ class EchodService(MultiService):
         try:
             self.access_log.reopen()
         except OSError as e:
-            self._alert(
+            self.alerts.raise_(
                 "access_log",
+                None,
                 f"cannot reopen access_log {self.access_log.path}: {e.strerror or e}; "
                 "still writing to the file it had open",
                 "access log cannot be reopened, see the log",
             )
         else:
-            self._clear_alerts("access_log")
-
-    def _alert(self, key: str, message: str, summary: str) -> None:
-        """Log a warning, and keep C{summary} in the status line until the alert is cleared."""
-        self._alerts[key] = summary
-        self.log.warn("{message}", message=message)
-
-    def _clear_alerts(self, prefix: str) -> None:
-        for key in [key for key in self._alerts if key.startswith(prefix)]:
-            del self._alerts[key]
+            self.alerts.clear("access_log")
 
     def status(self) -> str:
         """The one line C{systemctl status} shows."""
         if self._stopping:
-            return f"stopping: {self._open_connections()} connection(s) still open"
-        parts = [f"{listener.name} {listener.counters()}" for listener in self.listeners]
-        echoed = sum(listener.bytes_sent() for listener in self.listeners)
-        line = "; ".join(parts) + f"; {_human_bytes(echoed)} echoed"
-        if self._alerts:
-            line = "WARNING: " + "; ".join(dict.fromkeys(self._alerts.values())) + " | " + line
-        return line
+            return stopping_line(self._open_connections())
+        return status_line(
+            [(listener.name, listener.counters()) for listener in self.listeners],
+            sum(listener.bytes_sent() for listener in self.listeners),
+            self.alerts.summaries(),
+        )
 
     # -- reload -------------------------------------------------------------
 
-    def reload(self) -> None:
-        """Read the configuration file again and apply it, or keep the old one if it is bad."""
+    def reload(self) -> defer.Deferred:
+        """
+        Read the configuration file again and apply it, or keep the old one
+        if it is bad. The Deferred fires once it is applied and systemd told
+        so. A reload asked for meanwhile runs once this one is done, never
+        alongside it: it would plan against listeners half stopped.
+        """
         if self._stopping:
             self.log.info("SIGHUP ignored: stopping")
-            return
+            return defer.succeed(None)
+        if self._reloading is not None:
+            self._reload_again = True
+            return self._reloading
         self.notifier.reloading()
-        try:
-            self._reload()
-        except Exception as e:
-            # A bug, or a resource gone in a way _add does not expect: whatever
-            # it was, systemd must hear READY=1, or it waits in "reloading".
-            self.log.failure(
-                "reload failed: {error}; listeners keep serving, but the new configuration may be only "
-                "partly applied: fix the cause and reload again",
-                level=LogLevel.error,
-                error=e,
-            )
-            self._alerts["reload"] = f"reload failed ({e}), see the log"
-        finally:
-            try:
-                status = self.status()
-            except Exception:
-                self.log.failure("status line failed", level=LogLevel.error)
-                status = "reload failed, see the log"
-            self.notifier.ready(status)
+        self._reloading = reloading = defer.maybeDeferred(self._reload)
+        reloading.addErrback(self._reload_failed)
+        reloading.addBoth(self._reloaded)
+        return reloading
 
-    def _reload(self) -> None:
+    def _reload_failed(self, failure: Failure) -> None:
+        # A bug, or a resource gone in a way _add does not expect: whatever
+        # it was, systemd must hear READY=1, or it waits in "reloading".
+        self.log.failure(
+            "reload failed: {error}; listeners keep serving, but the new configuration may be only "
+            "partly applied: fix the cause and reload again",
+            failure,
+            level=LogLevel.error,
+            error=failure.value,
+        )
+        self.alerts.set("reload", None, f"reload failed ({failure.value}), see the log")
+
+    def _reloaded(self, _: object) -> None:
+        try:
+            status = self.status()
+        except Exception:
+            self.log.failure("status line failed", level=LogLevel.error)
+            status = "reload failed, see the log"
+        self.notifier.ready(status)
+        self._reloading = None
+        if self._reload_again:
+            self._reload_again = False
+            self.reload()
+
+    @defer.inlineCallbacks
+    def _reload(self) -> Generator[defer.Deferred, object, None]:
         self.log.info("reloading {path}", path=self.settings.path)
         try:
             new = load(self.settings.path)
         except ConfigError as e:
             for problem in e.problems:
                 self.log.error("reload: {problem}", problem=problem)
-            self._alert(
+            self.alerts.raise_(
                 "reload",
+                None,
                 f"reload failed, still serving the previous configuration: {e.problems[0]}",
                 f"reload failed, previous configuration kept: {e.problems[0]}",
             )
             return
-        self._clear_alerts("reload")
-        self._clear_alerts("moved:")
-        self._apply(new)
+        self.alerts.clear("reload")
+        self.alerts.clear_family("moved")
+        yield self._apply(new)
         self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
 
-    def _apply(self, new: Settings) -> None:
+    @defer.inlineCallbacks
+    def _apply(self, new: Settings) -> Generator[defer.Deferred, object, None]:
         if self.daemon_log is not None:
             self.daemon_log.set_level(new.log_level)
         self._switch_access_log(new.access_log)
         actions = plan([listener.as_running() for listener in self.listeners], new.listeners)
         current = {listener.name: listener for listener in self.listeners}
         # Removed first: their sockets are wanted by no one, and their names may be taken by a rename.
-        for name in actions.remove:
-            self._remove(current[name])
+        removed = [self._remove(current[name]) for name in actions.remove]
         self._rename([(current[old], name) for old, name in actions.renames])
         for old, settings in actions.keep:
             current[old].reconfigure(settings)
         for old, settings in actions.pin:
-            listener = current[old]
-            self._alert(
-                f"moved:{settings.name}",
-                f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
-                f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
-                f"systemd's sockets differ from {new.path}: run '{APPLY_SOCKETS}'",
-            )
-            kept = {"transport": listener.settings.transport, "address": listener.settings.address}
-            listener.reconfigure(replace(settings, port=listener.settings.port, **kept))
+            self._pin(current[old], settings, new.path)
+        # Twisted closes a port in a later turn: a socket bound before then on
+        # an address a removed one overlaps (0.0.0.0:P, then 127.0.0.1:P) fails.
+        yield defer.gatherResults(removed, consumeErrors=True)
         for old, settings in actions.move:
-            self._add(settings, current[old])
+            if not self._stopping:
+                yield self._move(current[old], settings)
         for settings in actions.add:
-            self._add(settings)
-        names = {settings.name for settings in new.listeners}
-        for key in [key for key in self._alerts if key.startswith("bind:") and key[5:] not in names]:
-            del self._alerts[key]  # about a listener no longer configured
+            if not self._stopping:
+                self._add(settings)
+        self.alerts.keep_only("bind", {settings.name for settings in new.listeners})
         self.settings = new
         self._share_logs()
         self._share_own_endpoints()
+
+    def _pin(self, listener: ListenerService, settings: ListenerSettings, path: str) -> None:
+        """Apply C{settings} but its address to C{listener}, whose socket systemd alone can move."""
+        self.alerts.raise_(
+            "moved",
+            settings.name,
+            f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
+            f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
+            f"systemd's sockets differ from {path}: run '{APPLY_SOCKETS}'",
+        )
+        kept = {"transport": listener.settings.transport, "address": listener.settings.address}
+        listener.reconfigure(replace(settings, port=listener.settings.port, **kept))
 
     def _rename(self, renames: list[tuple[ListenerService, str]]) -> None:
         """Give listeners new names; all at once, as names may be swapped."""
@@ -319,7 +336,7 @@ class EchodService(MultiService):
             old = listener.name
             listener.rename(name)
             self.namedServices[name] = listener
-            self._clear_alerts(f"bind:{old}")
+            self.alerts.clear("bind", old)
             self.log.info(
                 "{name}: renamed from {old}, still listening on {where}",
                 name=name,
@@ -334,8 +351,9 @@ class EchodService(MultiService):
         try:
             new = AccessLog(path, self._reactor) if path else None
         except OSError as e:
-            self._alert(
+            self.alerts.raise_(
                 "access_log",
+                None,
                 f"reload: cannot open access_log {path}: {e.strerror or e}; keeping {current or 'none'}",
                 "new access_log cannot be opened, see the log",
             )
@@ -343,51 +361,139 @@ class EchodService(MultiService):
         old, self.access_log = self.access_log, new
         if old is not None:
             old.close()
-        self._clear_alerts("access_log")
+        self.alerts.clear("access_log")
 
-    def _add(self, settings: ListenerSettings, replacing: ListenerService | None = None) -> None:
-        """Start a listener on a new socket; it replaces C{replacing} only once it listens."""
-        stats = replacing.stats if replacing is not None else ListenerStats()
-        listener = None
+    def _add(self, settings: ListenerSettings) -> None:
+        """Start a new listener for C{settings}, or say why it cannot listen."""
         try:
-            listener = make_listener(
-                settings, self._reactor, stats=stats, sock=bind_for(settings), access_log=self.access_log
-            )
-            listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
-        except (BindError, OSError) as e:
-            # OSError: e.g. EMFILE as Twisted duplicates the descriptor.
-            if listener is not None:
-                if listener.port is not None:
-                    listener.port.stopListening()
-                if listener.socket is not None:
-                    listener.socket.close()
-            reason = (
-                e
-                if isinstance(e, BindError)
-                else describe_bind_failure(e, settings.address, settings.port, settings.transport)
-            )
-            what, where = (
-                ("keeps its previous socket", "move to")
-                if replacing is not None
-                else ("not added", "listen on")
-            )
-            self._alert(
-                f"bind:{settings.name}",
-                f"reload: {settings.name} {what}: {reason}",
-                f"{settings.name} could not {where} {endpoint(settings)}, see the log",
-            )
-            return
-        self._clear_alerts(f"bind:{settings.name}")
-        if replacing is not None:
-            self._remove(replacing)
-        listener.setServiceParent(self)
+            self._start(settings).setServiceParent(self)
+        except BindError as e:
+            self._bind_failed(settings, f"reload: {settings.name} not added: {e}", "could not listen on")
+        else:
+            self.alerts.clear("bind", settings.name)
 
-    def _remove(self, listener: ListenerService) -> None:
-        listener.disownServiceParent()
+    @defer.inlineCallbacks
+    def _move(
+        self, old: ListenerService, settings: ListenerSettings
+    ) -> Generator[defer.Deferred, object, None]:
+        """
+        Move C{old} to C{settings}' socket with its counters and limits; it
+        keeps its old socket if the new one cannot be had, unless the old one
+        was in the way.
+        """
+        try:
+            sock, inherited = self._socket_for(settings)
+        except BindError as e:
+            if not (e.address_in_use and old.holds_port(settings)):
+                self._bind_failed(
+                    settings, f"reload: {old.name} keeps its previous socket: {e}", "could not move to"
+                )
+                return
+            # E.g. 0.0.0.0:P to 127.0.0.1:P: both cannot be bound at once, so
+            # the old one closes first, and clients are refused until the new one listens.
+            self.log.info(
+                "{name}: {where} overlaps its socket {old}: closing that one first",
+                name=old.name,
+                where=endpoint(settings),
+                old=endpoint(old.settings),
+            )
+            yield self._remove(old)
+            try:
+                self._start(settings, predecessor=old).setServiceParent(self)
+            except BindError as e:
+                self._bind_failed(
+                    settings,
+                    f"reload: {settings.name} is not served: its socket {endpoint(old.settings)} was "
+                    f"closed to make way for {endpoint(settings)}, which then failed too: {e}",
+                    "is not served: could not move to",
+                )
+                return
+        else:
+            if old.settings.transport == "udp":
+                # One datagram protocol serves one port at a time (Twisted's
+                # makeConnection); meanwhile datagrams queue in the new socket.
+                yield self._remove(old)
+            try:
+                listener = self._start(settings, sock, inherited, predecessor=old)
+            except BindError as e:
+                still = old.parent is not None
+                self._bind_failed(
+                    settings,
+                    f"reload: {settings.name} "
+                    f"{'keeps its previous socket' if still else 'is not served'}: {e}",
+                    "could not move to" if still else "is not served: could not move to",
+                )
+                return
+            # The new listener may have the old one's name only once that one left.
+            removed = self._remove(old) if old.parent is not None else None
+            listener.setServiceParent(self)
+            yield removed
+        self.alerts.clear("bind", settings.name)
+
+    def _bind_failed(self, settings: ListenerSettings, message: str, could_not: str) -> None:
+        self.alerts.raise_(
+            "bind", settings.name, message, f"{settings.name} {could_not} {endpoint(settings)}, see the log"
+        )
+
+    def _socket_for(self, settings: ListenerSettings) -> tuple[socket.socket, bool]:
+        """
+        A listening socket for C{settings}, and whether it is systemd's: one
+        systemd passed that no listener wanted until now (the admin reverted
+        a port, say), else one of its own, which binding beside systemd's would fail.
+        """
+        pairs, _ = activation.match([settings], self._unmatched)
+        found = pairs.get(settings.name)
+        if found is None:
+            return bind_for(settings), False
+        self._unmatched.remove(found)
+        self.alerts.clear("unmatched", found.describe())
+        turned_away = self._turned_away.pop(found.sock.fileno(), None)
+        if turned_away is not None:
+            turned_away.stopListening()  # accepts no more at once; Twisted closes only its duplicate
+        self.log.info("{name}: takes over {socket}", name=settings.name, socket=found.describe())
+        return found.sock, True
+
+    def _start(
+        self,
+        settings: ListenerSettings,
+        sock: socket.socket | None = None,
+        inherited: bool = False,
+        predecessor: ListenerService | None = None,
+    ) -> ListenerService:
+        """
+        A listener for C{settings} listening on C{sock} (by default a socket
+        of its own), taking over what C{predecessor} served with; not yet
+        part of the daemon.
+
+        @raise BindError: if it cannot listen; C{sock} is then closed.
+        """
+        if sock is None:
+            sock, inherited = self._socket_for(settings)
+        if predecessor is not None:
+            listener = successor(predecessor, settings, self._reactor, sock=sock, inherited=inherited)
+        else:
+            listener = make_listener(settings, self._reactor, sock=sock, inherited=inherited)
+        listener.access_log = self.access_log
+        try:
+            listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
+        except OSError as e:
+            # E.g. EMFILE as Twisted duplicates the descriptor.
+            if listener.port is not None:
+                listener.port.stopListening()
+            sock.close()
+            raise BindError(
+                describe_bind_failure(e, settings.address, settings.port, settings.transport)
+            ) from e
+        return listener
+
+    def _remove(self, listener: ListenerService) -> defer.Deferred:
+        """Stop C{listener}; the Deferred fires once its socket is closed."""
+        stopped = defer.maybeDeferred(listener.disownServiceParent)
         self._retire(listener.factory)
         self.log.info(
             "{name}: stopped listening on {where}", name=listener.name, where=endpoint(listener.settings)
         )
+        return stopped
 
     def _retire(self, factory: LimitedFactory | None) -> None:
         """Keep counting a factory that no longer accepts, until its last connection ends."""
@@ -399,9 +505,13 @@ class EchodService(MultiService):
     # -- stop ---------------------------------------------------------------
 
     def _factories(self) -> list[LimitedFactory]:
-        return [
-            listener.factory for listener in self.listeners if listener.factory is not None
-        ] + self._retired
+        # Once each: a moved listener's factory serves on, retired with its old port's connections.
+        return list(
+            dict.fromkeys(
+                [listener.factory for listener in self.listeners if listener.factory is not None]
+                + self._retired
+            )
+        )
 
     def _open_connections(self) -> int:
         # Counted by factory, not by ListenerStats.active: a retired factory
@@ -412,7 +522,7 @@ class EchodService(MultiService):
         self._stopping = True
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.notifier.stopping(self.status())
-        for port in self._turned_away:
+        for port in self._turned_away.values():
             port.stopListening()
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._drain())

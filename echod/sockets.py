@@ -49,6 +49,12 @@ class BindError(Exception):
         cause = self.__cause__
         return isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM)
 
+    @property
+    def address_in_use(self) -> bool:
+        """Whether another socket holds the address (EADDRINUSE)."""
+        cause = self.__cause__
+        return isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
+
 
 def _unprivileged_port_start() -> int:
     try:

@@ -1,5 +1,8 @@
 """The reload path of L{EchodService}, with a notifier that records what systemd would hear."""
 
+import socket
+
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 
@@ -56,3 +59,61 @@ def test_the_next_good_reload_clears_the_warning(tmp_path, monkeypatch):
         service.reload()
     service.reload()
     assert notifier.sent[-1] == "READY=1 STATUS=echo 0 open, 0 served, 0 refused; 0 B echoed"
+
+
+def test_a_listener_added_leaves_the_alert_of_one_whose_name_it_begins(tmp_path):
+    path = tmp_path / "echod.conf"
+    first = "[listener:x]\nprotocol = echo\naddress = 127.0.0.1\nport = 0\n"
+    path.write_text(first)
+    notifier = RecordingNotifier()
+    service = EchodService(load(str(path)), MemoryReactorClock(), notifier=notifier)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        # ab fails to bind; a, added after it, must not clear ab's alert.
+        path.write_text(
+            first + first.replace(":x", ":ab").replace("= 0", f"= {taken}") + first.replace(":x", ":a")
+        )
+        service.reload()
+    status = notifier.sent[-1]
+    assert status.startswith(
+        f"READY=1 STATUS=WARNING: ab could not listen on tcp 127.0.0.1:{taken}, see the log | "
+    )
+    assert [listener.name for listener in service.listeners] == ["x", "a"]
+    service.getServiceNamed("a").socket.close()
+
+
+def test_without_a_listener_the_status_line_says_so(tmp_path):
+    path = tmp_path / "echod.conf"
+    path.write_text("[listener:x]\nprotocol = echo\naddress = 127.0.0.1\nport = 0\n")
+    service = EchodService(load(str(path)), MemoryReactorClock(), notifier=RecordingNotifier())
+    service.removeService(service.getServiceNamed("x"))
+    assert service.status() == "no listener; 0 B echoed"
+
+
+def test_a_reload_asked_for_during_one_runs_after_it_and_each_ends_with_ready(tmp_path, monkeypatch):
+    path = tmp_path / "echod.conf"
+    section = "[listener:{}]\nprotocol = echo\naddress = 127.0.0.1\nport = 0\n"
+    path.write_text(section.format("a") + section.format("b"))
+    notifier = RecordingNotifier()
+    service = EchodService(load(str(path)), MemoryReactorClock(), notifier=notifier)
+    service.running = True  # so that removing a listener stops it
+    closing = defer.Deferred()
+    monkeypatch.setattr(StreamListener, "stopService", lambda self: closing)  # a's socket closes later
+    path.write_text(section.format("b"))
+    first = service.reload()
+    assert notifier.sent == ["RELOADING=1"]  # not READY while a's socket is still open
+    service.reload()
+    service.reload()
+    assert notifier.sent == ["RELOADING=1"]
+    path.write_text(section.format("b") + section.format("c").replace("echo", "bytecount"))
+    closing.callback(None)
+    assert first.called
+    assert notifier.sent == [
+        "RELOADING=1",
+        "READY=1 STATUS=b 0 open, 0 served, 0 refused; 0 B echoed",
+        "RELOADING=1",  # the two asked for meanwhile: one more, after it
+        "READY=1 STATUS=b 0 open, 0 served, 0 refused; c 0 open, 0 served, 0 refused; 0 B echoed",
+    ]
+    service.getServiceNamed("c").socket.close()

@@ -466,3 +466,26 @@ def test_per_peer_cap_counts_a_prefix_as_one_peer_and_logs_full_addresses(start_
         ("127.0.0.4", "closed=refused-max_connections_per_peer"),
         ("127.0.1.1", "closed=client"),
     ]
+
+
+def test_a_reload_asked_for_while_starting_is_carried_out_once_running(tmp_path):
+    # The configuration is a FIFO: echod blocks reading it until the test writes, so
+    # the SIGHUP certainly comes after the file was opened (after echod deferred the
+    # signal) and before the service could handle it itself.
+    path = tmp_path / "echod.conf"
+    os.mkfifo(path)
+    first = config_text(echo={"protocol": "echo"})
+    daemon = Daemon(path).start()
+    try:
+        with open(path, "w") as fifo:  # returns once echod has opened it for reading
+            daemon.send_signal(signal.SIGHUP)
+            fifo.write(first)
+        daemon.wait_ready()
+        daemon.wait_for(r"reloading .*echod\.conf")  # the SIGHUP, carried out now
+        with open(path, "w") as fifo:
+            fifo.write(first + "[listener:bc]\nprotocol = bytecount\naddress = 127.0.0.1\nport = 0\n")
+        daemon.wait_for(r"reloaded: serving 2 listener\(s\)")
+        assert echo(daemon.port("bc"), b"2 ok") == b"ok"
+        assert_clean_exit(daemon.stop(), signal.SIGTERM, daemon.output)
+    finally:
+        daemon.kill()

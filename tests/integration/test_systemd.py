@@ -502,3 +502,124 @@ def test_listener_missing_from_systemds_sockets_says_what_to_run(run, notify):
         r"port 7 is privileged .* \(systemd's sockets do not include it; to make them follow the "
         r"configuration: systemctl daemon-reload && systemctl restart echod\.socket\)"
     )
+
+
+def udp_echo(port: int, payload: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(payload, ("127.0.0.1", port))
+        return sock.recv(65535)
+
+
+def test_a_listener_replaced_on_an_overlapping_address_is_served(run, notify):
+    # a is removed and b added: b's bind must wait until a's socket is closed.
+    port = free_port()
+    daemon = run(config_text(a={"protocol": "echo", "address": "0.0.0.0", "port": str(port)}))
+    daemon.config_path.write_text(config_text(b={"protocol": "echo", "port": str(port)}))
+    status = reload(daemon, notify)["STATUS"]
+    assert status.startswith("b 0 open"), status
+    daemon.wait_for(rf"b: echo/tcp listening on 127\.0\.0\.1:{port}$")
+    assert echo(port, b"b serves") == b"b serves"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_a_listener_moved_to_an_overlapping_address_is_served_there(run, notify, transport):
+    port = free_port()
+
+    def config(address: str) -> str:
+        if transport == "tcp":
+            return config_text(echo={"protocol": "echo", "address": address, "port": str(port)})
+        return f"[listener:echo]\nprotocol = echo\ntransport = udp\naddress = {address}\nport = {port}\n"
+
+    daemon = run(config("0.0.0.0"))
+    daemon.config_path.write_text(config("127.0.0.1"))
+    status = reload(daemon, notify)["STATUS"]
+    assert status.startswith("echo 0 "), status
+    daemon.wait_for(
+        rf"echo: tcp 127\.0\.0\.1:{port} overlaps its socket tcp 0\.0\.0\.0:{port}".replace("tcp", transport)
+    )
+    daemon.wait_for(rf"echo: echo/{transport} listening on 127\.0\.0\.1:{port}$")
+    if transport == "tcp":
+        assert echo(port, b"moved") == b"moved"
+    else:
+        assert udp_echo(port, b"moved") == b"moved"
+
+
+def test_a_listener_whose_move_fails_after_its_socket_closed_is_shown_unserved(run, notify):
+    port = free_port()
+    daemon = run(
+        config_text(echo={"protocol": "echo", "address": "0.0.0.0", "port": str(port), "reuse_port": "yes"})
+    )
+    with socket.socket() as squatter:
+        # Beside the old socket by SO_REUSEPORT; the new one (no reuse_port) can bind beside neither.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        daemon.config_path.write_text(config_text(echo={"protocol": "echo", "port": str(port)}))
+        status = reload(daemon, notify)["STATUS"]
+    assert status == (
+        f"WARNING: echo is not served: could not move to tcp 127.0.0.1:{port}, see the log | "
+        "no listener; 0 B echoed"
+    )
+    daemon.wait_for(
+        rf"reload: echo is not served: its socket tcp 0\.0\.0\.0:{port} was closed to make way for "
+        rf"tcp 127\.0\.0\.1:{port}, which then failed too: cannot listen on tcp 127\.0\.0\.1:{port}: "
+        r"the address is already in use"
+    )
+
+
+def test_a_host_at_its_per_peer_cap_stays_there_across_a_move(run, notify):
+    keys = {"protocol": "echo", "max_connections_per_peer": "2"}
+    daemon = run(config_text(echo=keys))
+    held = [connect(daemon.port("echo")) for _ in range(2)]  # this host's cap
+    try:
+        assert exchange([(sock, b"e") for sock in held], half_close=False) == [b"e"] * 2
+        new_port = free_port()
+        daemon.config_path.write_text(config_text(echo={**keys, "port": str(new_port)}))
+        reload(daemon, notify)
+        with connect(new_port) as third:  # refused on the new port too: the two still count
+            assert read_until_closed(third) == b""
+        daemon.wait_for(
+            r"echo: max_connections_per_peer \(2\) reached, refusing new connections from 127\.0\.0\.1"
+        )
+        with connect(new_port, source="127.0.0.2") as other:  # another host is served
+            assert exchange([(other, b"other host")]) == [b"other host"]
+        assert exchange([(held[0], b"still")]) == [b"still"]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_udp_listener_moved_keeps_its_token_buckets(run, notify):
+    old_port, new_port = free_port(), free_port()
+    section = (
+        "[listener:u]\nprotocol = echo\ntransport = udp\naddress = 127.0.0.1\ndatagram_rate_per_peer = 1\n"
+    )
+    daemon = run(config_text(echo={"protocol": "echo"}) + section + f"port = {old_port}\n")
+    assert udp_echo(old_port, b"the one a second") == b"the one a second"
+    echoed = time.monotonic()
+    daemon.config_path.write_text(config_text(echo={"protocol": "echo"}) + section + f"port = {new_port}\n")
+    reload(daemon, notify)
+    daemon.wait_for(rf"u: echo/udp listening on 127\.0\.0\.1:{new_port}$")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        # Within the second the one token takes to come back: a fresh bucket would answer.
+        sock.sendto(b"dropped", ("127.0.0.1", new_port))
+        sent = time.monotonic()
+    if sent - echoed >= 1:
+        pytest.skip("too slow a machine: the token came back before the datagram was sent")
+    notify.wait_for(lambda f: "u 1 echoed, 1 dropped" in f.get("STATUS", ""))
+
+
+def test_a_reload_takes_the_socket_systemd_passed_that_no_listener_wanted(run, notify):
+    # echod.conf moved the port and only the service restarted; then the admin reverts the port.
+    old, new = free_port(), free_port()
+    daemon = run(config_text(echo={"protocol": "echo", "port": str(new)}), activate=[f"127.0.0.1:{old}"])
+    daemon.first_client.close()
+    daemon.config_path.write_text(config_text(echo={"protocol": "echo", "port": str(old)}))
+    status = reload(daemon, notify)["STATUS"]
+    assert status.startswith("echo 0 open"), status  # no warning left: the sockets agree again
+    daemon.wait_for(rf"echo: takes over tcp 127\.0\.0\.1:{old} \(fd 3\)")
+    daemon.wait_for(rf"echo: echo/tcp listening on 127\.0\.0\.1:{old} \(socket from systemd\)$")
+    assert echo(old, b"reverted") == b"reverted"
+    with pytest.raises(ConnectionRefusedError):
+        connect(new)
