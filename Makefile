@@ -139,9 +139,18 @@ BENCH_CC ?= gcc
 BENCH_CFLAGS ?= -O2 -Wall -Wextra
 BENCH_ARGS ?=
 
+# BENCH_BASELINE=REF (a commit) also runs echod as it was at REF, from a checkout in build/bench/baseline,
+# and reports "echod / echod at REF": what the changes since REF cost, measured in the same run.
+BENCH_BASELINE ?=
+
 .PHONY: bench
 bench: $(VENV)/.installed $(BENCH_DIR)/loadgen $(BENCH_DIR)/cecho $(BENCH_DIR)/pylib/.installed
-	$(VENV_PYTHON) bench/run.py $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
+ifneq ($(BENCH_BASELINE),)
+	rm -rf $(BENCH_DIR)/baseline && mkdir -p $(BENCH_DIR)/baseline
+	git archive $(BENCH_BASELINE) echod etc | tar -x -C $(BENCH_DIR)/baseline
+endif
+	$(VENV_PYTHON) bench/run.py $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick) \
+		$(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE) $(BENCH_DIR)/baseline) $(BENCH_ARGS)
 
 $(BENCH_DIR)/%: bench/%.c
 	@mkdir -p $(BENCH_DIR)

@@ -104,6 +104,9 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
     keys = [s["key"] for s in results["servers"]]
     head = ["scenario", *(labels[k] for k in keys), "echod / plain Twisted", "echod / half-close Twisted"]
     head += ["echod / C", "2 workers / 1 echod"]
+    base = labels.get("echod-base")
+    if base:
+        head.append(f"echod / {base}")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in results["scenarios"]:
         row = [name] + [
@@ -118,6 +121,9 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
                 row.append("")
         workers = pairs.get((name, "echod-2"))
         row.append(ratio(workers.usable(figure(workers)), echod.usable(figure(echod))) if workers else "")
+        if base:
+            before = pairs.get((name, "echod-base"))
+            row.append(ratio(echod.usable(figure(echod)), before.usable(figure(before))) if before else "")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

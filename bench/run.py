@@ -2,6 +2,7 @@
 Benchmark echod against other echo servers on this machine: `make bench` (README, "Benchmark").
 
     python bench/run.py [--quick] [--rounds N] [--share S] [--pin] [--pin-study] [--report RUNS_JSON]
+                        [--baseline REF DIR]
 
 Each (scenario, server) pair runs once per round on a freshly started server; within a round the
 order of the servers rotates, so that drift on a shared machine hits all of them alike, and the
@@ -19,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from budget import budgets, unavailable
 from report import machine, write_report
@@ -54,7 +56,7 @@ SCENARIOS = [
     Scenario("echo 100 KiB, 10 conns", "echo", 100 * 1024, 10),
     Scenario("echo 1 KiB, 100 conns", "echo", 1024, 100),
     Scenario("new conns/s, 64 B, half-close", "connect", 64, 10),
-    Scenario("bytecount conns/s, 64 B", "bytecount", 64, 10, only=("echod",), port="bytecount"),
+    Scenario("bytecount conns/s, 64 B", "bytecount", 64, 10, only=("echod", "echod-base"), port="bytecount"),
 ]
 
 
@@ -126,7 +128,7 @@ def started(kind: Kind, args: argparse.Namespace, log: list[dict], complaints: l
 
 
 def benchmark(args: argparse.Namespace) -> dict:
-    servers = kinds()
+    servers = kinds((args.baseline[0], Path(args.baseline[1])) if args.baseline else None)
     runs: list[dict] = []
     starts: list[dict] = []
     holds: list[dict] = []
@@ -242,6 +244,12 @@ def main() -> None:
     )
     parser.add_argument("--hold", type=int, default=1000, help="idle connections for the RSS figure")
     parser.add_argument("--report", metavar="RUNS_JSON", help="only write the report again from saved runs")
+    parser.add_argument(
+        "--baseline",
+        nargs=2,
+        metavar=("REF", "DIR"),
+        help="also run echod from DIR, a checkout of commit REF (make bench BENCH_BASELINE=REF)",
+    )
     args = parser.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 5)
     # Five short rounds rather than three long ones: a median over more rounds shrugs off more of the

@@ -45,26 +45,30 @@ class Kind:
     notifies: int = 0
 
 
-def echod_config() -> Path:
+def echod_config(root: Path = ROOT, name: str = "echod.conf") -> Path:
     """
-    The shipped etc/echod.conf with every port set to 0 (a free port), every address set to
-    127.0.0.1, so that the benchmark exposes nothing beyond this machine and all servers use IPv4
-    sockets, and the access log (on, as shipped) kept in build/bench. Everything else, the
-    connection caps included, stays as shipped.
+    The shipped etc/echod.conf (of the checkout at C{root}) with every port set to 0 (a free
+    port), every address set to 127.0.0.1, so that the benchmark exposes nothing beyond this
+    machine and all servers use IPv4 sockets, and the access log (on, as shipped) kept in
+    build/bench. Everything else, the connection caps included, stays as shipped.
     """
-    text = (ROOT / "etc" / "echod.conf").read_text()
+    text = (root / "etc" / "echod.conf").read_text()
     text = re.sub(r"(?m)^access_log = .+$", f"access_log = {BUILD / 'access.log'}", text)
     text, ports = re.subn(r"(?m)^port = \d+$", "port = 0", text)
     text, addresses = re.subn(r"(?m)^address = \S+$", "address = 127.0.0.1", text)
     if not ports or ports != addresses:
         raise SystemExit("bench: etc/echod.conf no longer has one 'port =' and 'address =' per listener")
-    path = BUILD / "echod.conf"
+    path = BUILD / name
     path.write_text(text)
     return path
 
 
-def kinds() -> list[Kind]:
-    """The comparators, echod first; uvloop only if `make bench` could install it."""
+def kinds(baseline: tuple[str, Path] | None = None) -> list[Kind]:
+    """
+    The comparators, echod first; uvloop only if `make bench` could install it; with C{baseline}
+    (a commit and a checkout of it), echod as it was at that commit, on the same interpreter and
+    Twisted, so that what a change costs is a ratio measured in one run.
+    """
     py = sys.executable
     found = [
         Kind(
@@ -74,6 +78,20 @@ def kinds() -> list[Kind]:
             "echod serving",
             notifies=1,
         ),
+    ]
+    if baseline is not None:
+        ref, checkout = baseline
+        found.append(
+            Kind(
+                "echod-base",
+                f"echod at {ref}",
+                (py, "-m", "echod", "run", "-c", str(echod_config(checkout, "echod-base.conf"))),
+                "echod serving",
+                pythonpath=str(checkout),
+                notifies=1,
+            )
+        )
+    found += [
         Kind(
             "echod-2",
             "echod, 2 workers (reuse_port)",
