@@ -20,6 +20,7 @@ import socket
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
+from echod.addresses import host_port
 from echod.config import ListenerSettings
 
 #: The first inherited descriptor, SD_LISTEN_FDS_START.
@@ -40,8 +41,11 @@ class InheritedSocket:
 
     def describe(self) -> str:
         """E.g. C{tcp [::]:7 (fd 3, named echod.socket)}."""
-        host = f"[{self.address}]" if self.address and ":" in self.address else self.address
-        where = f"{self.transport or 'unknown'} {host}:{self.port}" if self.address else "non-IP socket"
+        where = (
+            f"{self.transport or 'unknown'} {host_port(self.address, self.port)}"
+            if self.address
+            else "non-IP socket"
+        )
         named = f", named {self.name}" if self.name else ""
         return f"{where} (fd {self.sock.fileno()}{named})"
 

@@ -78,10 +78,15 @@ def _network(host: str, prefix: int) -> str:
     return f"{socket.inet_ntop(family, network)}/{prefix}"
 
 
+def host_port(host: str, port: int) -> str:
+    """C{host:port}, with an IPv6 host in brackets (C{[::1]:7}), as logs and systemd units write it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def format_peer(address: IAddress) -> str:
-    """C{host:port}, with IPv6 hosts in brackets, for log lines."""
+    """C{host:port} of a peer, for log lines."""
     host = peer_host(address)
     port = getattr(address, "port", None)
     if port is None:
         return host
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host_port(host, port)

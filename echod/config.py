@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6
+from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port
 from echod.units import format_duration, format_size, parse_duration, parse_size
 
 DEFAULT_PATH = "/etc/echod.conf"
@@ -86,16 +86,16 @@ class ListenerSettings:
 
     def summary(self) -> str:
         """One line for C{check-config} and the log."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
+        where = host_port(self.address, self.port)
         if self.transport == "udp":
             return (
-                f"listener {self.name}: {self.protocol}/{self.transport} on {host}:{self.port}, "
+                f"listener {self.name}: {self.protocol}/{self.transport} on {where}, "
                 f"blocked_source_ports={_format_ranges(self.blocked_source_ports) or 'none'}, "
                 f"datagram_rate_per_peer={self.datagram_rate_per_peer}, datagram_rate={self.datagram_rate}, "
                 f"byte_rate={format_size(self.byte_rate)}, {self._peer_prefixes()}"
             )
         text = (
-            f"listener {self.name}: {self.protocol}/{self.transport} on {host}:{self.port}, "
+            f"listener {self.name}: {self.protocol}/{self.transport} on {where}, "
             f"max_connections={self.max_connections}, "
             f"max_connections_per_peer={self.max_connections_per_peer}, {self._peer_prefixes()}, "
             f"idle_timeout={format_duration(self.idle_timeout) if self.idle_timeout else 'off'}"

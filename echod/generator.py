@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from echod.addresses import host_port
 from echod.config import DEFAULT_PATH, ConfigError, Settings, load
 
 #: The socket units whose addresses follow the configuration: the single one,
@@ -42,8 +43,7 @@ def socket_drop_in(settings: Settings) -> str:
     for listener in settings.listeners:
         if listener.port == 0:
             continue
-        host = f"[{listener.address}]" if ":" in listener.address else listener.address
-        lines.append(f"{_DIRECTIVES[listener.transport]}={host}:{listener.port}")
+        lines.append(f"{_DIRECTIVES[listener.transport]}={host_port(listener.address, listener.port)}")
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from echod.accesslog import AccessLog
+from echod.addresses import host_port
 from echod.bytecount import BytecountFactory
 from echod.config import ListenerSettings
 from echod.echo import EchoFactory
@@ -43,8 +44,7 @@ def bind_for(settings: ListenerSettings) -> socket.socket:
 
 def endpoint(settings: ListenerSettings) -> str:
     """E.g. C{tcp [::]:7}: the transport, address and port C{settings} name."""
-    host = f"[{settings.address}]" if ":" in settings.address else settings.address
-    return f"{settings.transport} {host}:{settings.port}"
+    return f"{settings.transport} {host_port(settings.address, settings.port)}"
 
 
 class ListenerService(Service):
@@ -129,13 +129,12 @@ class ListenerService(Service):
         self.socket.setblocking(False)
         self._adopt()
         host = self.port.getHost()
-        shown = f"[{host.host}]" if ":" in host.host else host.host
         self.log.info(
             "{name}: {protocol}/{transport} listening on {address}{origin}",
             name=self.name,
             protocol=self.settings.protocol,
             transport=self.settings.transport,
-            address=f"{shown}:{host.port}",
+            address=host_port(host.host, host.port),
             origin=" (socket from systemd)" if self.inherited else "",
         )
 

@@ -13,6 +13,8 @@ import errno
 import resource
 import socket
 
+from echod.addresses import host_port
+
 #: The listen(2) backlog. The kernel caps it at net.core.somaxconn.
 BACKLOG = 4096
 #: The largest UDP payload, which every datagram socket must be able to receive whole.
@@ -66,7 +68,7 @@ def _unprivileged_port_start() -> int:
 
 def describe_bind_failure(error: OSError, address: str, port: int, kind: str = "tcp") -> str:
     """Turn a failed bind(2) into a sentence that says what to do about it."""
-    where = f"{kind} [{address}]:{port}" if ":" in address else f"{kind} {address}:{port}"
+    where = f"{kind} {host_port(address, port)}"
     if error.errno in (errno.EACCES, errno.EPERM) and port < _unprivileged_port_start():
         return (
             f"cannot listen on {where}: port {port} is privileged (below "

@@ -31,7 +31,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python import log
 
-from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, peer_key
+from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port, peer_key
 from echod.logthrottle import Summary, WarningThrottle
 from echod.stats import ListenerStats
 
@@ -369,7 +369,7 @@ class UDPEcho(DatagramProtocol):
             "{listener}: dropped a datagram from {peer} {why} (totals: {by_source:,} for their source, "
             "{by_own:,} from echod's own listeners, {by_rate:,} over the rate limits)",
             listener=self.name,
-            peer=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            peer=host_port(host, port),
             why=why,
             by_source=stats.dropped_source,
             by_own=stats.dropped_own,
