@@ -3,11 +3,21 @@ Property-based fuzzing: whatever bytes or text arrive, the parsers answer
 with a result or their own typed error, and never hold more than their limits.
 """
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from echod.bytecount import HeaderError, HeaderParser
 from echod.config import ConfigError, Settings, parse
+from echod.proxy import (
+    DEFAULT_MAX_V2_LENGTH,
+    V1_MAX_LENGTH,
+    V2_SIGNATURE,
+    ProxyHeader,
+    ProxyHeaderError,
+    ProxyHeaderParser,
+)
 
 KEYS = [
     "log_level", "access_log", "shutdown_grace", "protocol", "transport", "address", "port",
@@ -88,3 +98,39 @@ def test_header_parser_never_crashes_nor_buffers_past_its_limit(max_header, max_
             assert rest == chunk[len(chunk) - len(rest) :]
             return
         assert parser.pending <= max_header
+
+
+@settings(max_examples=500)
+@given(
+    data=st.one_of(
+        st.binary(max_size=700),
+        # Near-misses: a real signature, then anything.
+        st.builds(lambda tail: b"PROXY " + tail, st.binary(max_size=150)),
+        st.builds(lambda tail: b"PROXY TCP4 " + tail, st.binary(max_size=150)),
+        st.builds(lambda tail: V2_SIGNATURE + tail, st.binary(max_size=700)),
+    ),
+    cuts=st.lists(st.integers(0, 1000), max_size=20),
+)
+def test_proxy_parser_never_crashes_nor_buffers_past_its_bounds_and_splitting_changes_nothing(data, cuts):
+    def run(chunks: list[bytes]) -> ProxyHeader | str | None:
+        parser = ProxyHeaderParser()
+        for i, chunk in enumerate(chunks):
+            try:
+                result = parser.feed(chunk)
+            except ProxyHeaderError as e:
+                assert str(e)
+                return str(e)
+            if result is None:
+                assert parser.pending <= max(V1_MAX_LENGTH, DEFAULT_MAX_V2_LENGTH)
+                assert parser.pending <= (V1_MAX_LENGTH if data[:1] != b"\r" else DEFAULT_MAX_V2_LENGTH)
+                continue
+            assert isinstance(result, ProxyHeader)
+            assert result.rest == chunk[len(chunk) - len(result.rest) :]
+            rest = result.rest + b"".join(chunks[i + 1 :])
+            return ProxyHeader(result.version, result.local, result.source, result.destination, rest)
+        return None
+
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    whole = run([data])
+    assert run([data[a:b] for a, b in itertools.pairwise(points)]) == whole
+    assert run([data[i : i + 1] for i in range(len(data))]) == whole
