@@ -202,8 +202,7 @@ class StreamListener(ListenerService):
             factory.serve(protocol_factory(settings, self.stats))
         factory.max_connections = settings.max_connections
         factory.max_connections_per_peer = settings.max_connections_per_peer
-        if settings.idle_timeout != old.idle_timeout:
-            factory.idle_timeout = settings.idle_timeout
+        factory.idle_timeout = settings.idle_timeout  # the setter leaves an unchanged one alone
         factory.set_peer_prefixes(settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
         if isinstance(factory.wrappedFactory, BytecountFactory):
             factory.wrappedFactory.max_message_size = settings.max_message_size
@@ -223,8 +222,8 @@ class DatagramListener(ListenerService):
             settings.byte_rate,
             self.stats,
             reactor,
+            (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6),
         )
-        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
 
     def rename(self, name: str) -> None:
         super().rename(name)
@@ -249,12 +248,12 @@ class DatagramListener(ListenerService):
 
     def reconfigure(self, settings: ListenerSettings) -> None:
         self.settings = settings
-        self.protocol.peer_prefixes = (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
         self.protocol.configure(
             settings.blocked_source_ports,
             settings.datagram_rate_per_peer,
             settings.datagram_rate,
             settings.byte_rate,
+            (settings.peer_prefix_ipv4, settings.peer_prefix_ipv6),
         )
 
 

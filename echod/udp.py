@@ -260,8 +260,6 @@ class UDPEcho(DatagramProtocol):
 
     log = Logger()
     noisy = False
-    #: peer_prefix_ipv4 and peer_prefix_ipv6: the sources that share one per-source bucket.
-    peer_prefixes = (DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6)
 
     def __init__(
         self,
@@ -272,6 +270,7 @@ class UDPEcho(DatagramProtocol):
         byte_rate: int,
         stats: ListenerStats,
         clock: IReactorTime,
+        peer_prefixes: tuple[int, int] = (DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6),
     ) -> None:
         self.name = name
         self.stats = stats
@@ -279,7 +278,7 @@ class UDPEcho(DatagramProtocol):
         #: Sources never answered: echod's own listeners. The service shares one among all listeners.
         self.own = OwnEndpoints()
         self._peers: PeerBuckets | None = None
-        self.configure(blocked_source_ports, datagram_rate_per_peer, datagram_rate, byte_rate)
+        self.configure(blocked_source_ports, datagram_rate_per_peer, datagram_rate, byte_rate, peer_prefixes)
         #: Drops are client-made, as many as datagrams can be forged: the first is
         #: logged in full, those that follow summed up by source (echod.logthrottle).
         self._drop_warnings = WarningThrottle(clock, self._summarise_drops)
@@ -290,13 +289,16 @@ class UDPEcho(DatagramProtocol):
         datagram_rate_per_peer: int,
         datagram_rate: int,
         byte_rate: int,
+        peer_prefixes: tuple[int, int] = (DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6),
     ) -> None:
         """
-        Set the limits. The buckets start full; on reload they keep what they
-        hold (at most the new burst), so that a SIGHUP never hands a
-        flooder a fresh burst.
+        Set the limits, and C{peer_prefixes} (peer_prefix_ipv4 and
+        peer_prefix_ipv6): the sources that share one per-source bucket.
+        The buckets start full; on reload they keep what they hold (at most
+        the new burst), so that a SIGHUP never hands a flooder a fresh burst.
         """
         now = self.clock.seconds()
+        self.peer_prefixes = peer_prefixes
         self.blocked_source_ports = blocked_source_ports
         self._blocked_below = next((high + 1 for low, high in blocked_source_ports if low == 0), 0)
         # One second of bytes, but never less than one largest datagram.
