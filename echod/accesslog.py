@@ -33,11 +33,23 @@ def _second(second: int) -> str:
 
 
 def format_entry(
-    when: float, listener: str, peer: str, received: int, sent: int, duration: float, reason: str
+    when: float,
+    listener: str,
+    peer: str,
+    received: int,
+    sent: int,
+    duration: float,
+    reason: str,
+    via: str | None = None,
 ) -> str:
-    """One access log line: UTC time, listener, peer, bytes each way, duration, why it closed."""
+    """
+    One access log line: UTC time, listener, peer, bytes each way, duration,
+    why it closed, and, when a PROXY header named the peer, the proxy it came
+    through (last, so that lines without it parse the same).
+    """
     stamp = f"{_second(int(when))}.{int(when % 1 * 1000):03d}Z"
-    return f"{stamp} {listener} {peer} in={received} out={sent} duration={duration:.3f}s closed={reason}\n"
+    line = f"{stamp} {listener} {peer} in={received} out={sent} duration={duration:.3f}s closed={reason}"
+    return f"{line} via={via}\n" if via else line + "\n"
 
 
 class AccessLog:
@@ -83,9 +95,10 @@ class AccessLog:
         sent: int,
         duration: float,
         cause: str,
+        via: IAddress | None = None,
     ) -> None:
         """Queue the line of one connection; see L{format_entry}."""
-        self._pending.append((when, listener, peer, received, sent, duration, cause))
+        self._pending.append((when, listener, peer, received, sent, duration, cause, via))
         if len(self._pending) >= FLUSH_LINES:
             self.flush()
 
@@ -95,8 +108,10 @@ class AccessLog:
             return
         lines = len(self._pending)
         text = "".join(
-            format_entry(when, listener, format_peer(peer), received, sent, duration, cause)
-            for when, listener, peer, received, sent, duration, cause in self._pending
+            format_entry(
+                when, listener, format_peer(peer), received, sent, duration, cause, via and format_peer(via)
+            )
+            for when, listener, peer, received, sent, duration, cause, via in self._pending
         )
         self._pending.clear()
         data = memoryview(text.encode("utf-8", "replace"))

@@ -8,6 +8,7 @@ them with C{ipaddress}.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -76,6 +77,20 @@ def _network(host: str, prefix: int) -> str:
     shift = bits - prefix
     network = (value >> shift << shift).to_bytes(bits // 8, "big")
     return f"{socket.inet_ntop(family, network)}/{prefix}"
+
+
+@lru_cache(maxsize=4096)
+def in_networks(host: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """
+    Whether C{host} (an address as L{peer_host} gives it) lies in one of
+    C{networks}. Cached for the reason L{_network} is: a balancer connects
+    from the same few addresses all day.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # not an address: never trusted
+    return any(address in network for network in networks)
 
 
 def host_port(host: str, port: int) -> str:

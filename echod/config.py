@@ -30,6 +30,8 @@ PROTOCOLS = ("echo", "bytecount")
 TRANSPORTS = ("tcp", "udp")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 GLOBAL_SECTION = "echod"
 LISTENER_PREFIX = "listener:"
 _LISTENER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -83,6 +85,10 @@ class ListenerSettings:
     #: How long a prefix of the peer's address is one peer for the per-peer limits.
     peer_prefix_ipv4: int
     peer_prefix_ipv6: int
+    #: Whether every connection begins with a PROXY header (v1 or v2) naming the client.
+    proxy_protocol: bool
+    #: The sources whose PROXY headers are believed; a connection from any other is refused.
+    trusted_proxies: tuple[Network, ...]
 
     def summary(self) -> str:
         """One line for C{check-config} and the log."""
@@ -105,6 +111,8 @@ class ListenerSettings:
                 f", max_message_size={format_size(self.max_message_size)}"
                 f", max_header_length={self.max_header_length}"
             )
+        if self.proxy_protocol:
+            text += f", proxy_protocol=yes from {_format_networks(self.trusted_proxies)}"
         return text
 
     def _peer_prefixes(self) -> str:
@@ -201,6 +209,32 @@ def _address(text: str) -> str:
         ) from None
 
 
+def _networks(text: str) -> tuple[Network, ...]:
+    networks = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        written = part.replace("[", "").replace("]", "")
+        try:
+            networks.append(ipaddress.ip_network(written))
+        except ValueError:
+            try:
+                network = ipaddress.ip_network(written, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{part!r} is not an address or a network; write e.g. 127.0.0.0/8, ::1, 198.18.0.0/15"
+                ) from None
+            raise ValueError(
+                f"{part!r} has bits set past its prefix length; did you mean {network}?"
+            ) from None
+    return tuple(networks)
+
+
+def _format_networks(networks: tuple[Network, ...]) -> str:
+    return (
+        ", ".join(str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n) for n in networks)
+        or "nowhere"
+    )
+
+
 def _boolean(text: str) -> bool:
     value = {
         "yes": True,
@@ -257,6 +291,8 @@ _LISTENER_KEYS: dict[str, _Key] = {
     "reuse_port": _Key(_boolean, "no"),
     "peer_prefix_ipv4": _Key(_integer(0, 32), str(DEFAULT_PREFIX_IPV4)),
     "peer_prefix_ipv6": _Key(_integer(0, 128), str(DEFAULT_PREFIX_IPV6)),
+    "proxy_protocol": _Key(_boolean, "no", transports=("tcp",)),
+    "trusted_proxies": _Key(_networks, "127.0.0.0/8, ::1", transports=("tcp",)),
 }
 
 
@@ -375,6 +411,13 @@ class _Reader:
                     "or protocol = echo for UDP",
                     section,
                     "transport",
+                )
+            elif values.get("proxy_protocol") and values.get("trusted_proxies") == ():
+                self.problem(
+                    "is empty, so with proxy_protocol = yes every connection would be refused; "
+                    "list the addresses or networks of the balancers that send PROXY headers",
+                    section,
+                    "trusted_proxies",
                 )
             elif _LISTENER_NAME.fullmatch(name) and len(values) == len(_LISTENER_KEYS):
                 listeners.append(ListenerSettings(name=name, **values))

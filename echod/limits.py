@@ -1,7 +1,8 @@
 """
 Connection limits around any protocol factory: a total cap, a per-peer cap,
-an idle timeout, and the accounting that goes with them: counters, and a line
-in the access log for every connection.
+an idle timeout, the PROXY protocol header that names the client behind a
+balancer, and the accounting that goes with them: counters, and a line in the
+access log for every connection.
 
 One wrapper does all of it, in the manner of L{twisted.protocols.policies}:
 the protocols inside know nothing of limits, and stacking a wrapper per
@@ -18,6 +19,7 @@ import struct
 import termios
 
 from twisted.internet import defer, error
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -27,8 +29,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echod.accesslog import AccessLog
-from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, format_peer, peer_host, peer_key
+from echod.addresses import (
+    DEFAULT_PREFIX_IPV4,
+    DEFAULT_PREFIX_IPV6,
+    format_peer,
+    in_networks,
+    peer_host,
+    peer_key,
+)
 from echod.logthrottle import Summary, WarningThrottle
+from echod.proxy import ProxyHeader, ProxyHeaderError, ProxyHeaderParser
 from echod.stats import ListenerStats
 
 #: How much a connection reads at once, and how much of its output may queue
@@ -53,6 +63,13 @@ LINGER_BYTES = 4 * 1024 * 1024
 #: The ioctl that tells how much of a socket's send queue the peer has not
 #: acknowledged yet (SIOCOUTQ, which Linux defines as TIOCOUTQ).
 SIOCOUTQ = termios.TIOCOUTQ
+
+#: Seconds a connection to a C{proxy_protocol} listener has to send its whole
+#: PROXY header. A balancer sends it at once, before any client byte, so a
+#: few seconds are plenty; the idle timeout (minutes) would let a client that
+#: never sends one hold a connection slot, uncounted against any peer's cap,
+#: for that long.
+PROXY_HEADER_TIMEOUT = 3.0
 
 
 def unsent(transport) -> int:
@@ -82,7 +99,18 @@ class LimitedProtocol(ProtocolWrapper):
     """
 
     factory: LimitedFactory
-    peer = ""
+    #: The peer as the per-peer cap counts it (see L{peer_key}); C{None} until
+    #: the connection is admitted: on a C{proxy_protocol} listener, until its
+    #: PROXY header has named the client and the cap has let it in.
+    peer: str | None = None
+    #: From a PROXY header: the client, and the proxy the connection came
+    #: through (the socket's own peer). C{None} without a header, or when it
+    #: named no client (a balancer's own health check).
+    client: IAddress | None = None
+    via: IAddress | None = None
+    #: While a PROXY header is awaited: its parser and its deadline.
+    _proxy_parser: ProxyHeaderParser | None = None
+    _header_deadline = None
     received = 0
     sent = 0
     started = 0.0
@@ -116,7 +144,58 @@ class LimitedProtocol(ProtocolWrapper):
         transport.bufferSize = BUFFER_SIZE
         Protocol.makeConnection(self, transport)
         factory.registerProtocol(self)
-        self.wrappedProtocol.makeConnection(self)
+        if self.peer is None:
+            self._await_header()
+        else:
+            self.wrappedProtocol.makeConnection(self)
+
+    def getPeer(self) -> IAddress:
+        """The client: named by the PROXY header if there was one, else the socket's peer."""
+        return self.client or self.transport.getPeer()
+
+    def _await_header(self) -> None:
+        # Until the header is complete, input goes to the parser; an instance
+        # attribute, deleted then, so that afterwards no chunk of any
+        # connection pays for the header's existence.
+        self._proxy_parser = ProxyHeaderParser()
+        self._header_deadline = self.factory.clock.callLater(PROXY_HEADER_TIMEOUT, self._header_too_slow)
+        self.dataReceived = self._header_received
+
+    def _header_received(self, data: bytes) -> None:
+        try:
+            header = self._proxy_parser.feed(data)
+        except ProxyHeaderError as e:
+            self._bad_header(str(e))
+            return
+        if header is not None:
+            self._header_read(header)
+
+    def _header_read(self, header: ProxyHeader) -> None:
+        del self.dataReceived
+        self._proxy_parser = None
+        self._header_deadline.cancel()
+        self._header_deadline = None
+        if not header.local:
+            host, port = header.source
+            self.via = self.transport.getPeer()
+            self.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
+        if self.factory.admit(self):
+            self.wrappedProtocol.makeConnection(self)
+            if header.rest:
+                self.dataReceived(header.rest)
+
+    def _header_too_slow(self) -> None:
+        self._header_deadline = None
+        pending = self._proxy_parser.pending
+        self._bad_header(
+            f"no complete PROXY header within {PROXY_HEADER_TIMEOUT:g}s ({pending} bytes of one came)"
+            if pending
+            else f"no PROXY header within {PROXY_HEADER_TIMEOUT:g}s"
+        )
+
+    def _bad_header(self, reason: str) -> None:
+        self.factory.bad_header(self.transport.getPeer(), reason)
+        self.abort("bad-proxy-header")
 
     def logPrefix(self) -> str:
         # Twisted asks every new connection; ProtocolWrapper's answer costs a
@@ -202,16 +281,28 @@ class LimitedProtocol(ProtocolWrapper):
         transport.abortConnection()
 
     def readConnectionLost(self) -> None:
+        if self._proxy_parser is not None:
+            pending = self._proxy_parser.pending
+            if pending:
+                self._bad_header(f"the client stopped sending after {pending} bytes of its PROXY header")
+                return
+            # A connection opened and closed with nothing said: a balancer's
+            # or a monitor's check that the port is open, not a bad header.
         self.eof = True
         if self.ending is None:
             self.ending = "client"
+        if self.peer is None:  # not admitted: nothing inside to tell
+            self.transport.loseConnection()
+            return
         if self.linger_until >= 0:
             self.transport.loseConnection()  # what lingering waited for
         else:
             self._half_closed("readConnectionLost")
 
     def writeConnectionLost(self) -> None:
-        if self.linger_until < 0:  # not the half-close of our own lingering
+        if self.peer is None:
+            self.transport.loseConnection()
+        elif self.linger_until < 0:  # not the half-close of our own lingering
             self._half_closed("writeConnectionLost")
 
     def _half_closed(self, event: str) -> None:
@@ -257,6 +348,14 @@ class LimitedProtocol(ProtocolWrapper):
                 self.closed_by = self.ending or "client"
         # Out is what was handed over: not what Twisted still held when the connection went.
         self.sent -= unsent(self.transport)
+        if self.peer is None:
+            # Never admitted (see peer): the protocol inside never began, so it is not told the end.
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+            self.factory.unregisterProtocol(self)
+            self.wrappedProtocol = None
+            return
         super().connectionLost(reason)
 
 
@@ -286,6 +385,16 @@ class LimitedFactory(WrappingFactory):
     A connection over a cap is closed as soon as it is accepted and counted
     as refused. The limits are plain attributes: changing them applies to
     the next connection.
+
+    With C{proxy_protocol}, every connection must begin with a PROXY header
+    (L{echod.proxy}) naming the client, as a balancer in front writes it;
+    from then on the connection is the client's: its per-peer cap, its line
+    in the access log (with C{via=} the balancer), its warnings. A
+    connection from outside C{trusted_proxies} is closed at once: anyone
+    else could name any client. The per-peer cap is applied once the
+    header is read, and the protocol inside begins only then; a header that
+    is bad, or not complete within L{PROXY_HEADER_TIMEOUT}, closes the
+    connection.
     """
 
     protocol = LimitedProtocol
@@ -310,6 +419,8 @@ class LimitedFactory(WrappingFactory):
         log_connections: bool = False,
         peer_prefix_ipv4: int = DEFAULT_PREFIX_IPV4,
         peer_prefix_ipv6: int = DEFAULT_PREFIX_IPV6,
+        proxy_protocol: bool = False,
+        trusted_proxies: tuple = (),
     ) -> None:
         super().__init__(wrappedFactory)
         if clock is None:
@@ -325,6 +436,8 @@ class LimitedFactory(WrappingFactory):
         self.log_connections = log_connections
         self._per_peer: dict[str, int] = {}
         self._prefixes = (peer_prefix_ipv4, peer_prefix_ipv6)
+        self.proxy_protocol = proxy_protocol
+        self.trusted_proxies = trusted_proxies
         # "max_connections" while its warning stands, for the line that says it is over.
         self._announced: set[str] = set()
         # Refusals are client-made, and a client at its cap can make one per connection
@@ -332,6 +445,10 @@ class LimitedFactory(WrappingFactory):
         self._refusal_warnings = {
             limit: WarningThrottle(self.clock, lambda summary, limit=limit: self._summarise(limit, summary))
             for limit in ("max_connections", "max_connections_per_peer")
+        }
+        self._proxy_warnings = {
+            what: WarningThrottle(self.clock, lambda summary, what=what: self._summarise_proxy(what, summary))
+            for what in ("untrusted-proxy", "bad-proxy-header")
         }
         self._empty_waiters: list[defer.Deferred] = []
 
@@ -373,8 +490,9 @@ class LimitedFactory(WrappingFactory):
         self._prefixes = (ipv4, ipv6)
         self._per_peer = {}
         for p in self.protocols:
-            p.peer = peer_key(peer_host(p.getPeer()), ipv4, ipv6)
-            self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
+            if p.peer is not None:
+                p.peer = peer_key(peer_host(p.getPeer()), ipv4, ipv6)
+                self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
 
     def serve(self, factory: Factory) -> None:
         """
@@ -415,25 +533,87 @@ class LimitedFactory(WrappingFactory):
                 p.timeoutConnection()
 
     def buildProtocol(self, addr: IAddress) -> LimitedProtocol | None:
-        peer = peer_key(peer_host(addr), *self._prefixes)
         if len(self.protocols) >= self.max_connections:
             self._refuse(addr, "max_connections", self.max_connections, "max_connections")
+            self._log_closed(addr, "refused-max_connections")
             return None
+        if self.proxy_protocol:
+            if not in_networks(peer_host(addr), self.trusted_proxies):
+                self._untrusted(addr)
+                return None
+            return super().buildProtocol(addr)  # admitted once its header is read
+        peer = peer_key(peer_host(addr), *self._prefixes)
         if self._per_peer.get(peer, 0) >= self.max_connections_per_peer:
             self._refuse(addr, "max_connections_per_peer", self.max_connections_per_peer, peer)
+            self._log_closed(addr, "refused-max_connections_per_peer")
             return None
         protocol = super().buildProtocol(addr)
         if protocol is not None:
             protocol.peer = peer
         return protocol
 
-    def _refuse(self, addr: IAddress, limit: str, value: int, reached: str) -> None:
-        """Count and log a refusal; warn, throttled, that the cap C{limit} is reached."""
-        self.stats.refused += 1
+    def admit(self, p: LimitedProtocol) -> bool:
+        """
+        Let in C{p}, whose PROXY header has been read, if its client is
+        within the per-peer cap; else count it refused and close it.
+        """
+        client = p.getPeer()
+        peer = peer_key(peer_host(client), *self._prefixes)
+        if self._per_peer.get(peer, 0) >= self.max_connections_per_peer:
+            self._refuse(client, "max_connections_per_peer", self.max_connections_per_peer, peer)
+            p.abort("refused-max_connections_per_peer")
+            return False
+        p.peer = peer
+        self._admitted(p)
+        return True
+
+    def _untrusted(self, addr: IAddress) -> None:
+        self.stats.untrusted_proxies += 1
+        self._log_closed(addr, "untrusted-proxy")
+        if self._proxy_warnings["untrusted-proxy"].allow(peer_host(addr)):
+            self.log.warn(
+                "{listener}: closing a connection from {peer}, which is not in trusted_proxies:"
+                " with proxy_protocol = yes only the balancers listed there may connect",
+                listener=self.name,
+                peer=format_peer(addr),
+            )
+
+    def bad_header(self, addr: IAddress, reason: str) -> None:
+        """Count and warn, throttled, of a bad PROXY header from C{addr}."""
+        self.stats.bad_proxy_headers += 1
+        if self._proxy_warnings["bad-proxy-header"].allow(peer_host(addr)):
+            self.log.warn(
+                "{listener}: bad PROXY header from {peer}, closing: {reason}",
+                listener=self.name,
+                peer=format_peer(addr),
+                reason=reason,
+            )
+
+    def _summarise_proxy(self, what: str, summary: Summary) -> None:
+        text = {
+            "untrusted-proxy": "connections closed from outside trusted_proxies",
+            "bad-proxy-header": "bad PROXY headers",
+        }[what]
+        self.log.warn("{listener}: ... and {summary}", listener=self.name, summary=summary.describe(text))
+
+    def _log_closed(
+        self,
+        peer: IAddress,
+        cause: str,
+        received: int = 0,
+        sent: int = 0,
+        duration: float = 0.0,
+        via: IAddress | None = None,
+    ) -> None:
+        """The access log line of a connection that ended, or was refused, for C{cause}."""
         if self.access_log is not None:
             self.access_log.log_connection(
-                self.clock.seconds(), self.name, addr, 0, 0, 0.0, "refused-" + limit
+                self.clock.seconds(), self.name, peer, received, sent, duration, cause, via
             )
+
+    def _refuse(self, addr: IAddress, limit: str, value: int, reached: str) -> None:
+        """Count a refusal; warn, throttled, that the cap C{limit} is reached."""
+        self.stats.refused += 1
         source = reached if limit == "max_connections_per_peer" else peer_host(addr)
         if not self._refusal_warnings[limit].allow(source):
             if not self.log_connections:
@@ -463,17 +643,21 @@ class LimitedFactory(WrappingFactory):
         )
 
     def stopFactory(self) -> None:
-        # The listener stops: the refusals held back are said now, not lost.
-        for throttle in self._refusal_warnings.values():
+        # The listener stops: the warnings held back are said now, not lost.
+        for throttle in (*self._refusal_warnings.values(), *self._proxy_warnings.values()):
             throttle.flush()
         super().stopFactory()
 
     def registerProtocol(self, p: LimitedProtocol) -> None:
         super().registerProtocol(p)
-        self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
         self.stats.active += 1
-        self.stats.accepted += 1
         self._start_sweeping()
+        if p.peer is not None:
+            self._admitted(p)
+
+    def _admitted(self, p: LimitedProtocol) -> None:
+        self._per_peer[p.peer] = self._per_peer.get(p.peer, 0) + 1
+        self.stats.accepted += 1
         if self.log_connections:
             self.log.debug(
                 "{listener}: connection from {peer}", listener=self.name, peer=format_peer(p.getPeer())
@@ -481,18 +665,18 @@ class LimitedFactory(WrappingFactory):
 
     def unregisterProtocol(self, p: LimitedProtocol) -> None:
         super().unregisterProtocol(p)
-        left = self._per_peer[p.peer] - 1
-        if left:
-            self._per_peer[p.peer] = left
-        else:
-            del self._per_peer[p.peer]
+        if p.peer is not None:
+            left = self._per_peer[p.peer] - 1
+            if left:
+                self._per_peer[p.peer] = left
+            else:
+                del self._per_peer[p.peer]
         self.stats.active -= 1
         self.stats.bytes_received += p.received
         self.stats.bytes_sent += p.sent
         if self.access_log is not None:
-            now = self.clock.seconds()
-            self.access_log.log_connection(
-                now, self.name, p.getPeer(), p.received, p.sent, now - p.started, p.closed_by
+            self._log_closed(
+                p.getPeer(), p.closed_by, p.received, p.sent, self.clock.seconds() - p.started, p.via
             )
         if "max_connections" in self._announced and len(self.protocols) < self.max_connections:
             self._announced.discard("max_connections")

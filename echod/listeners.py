@@ -169,6 +169,8 @@ class StreamListener(ListenerService):
             log_connections=self.log_connections,
             peer_prefix_ipv4=settings.peer_prefix_ipv4,
             peer_prefix_ipv6=settings.peer_prefix_ipv6,
+            proxy_protocol=settings.proxy_protocol,
+            trusted_proxies=settings.trusted_proxies,
         )
 
     def take_over(self, old: ListenerService) -> None:
@@ -204,6 +206,9 @@ class StreamListener(ListenerService):
         factory.max_connections_per_peer = settings.max_connections_per_peer
         factory.idle_timeout = settings.idle_timeout  # the setter leaves an unchanged one alone
         factory.set_peer_prefixes(settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
+        # For new connections: those open keep the header they were or were not sent.
+        factory.proxy_protocol = settings.proxy_protocol
+        factory.trusted_proxies = settings.trusted_proxies
         if isinstance(factory.wrappedFactory, BytecountFactory):
             factory.wrappedFactory.max_message_size = settings.max_message_size
             factory.wrappedFactory.max_header_length = settings.max_header_length

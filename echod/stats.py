@@ -14,6 +14,10 @@ class ListenerStats:
     refused: int = 0
     timed_out: int = 0
     protocol_errors: int = 0
+    #: Connections closed at once, coming from outside trusted_proxies, and
+    #: those closed for a bad or late PROXY header.
+    untrusted_proxies: int = 0
+    bad_proxy_headers: int = 0
     bytes_received: int = 0
     bytes_sent: int = 0
     datagrams: int = 0
@@ -28,6 +32,10 @@ class ListenerStats:
             text += f", {self.timed_out} timed out"
         if self.protocol_errors:
             text += f", {self.protocol_errors} bad"
+        if self.untrusted_proxies:
+            text += f", {self.untrusted_proxies} from untrusted proxies"
+        if self.bad_proxy_headers:
+            text += f", {self.bad_proxy_headers} bad PROXY headers"
         return text
 
     def datagram_summary(self) -> str:

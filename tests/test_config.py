@@ -1,4 +1,5 @@
 import dataclasses
+import ipaddress
 import os
 import subprocess
 import sys
@@ -69,6 +70,8 @@ def test_defaults_fill_every_key_left_out():
                 reuse_port=False,
                 peer_prefix_ipv4=32,
                 peer_prefix_ipv6=64,
+                proxy_protocol=False,
+                trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1")),
             ),
         ),
     )

@@ -106,11 +106,12 @@ class Daemon:
             self.lines.append(None)  # end of output
             self._changed.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match:
-        """Wait until a line matching C{pattern} is printed; return its match."""
+    def wait_for(self, pattern: str, timeout: float = 30, nth: int = 1) -> re.Match:
+        """Wait until the C{nth} line matching C{pattern} is printed; return its match."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         seen = 0
+        found = 0
         with self._changed:
             while True:
                 for line in self.lines[seen:]:
@@ -118,7 +119,9 @@ class Daemon:
                         raise AssertionError(f"echod exited before printing {pattern!r}:\n{self.output}")
                     match = regex.search(line)
                     if match:
-                        return match
+                        found += 1
+                        if found == nth:
+                            return match
                 seen = len(self.lines)
                 left = deadline - time.monotonic()
                 if left <= 0:
