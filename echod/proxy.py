@@ -7,8 +7,6 @@ The header may arrive split at any byte; it is rejected as soon as the bytes
 seen so far cannot begin a valid header, and the parser never holds more than
 107 bytes (a v1 line) or C{max_v2_length} bytes (a v2 header).
 
-Not wired into the listeners yet (issue 13).
-
 Why not Twisted's own parsers (C{twisted.protocols.haproxy._v1parser} and
 C{_v2parser}): they behave the same on Debian bookworm's Twisted 22.4 and on
 the newest Twisted, but they do not fit here:

@@ -3,13 +3,19 @@ Property-based fuzzing: whatever bytes or text arrive, the parsers answer
 with a result or their own typed error, and never hold more than their limits.
 """
 
+import ipaddress
 import itertools
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from echod.bytecount import HeaderError, HeaderParser
 from echod.config import ConfigError, Settings, parse
+from echod.echo import EchoFactory
+from echod.limits import LimitedFactory
 from echod.proxy import (
     DEFAULT_MAX_V2_LENGTH,
     V1_MAX_LENGTH,
@@ -18,11 +24,13 @@ from echod.proxy import (
     ProxyHeaderError,
     ProxyHeaderParser,
 )
+from echod.stats import ListenerStats
 
 KEYS = [
     "log_level", "access_log", "shutdown_grace", "protocol", "transport", "address", "port",
     "max_connections", "max_connections_per_peer", "idle_timeout", "max_message_size",
     "max_header_length", "blocked_source_ports", "datagram_rate_per_peer", "datagram_rate", "byte_rate",
+    "proxy_protocol", "trusted_proxies",
 ]  # fmt: skip
 VALUES = [
     "echo",
@@ -37,6 +45,8 @@ VALUES = [
     "16M",
     "5m",
     "0-1023",
+    "yes",
+    "198.18.0.0/15, ::1",
     "",
     "x",
 ]
@@ -134,3 +144,49 @@ def test_proxy_parser_never_crashes_nor_buffers_past_its_bounds_and_splitting_ch
     whole = run([data])
     assert run([data[a:b] for a, b in itertools.pairwise(points)]) == whole
     assert run([data[i : i + 1] for i in range(len(data))]) == whole
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.builds(lambda tail: b"PROXY TCP4 198.18.1.10 198.18.0.1 1 7\r\n" + tail, st.binary(max_size=100)),
+        st.builds(lambda tail: b"PROXY " + tail, st.binary(max_size=150)),
+        st.builds(lambda tail: V2_SIGNATURE + tail, st.binary(max_size=300)),
+    ),
+    cuts=st.lists(st.integers(0, 400), max_size=10),
+)
+def test_a_proxy_listener_echoes_exactly_what_follows_a_good_header_and_closes_on_a_bad_one(data, cuts):
+    factory = LimitedFactory(
+        EchoFactory(),
+        name="l",
+        max_connections=10,
+        max_connections_per_peer=10,
+        idle_timeout=0,
+        stats=ListenerStats(),
+        clock=Clock(),
+        proxy_protocol=True,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
+    )
+    address = IPv4Address("TCP", "127.0.0.1", 1)
+    protocol = factory.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    for a, b in itertools.pairwise(points):
+        if transport.disconnected:
+            break
+        protocol.dataReceived(data[a:b])
+    try:
+        expected = ProxyHeaderParser().feed(data)
+    except ProxyHeaderError:
+        assert transport.disconnected and transport.value() == b""
+        assert factory.stats.bad_proxy_headers == 1
+        return
+    if expected is None:  # incomplete: waiting, nothing echoed yet
+        assert not transport.disconnected and transport.value() == b""
+    else:
+        assert transport.value() == expected.rest
+        assert (factory.stats.accepted, factory.stats.bad_proxy_headers) == (1, 0)
+    protocol.connectionLost(None)
+    assert factory.stats.active == 0
