@@ -13,6 +13,7 @@ import sys
 from typing import IO
 
 from echod import __version__
+from echod.addresses import host_port
 from echod.config import DEFAULT_PATH, EX_CONFIG, ConfigError, Settings, load
 from echod.signals import defer_early_signals
 
@@ -49,7 +50,11 @@ def check_config(path: str, quiet: bool = False) -> int:
     settings = load_or_exit(path)
     if quiet:
         return 0
-    print(f"{path}: OK, log_level={settings.log_level}, access_log={settings.access_log or 'off'}")
+    metrics = f"http://{host_port(*settings.metrics)}/metrics" if settings.metrics else "off"
+    print(
+        f"{path}: OK, log_level={settings.log_level}, access_log={settings.access_log or 'off'}, "
+        f"metrics={metrics}"
+    )
     for listener in settings.listeners:
         print(listener.summary())
     return 0

@@ -128,6 +128,8 @@ class Settings:
     access_log: str | None
     shutdown_grace: float
     listeners: tuple[ListenerSettings, ...] = field(default=())
+    #: Where the Prometheus metrics are served (address, port), or C{None}: off.
+    metrics: tuple[str, int] | None = None
 
 
 # -- value grammars --------------------------------------------------------
@@ -260,6 +262,20 @@ def _optional_path(text: str) -> str | None:
     return text
 
 
+def _optional_endpoint(text: str) -> tuple[str, int] | None:
+    if not text:
+        return None
+    address, colon, port = text.rpartition(":")
+    if not colon or not address:
+        raise ValueError(
+            f"{text!r} is not ADDRESS:PORT; write e.g. 127.0.0.1:9207 or [::1]:9207, "
+            "or leave it empty for off"
+        )
+    if ":" in address and not (address.startswith("[") and address.endswith("]")):
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:{port}")
+    return _address(address), _integer(0, 65535)(port)
+
+
 @dataclass(frozen=True)
 class _Key:
     convert: Callable[[str], Any]
@@ -272,6 +288,7 @@ _GLOBAL_KEYS: dict[str, _Key] = {
     "log_level": _Key(_choice(*LOG_LEVELS), "info"),
     "access_log": _Key(_optional_path, ""),
     "shutdown_grace": _Key(_duration(0, 3600), "10s"),
+    "metrics": _Key(_optional_endpoint, ""),
 }
 
 _LISTENER_KEYS: dict[str, _Key] = {
@@ -427,6 +444,7 @@ class _Reader:
                 "add one, e.g. [listener:echo] with protocol = echo and port = 7"
             )
         self._check_conflicts(listeners)
+        self._check_metrics(general.get("metrics"), listeners)
         if self.problems:
             raise ConfigError(self.problems)
         return Settings(path=self.path, listeners=tuple(listeners), **general)
@@ -461,12 +479,34 @@ class _Reader:
                         "port",
                     )
 
+    def _check_metrics(self, metrics: tuple[str, int] | None, listeners: list[ListenerSettings]) -> None:
+        if metrics is None:
+            return
+        address, port = metrics
+        for listener in listeners:
+            if listener.transport == "tcp" and _addresses_overlap(
+                address, port, listener.address, listener.port
+            ):
+                self.problem(
+                    f"{host_port(address, port)} is where [{LISTENER_PREFIX}{listener.name}] listens; "
+                    "give the metrics another port",
+                    GLOBAL_SECTION,
+                    "metrics",
+                )
+
 
 def _overlap(a: ListenerSettings, b: ListenerSettings) -> bool:
     """Whether two listeners would try to bind the same socket address."""
-    if a.transport != b.transport or a.port != b.port or a.port == 0:
+    if a.transport != b.transport:
         return False
-    x, y = ipaddress.ip_address(a.address), ipaddress.ip_address(b.address)
+    return _addresses_overlap(a.address, a.port, b.address, b.port)
+
+
+def _addresses_overlap(a: str, a_port: int, b: str, b_port: int) -> bool:
+    """Whether sockets bound to C{a}:C{a_port} and C{b}:C{b_port} (same transport) would clash."""
+    if a_port != b_port or a_port == 0:
+        return False
+    x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
     if x == y or str(x) == "::" or str(y) == "::":
         return True
     return (x.version == y.version == 4) and (x.is_unspecified or y.is_unspecified)

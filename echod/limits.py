@@ -613,7 +613,7 @@ class LimitedFactory(WrappingFactory):
 
     def _refuse(self, addr: IAddress, limit: str, value: int, reached: str) -> None:
         """Count a refusal; warn, throttled, that the cap C{limit} is reached."""
-        self.stats.refused += 1
+        self.stats.refuse(limit)
         source = reached if limit == "max_connections_per_peer" else peer_host(addr)
         if not self._refusal_warnings[limit].allow(source):
             if not self.log_connections:
@@ -674,10 +674,10 @@ class LimitedFactory(WrappingFactory):
         self.stats.active -= 1
         self.stats.bytes_received += p.received
         self.stats.bytes_sent += p.sent
+        now = self.clock.seconds()
+        self.stats.close(p.closed_by, now - p.started)
         if self.access_log is not None:
-            self._log_closed(
-                p.getPeer(), p.closed_by, p.received, p.sent, self.clock.seconds() - p.started, p.via
-            )
+            self._log_closed(p.getPeer(), p.closed_by, p.received, p.sent, now - p.started, p.via)
         if "max_connections" in self._announced and len(self.protocols) < self.max_connections:
             self._announced.discard("max_connections")
             self.log.info("{listener}: below max_connections again, accepting", listener=self.name)

@@ -21,6 +21,7 @@ from echod.accesslog import AccessLog
 from echod.addresses import host_port
 from echod.bytecount import BytecountFactory
 from echod.config import ListenerSettings
+from echod.descriptors import DescriptorShortage
 from echod.echo import EchoFactory
 from echod.limits import LimitedFactory
 from echod.reload import Running
@@ -62,6 +63,8 @@ class ListenerService(Service):
     factory: LimitedFactory | None = None
     #: Whether connections opened and closed are logged (at debug level).
     log_connections = False
+    #: Where the connections Twisted drops for want of file descriptors are counted and told.
+    shortage: DescriptorShortage | None = None
 
     def __init__(
         self,
@@ -90,6 +93,10 @@ class ListenerService(Service):
 
     def bytes_sent(self) -> int:
         return self.stats.bytes_sent
+
+    def totals(self) -> tuple[int, int]:
+        """Bytes received and sent, open connections included."""
+        return self.stats.bytes_received, self.stats.bytes_sent
 
     def reconfigure(self, settings: ListenerSettings) -> None:
         """Apply C{settings}, which keep this listener's socket and name, to what it serves from now on."""
@@ -182,12 +189,17 @@ class StreamListener(ListenerService):
 
     def _adopt(self) -> None:
         self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
+        if self.shortage is not None:
+            self.shortage.install(self.port, self.factory)
 
     def counters(self) -> str:
         return self.stats.stream_summary()
 
     def bytes_sent(self) -> int:
         return self.factory.totals()[1]
+
+    def totals(self) -> tuple[int, int]:
+        return self.factory.totals()
 
     def rename(self, name: str) -> None:
         super().rename(name)

@@ -71,9 +71,15 @@ class WarningThrottle:
         report: Callable[[Summary], None],
         interval: float = INTERVAL,
         max_sources: int = MAX_SOURCES,
+        quiet: Callable[[], None] | None = None,
     ) -> None:
+        """
+        C{quiet}, if given, is called when an interval passes without a
+        warning after some came: the end of an episode.
+        """
         self._clock = clock
         self._report = report
+        self._quiet = quiet
         self._interval = interval
         self._max_sources = max_sources
         self._timer: IDelayedCall | None = None
@@ -117,6 +123,8 @@ class WarningThrottle:
             self._start()  # the flood may go on: keep counting, one summary an interval
         else:
             self._timer = None  # a quiet interval: the next warning is logged in full
+            if self._quiet is not None:
+                self._quiet()
 
     def _summarise(self) -> bool:
         if not self._count:

@@ -22,10 +22,13 @@ from twisted.python.failure import Failure
 from echod import activation
 from echod.accesslog import AccessLog
 from echod.config import ConfigError, ListenerSettings, Settings, load
+from echod.descriptors import DescriptorShortage
 from echod.limits import LimitedFactory
 from echod.listeners import DatagramListener, ListenerService, bind_for, endpoint, make_listener, successor
 from echod.logs import DaemonLog
 from echod.memory import tune_malloc
+from echod.metrics import DaemonView, ListenerView, make_registry
+from echod.metricsweb import MetricsEndpoint
 from echod.notify import Notifier
 from echod.reload import plan
 from echod.signals import defer_early_signals, take_pending
@@ -79,6 +82,14 @@ class EchodService(MultiService):
         self._retired: list[LimitedFactory] = []
         self.access_log: AccessLog | None = None
         self.alerts = Alerts(self.log)
+        #: Connections Twisted drops for want of file descriptors: counted, and told once.
+        self.shortage = DescriptorShortage(reactor, self.alerts)
+        #: Whether the last reload applied, and when the configuration last loaded (for the metrics).
+        self.reload_successful = True
+        self.reload_success_time = reactor.seconds()
+        self.metrics = MetricsEndpoint(
+            make_registry(self.metrics_view), reactor, settings.metrics, self.alerts, self.shortage
+        )
         self._stopping = False
         self._reloading: defer.Deferred | None = None  # the reload under way
         self._reload_again = False  # a reload was asked for while one was under way
@@ -136,6 +147,11 @@ class EchodService(MultiService):
         except BindError as e:
             self.log.critical("{error}{hint}", error=e, hint=self._bind_hint())
             raise SystemExit(EX_NOPERM if e.not_permitted else EX_OSERR) from None
+        try:
+            self.metrics.privilegedStartService()
+        except BindError as e:
+            self.log.critical("{error}; or set metrics = (empty) to turn the metrics off", error=e)
+            raise SystemExit(EX_NOPERM if e.not_permitted else EX_OSERR) from None
         self._share_own_endpoints()
 
     def _share_logs(self) -> None:
@@ -144,6 +160,7 @@ class EchodService(MultiService):
         for listener in self.listeners:
             listener.access_log = self.access_log
             listener.log_connections = debug
+            listener.shortage = self.shortage
         for factory in self._factories():
             factory.access_log = self.access_log
             factory.log_connections = debug
@@ -213,6 +230,26 @@ class EchodService(MultiService):
         else:
             self.alerts.clear("access_log")
 
+    def metrics_view(self) -> DaemonView:
+        """The daemon as a metrics scrape sees it."""
+        views = []
+        for listener in self.listeners:
+            settings = listener.settings
+            received, sent = listener.totals()
+            views.append(
+                ListenerView(
+                    listener.name,
+                    settings.protocol,
+                    settings.transport,
+                    settings.address,
+                    listener.as_running().bound_port,
+                    listener.stats,
+                    received,
+                    sent,
+                )
+            )
+        return DaemonView(views, self.reload_successful, self.reload_success_time, self.alerts.counts())
+
     def status(self) -> str:
         """The one line C{systemctl status} shows."""
         if self._stopping:
@@ -255,6 +292,7 @@ class EchodService(MultiService):
             error=failure.value,
         )
         self.alerts.set("reload", None, f"reload failed ({failure.value}), see the log")
+        self.reload_successful = False
 
     def _reloaded(self, _: object) -> None:
         try:
@@ -282,10 +320,13 @@ class EchodService(MultiService):
                 f"reload failed, still serving the previous configuration: {e.problems[0]}",
                 f"reload failed, previous configuration kept: {e.problems[0]}",
             )
+            self.reload_successful = False
             return
         self.alerts.clear("reload")
         self.alerts.clear_family("moved")
         yield self._apply(new)
+        self.reload_successful = True
+        self.reload_success_time = self._reactor.seconds()
         self.log.info("reloaded: serving {count} listener(s)", count=len(self.listeners))
 
     @defer.inlineCallbacks
@@ -312,6 +353,8 @@ class EchodService(MultiService):
             if not self._stopping:
                 self._add(settings)
         self.alerts.keep_only("bind", {settings.name for settings in new.listeners})
+        if not self._stopping:
+            yield self.metrics.move(new.metrics)
         self.settings = new
         self._share_logs()
         self._share_own_endpoints()
@@ -474,6 +517,7 @@ class EchodService(MultiService):
         else:
             listener = make_listener(settings, self._reactor, sock=sock, inherited=inherited)
         listener.access_log = self.access_log
+        listener.shortage = self.shortage
         try:
             listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
         except OSError as e:
@@ -526,8 +570,14 @@ class EchodService(MultiService):
             port.stopListening()
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._drain())
+        # Served until the connections are drained: a scrape meanwhile sees them finish.
+        stopped.addBoth(self._stop_metrics)
         stopped.addBoth(self._close_access_log)
         return stopped
+
+    def _stop_metrics(self, result: object) -> defer.Deferred:
+        self.shortage.flush()
+        return self.metrics.stopService().addBoth(lambda _: result)
 
     def _close_access_log(self, result: object) -> object:
         if self.access_log is not None:

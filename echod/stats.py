@@ -1,17 +1,56 @@
 """
-Counters kept per listener, read by the log and by whoever reports status.
+Counters kept per listener, read by the log, the status line and the metrics.
+
+They are plain attributes bumped where things happen, never read on the data
+path: whoever reports (the status line, a Prometheus scrape) reads them when
+it reports.
 """
 
-from dataclasses import dataclass
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+#: The upper bounds (seconds) of the connection duration histogram's buckets:
+#: from a one-reply echo on loopback (about a millisecond) to connections held
+#: for the longest test runs; 5m is the default idle timeout.
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 
 
 @dataclass(slots=True)
 class ListenerStats:
-    """What one listener has done since the daemon started."""
+    """What one listener has done since the daemon started (or since it was first configured)."""
 
     active: int = 0
     accepted: int = 0
+    #: Connections refused, in all and by reason (max_connections, file_descriptors, ...).
     refused: int = 0
+    refused_by: dict[str, int] = field(default_factory=dict)
+    #: Connections closed (accepted ones only), by the access log's cause (client, idle-timeout, ...).
+    closed: dict[str, int] = field(default_factory=dict)
+    #: Closed connections by duration: a count per L{DURATION_BUCKETS} bucket (not cumulative),
+    #: the last one for longer than the last bound; and their sum in seconds.
+    durations: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    duration_sum: float = 0.0
     timed_out: int = 0
     protocol_errors: int = 0
     #: Connections closed at once, coming from outside trusted_proxies, and
@@ -21,9 +60,43 @@ class ListenerStats:
     bytes_received: int = 0
     bytes_sent: int = 0
     datagrams: int = 0
-    dropped_source: int = 0
+    #: Datagrams dropped, by reason: a blocked source port, a source no echo may go to
+    #: (broadcast, multicast, unspecified), one of echod's own listeners ...
+    dropped_port: int = 0
+    dropped_address: int = 0
     dropped_own: int = 0
-    dropped_rate: int = 0
+    #: ... over the per-peer, total datagram or byte rates, or the socket's send buffer full.
+    dropped_peer_rate: int = 0
+    dropped_datagram_rate: int = 0
+    dropped_byte_rate: int = 0
+    dropped_send_buffer: int = 0
+
+    def refuse(self, reason: str) -> None:
+        """Count a connection refused for C{reason}."""
+        self.refused += 1
+        self.refused_by[reason] = self.refused_by.get(reason, 0) + 1
+
+    def close(self, cause: str, seconds: float) -> None:
+        """Count an accepted connection that closed for C{cause} after C{seconds}."""
+        closed = self.closed
+        closed[cause] = closed.get(cause, 0) + 1
+        self.durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+
+    @property
+    def dropped_source(self) -> int:
+        """Datagrams dropped for their source: a blocked port, or an address no echo may go to."""
+        return self.dropped_port + self.dropped_address
+
+    @property
+    def dropped_rate(self) -> int:
+        """Datagrams dropped over a rate limit, or because the send buffer was full."""
+        return (
+            self.dropped_peer_rate
+            + self.dropped_datagram_rate
+            + self.dropped_byte_rate
+            + self.dropped_send_buffer
+        )
 
     def stream_summary(self) -> str:
         """The counters of a TCP listener, for the status line."""

@@ -34,6 +34,8 @@ class Alerts:
         #: Whose log the warnings go to: the daemon's, by default this module's.
         self.log = log if log is not None else Logger()
         self._summaries: dict[AlertKey, str] = {}
+        #: Every family ever raised, for the metrics: one whose alerts were cleared counts 0.
+        self._families: dict[str, None] = {}
 
     def raise_(self, family: str, name: str | None, message: str, summary: str) -> None:
         """Log C{message} as a warning and keep C{summary} in the status line until cleared."""
@@ -43,6 +45,7 @@ class Alerts:
     def set(self, family: str, name: str | None, summary: str) -> None:
         """Keep C{summary} in the status line until cleared, without logging anything."""
         self._summaries[(family, name)] = summary
+        self._families[family] = None
 
     def clear(self, family: str, name: str | None = None) -> None:
         """Clear the one alert C{(family, name)}, if it stands."""
@@ -62,6 +65,13 @@ class Alerts:
     def keys(self) -> list[AlertKey]:
         """The keys of the alerts standing."""
         return list(self._summaries)
+
+    def counts(self) -> dict[str, int]:
+        """How many alerts stand, by family: every family ever raised, 0 for those cleared since."""
+        counts = dict.fromkeys(self._families, 0)
+        for family, _ in self._summaries:
+            counts[family] += 1
+        return counts
 
     def summaries(self) -> list[str]:
         """Each distinct summary once, in the order first raised."""

@@ -321,17 +321,27 @@ class UDPEcho(DatagramProtocol):
         host, port = addr[0], addr[1]
         stats = self.stats
         stats.bytes_received += len(data)
-        if self._blocked_port(port) or unanswerable_source(host):
-            stats.dropped_source += 1
+        if self._blocked_port(port):
+            stats.dropped_port += 1
+            self._dropped(host, port, None, "for its source")
+            return
+        if unanswerable_source(host):
+            stats.dropped_address += 1
             self._dropped(host, port, None, "for its source")
             return
         now = self.clock.seconds()
         # Named, not recomputed, for the drop path: the warning counts by the same key.
         key = peer_key(host, *self.peer_prefixes)
-        if not (
-            self._peers.take(key, now) and self._datagrams.take(now) and self._bytes.take(now, len(data))
-        ):
-            stats.dropped_rate += 1
+        if not self._peers.take(key, now):
+            stats.dropped_peer_rate += 1
+            self._dropped(host, port, key, "over the rate limits")
+            return
+        if not self._datagrams.take(now):
+            stats.dropped_datagram_rate += 1
+            self._dropped(host, port, key, "over the rate limits")
+            return
+        if not self._bytes.take(now, len(data)):
+            stats.dropped_byte_rate += 1
             self._dropped(host, port, key, "over the rate limits")
             return
         own = self.own
@@ -347,7 +357,7 @@ class UDPEcho(DatagramProtocol):
             self.transport.write(data, addr)
         except OSError:
             # The socket's send buffer is full: dropping is what UDP does.
-            stats.dropped_rate += 1
+            stats.dropped_send_buffer += 1
             return
         stats.datagrams += 1
         stats.bytes_sent += len(data)

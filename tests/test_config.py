@@ -199,7 +199,8 @@ def test_misspelt_key_suggests_the_right_one():
 
 def test_unknown_key_lists_the_known_keys():
     assert only_problem("[echod]\ncolour = blue\n" + ECHO) == (
-        "test.conf:2: [echod] colour: unknown key 'colour'; known keys: log_level, access_log, shutdown_grace"
+        "test.conf:2: [echod] colour: unknown key 'colour'; known keys: log_level, access_log, "
+        "shutdown_grace, metrics"
     )
 
 

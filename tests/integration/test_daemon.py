@@ -412,7 +412,7 @@ def test_check_config_summarises_or_lists_every_problem(tmp_path):
     result = subprocess.run([*run, str(good)], capture_output=True, text=True, env=environment(), timeout=60)
     assert result.returncode == 0, result
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{good}: OK, log_level=info, access_log=off"
+    assert lines[0] == f"{good}: OK, log_level=info, access_log=off, metrics=off"
     assert lines[1].startswith("listener echo: echo/tcp on 127.0.0.1:7, max_connections=1024")
     assert lines[2].endswith("max_message_size=16M, max_header_length=20")
     bad = tmp_path / "bad.conf"

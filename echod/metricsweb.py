@@ -1,0 +1,288 @@
+"""
+The metrics endpoint: C{GET /metrics} (and C{/}) in the Prometheus text
+format, or OpenMetrics when the scraper asks for it, served by Twisted's web
+server in the daemon's own reactor.
+
+It shares that reactor with the echo listeners, so it is bounded: at most
+L{MAX_CONNECTIONS} connections, each given L{REQUEST_TIMEOUT} seconds to send
+a whole request (a slow sender is cut off, however it trickles), no request
+body, headers as small as Twisted's web server allows (16 KiB), and a page
+rendered at most once every L{FRESH} seconds however often it is asked for.
+No label or value ever holds a byte a client sent.
+
+echod binds the port itself (it is unprivileged, so the service needs no
+capability for it), rather than taking it from systemd: a reload can then
+turn it on, off or move it, as C{/etc/echod.conf} says, without restarting
+echod.socket. While echod restarts, the metrics port is closed: Prometheus
+sees the scrape fail, which is the truth.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import CollectorRegistry
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from echod.addresses import host_port
+from echod.descriptors import DescriptorShortage
+from echod.sockets import BindError, bind_stream
+from echod.status import Alerts
+
+#: Connections open at once; more are closed as they come. A few Prometheus servers need one each.
+MAX_CONNECTIONS = 16
+#: Seconds a connection has to send a whole request head, from its start or from the last response.
+REQUEST_TIMEOUT = 10.0
+#: Seconds a rendered page is served again to whoever else asks: scrapes cost the reactor at
+#: most a few renders a second, however many come.
+FRESH = 0.25
+#: The paths that answer.
+PATHS = (b"/metrics", b"/")
+
+
+class MetricsPage(Resource):
+    """The metrics of C{registry}, at L{PATHS}; any other path is 404, any method but GET or HEAD 405."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry, clock: IReactorTime) -> None:
+        super().__init__()
+        self._registry = registry
+        self._clock = clock
+        #: By content type: when it was rendered, and the page.
+        self._pages: dict[str, tuple[float, bytes]] = {}
+
+    def render_GET(self, request: Request) -> bytes:
+        if request.path not in PATHS:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"not found: the metrics are at /metrics\n"
+        accept = request.getHeader(b"accept")
+        encoder, content_type = choose_encoder(accept.decode("latin-1") if accept else "")
+        now = self._clock.seconds()
+        rendered, page = self._pages.get(content_type, (None, b""))
+        if rendered is None or not 0 <= now - rendered < FRESH:
+            page = encoder(self._registry)
+            self._pages[content_type] = (now, page)
+        request.setHeader(b"content-type", content_type.encode("latin-1"))
+        return page
+
+
+class _Request(Request):
+    """A request that may have no body: reading one would hold memory or a temporary file for nothing."""
+
+    def gotLength(self, length: int | None) -> None:
+        if length != 0:  # a Content-Length, or chunked (None)
+            self.channel.transport.write(
+                b"HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            )
+            # Twisted stops reading, and the parser stops at once once the transport is disconnecting.
+            self.channel.loseConnection()
+            length = 0
+        super().gotLength(length)
+
+
+class _Channel(HTTPChannel):
+    """
+    Twisted's HTTP/1.1 channel with a deadline for each request head: its
+    own idle timeout restarts on every header line, so a client sending one
+    line at a time could hold its connection as long as it liked.
+    """
+
+    _deadline = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def allHeadersReceived(self) -> None:
+        self._disarm()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        # Waiting for the next request now (a pipelined one was already handled).
+        self._arm()
+
+    def connectionLost(self, reason: object) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.callLater(REQUEST_TIMEOUT, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.transport.abortConnection()
+
+
+class MetricsSite(Site):
+    """The site of one L{MetricsPage}: bounded channels, and no request log (a line per scrape)."""
+
+    protocol = _Channel
+    requestFactory = _Request
+    noisy = False
+    displayTracebacks = False
+
+    def __init__(self, page: MetricsPage, reactor: IReactorTime) -> None:
+        # No idle timeout of Twisted's own: each channel's deadline covers it.
+        super().__init__(page, timeout=None, reactor=reactor)
+
+    def log(self, request: Request) -> None:
+        pass
+
+
+class CappedFactory(WrappingFactory):
+    """
+    C{factory}'s connections, at most C{limit} at once; the ones beyond are
+    closed as they come. Twisted's C{LimitTotalConnectionsFactory} cannot
+    stand in front of a L{Site}: it builds bare protocols that have it, not
+    the site, as their factory.
+    """
+
+    noisy = False
+
+    def __init__(self, factory: Site, limit: int = MAX_CONNECTIONS) -> None:
+        super().__init__(factory)
+        self.limit = limit
+
+    def buildProtocol(self, addr: object) -> object:
+        if len(self.protocols) >= self.limit:
+            return None
+        return super().buildProtocol(addr)
+
+
+def url(address: str, port: int) -> str:
+    """Where the metrics are, e.g. C{http://127.0.0.1:9207/metrics}."""
+    return f"http://{host_port(address, port)}/metrics"
+
+
+class MetricsEndpoint(Service):
+    """
+    The metrics port: listening where the configuration says (C{None}: off),
+    and moved, opened or closed by L{move} on reload.
+    """
+
+    log = Logger()
+    name = "metrics"
+    #: Count dropped connections in nothing: the endpoint is no listener.
+    stats = None
+    access_log = None
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        reactor: IReactorCore,
+        where: tuple[str, int] | None,
+        alerts: Alerts | None = None,
+        shortage: DescriptorShortage | None = None,
+    ) -> None:
+        self.where = where
+        self._reactor = reactor
+        self._alerts = alerts if alerts is not None else Alerts(self.log)
+        self._shortage = shortage
+        self.factory = CappedFactory(MetricsSite(MetricsPage(registry, reactor), reactor))
+        self.port: IListeningPort | None = None
+
+    @property
+    def bound(self) -> tuple[str, int] | None:
+        """The address and port it listens on now (the port it got, for port 0), or C{None}."""
+        if self.port is None:
+            return None
+        host = self.port.getHost()
+        return host.host, host.port
+
+    def privilegedStartService(self) -> None:
+        """Listen where the configuration says; @raise BindError: if it cannot."""
+        super().privilegedStartService()
+        if self.where is not None and self.port is None:
+            self.port = self._listen(self.where)
+
+    def _listen(self, where: tuple[str, int]) -> IListeningPort:
+        address, port = where
+        try:
+            sock = bind_stream(address, port)
+        except BindError as e:
+            raise BindError(f"metrics: {e}") from e.__cause__
+        try:
+            # Twisted listens on a duplicate of the descriptor.
+            listening = self._reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)
+        except OSError as e:  # EMFILE, duplicating it
+            raise BindError(f"metrics: cannot listen on {url(address, port)}: {e.strerror or e}") from e
+        finally:
+            sock.close()
+        if self._shortage is not None:
+            self._shortage.install(listening, self)
+        host = listening.getHost()
+        self.log.info("metrics: serving Prometheus metrics at {url}", url=url(host.host, host.port))
+        return listening
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return self._close()
+
+    def _close(self) -> defer.Deferred:
+        port, self.port = self.port, None
+        if port is None:
+            return defer.succeed(None)
+        # Open scrapes end too: a half-served page is no use, and stopping must not wait on them.
+        for protocol in list(self.factory.protocols):
+            protocol.transport.abortConnection()
+        return defer.maybeDeferred(port.stopListening)
+
+    @defer.inlineCallbacks
+    def move(self, where: tuple[str, int] | None):
+        """
+        Serve at C{where} (C{None}: nowhere) from now on. If the new port
+        cannot be had, the old one serves on, and an alert says why; unless
+        the old one was in the way (the same port on an overlapping
+        address), which then closes first.
+        """
+        if where == self.where and (where is None) == (self.port is None):
+            return
+        if where is None:
+            old = self.bound
+            yield self._close()
+            self.where = None
+            self._alerts.clear("metrics")
+            if old is not None:
+                self.log.info("metrics: no longer served at {url}", url=url(*old))
+            return
+        try:
+            new = self._listen(where)
+        except BindError as e:
+            in_the_way = e.address_in_use and self.bound is not None and self.bound[1] == where[1]
+            if not in_the_way:
+                kept = f"still served at {url(*self.bound)}" if self.port is not None else "not served"
+                self._alerts.raise_(
+                    "metrics", None, f"reload: {e}; metrics {kept}", f"metrics not moved to {url(*where)}"
+                )
+                return
+            yield self._close()
+            try:
+                new = self._listen(where)
+            except BindError as e:
+                self.where = None
+                self._alerts.raise_(
+                    "metrics",
+                    None,
+                    f"reload: {e}; metrics not served",
+                    f"metrics not served at {url(*where)}",
+                )
+                return
+        else:
+            yield self._close()
+        self.port, self.where = new, where
+        self._alerts.clear("metrics")
