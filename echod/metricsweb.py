@@ -58,6 +58,15 @@ class MetricsPage(Resource):
         #: By content type: when it was rendered, and the page.
         self._pages: dict[str, tuple[float, bytes]] = {}
 
+    def render(self, request: Request) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            # Twisted's own answer would be 501 for methods it does not know.
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"only GET and HEAD\n"
+        return super().render(request)
+
     def render_GET(self, request: Request) -> bytes:
         if request.path not in PATHS:
             request.setResponseCode(404)
