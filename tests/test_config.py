@@ -441,3 +441,35 @@ def test_peer_prefixes_group_addresses_for_the_per_peer_limits():
 )
 def test_peer_prefixes_out_of_range(key, value, message):
     assert only_problem(ECHO + f"{key} = {value}\n") == f"test.conf:4: [listener:echo] {key}: {message}"
+
+
+def test_metrics_are_off_unless_an_address_and_port_are_given():
+    assert parse(ECHO).metrics is None
+    assert parse("[echod]\nmetrics =\n" + ECHO).metrics is None
+    assert parse("[echod]\nmetrics = 127.0.0.1:9207\n" + ECHO).metrics == ("127.0.0.1", 9207)
+    assert parse("[echod]\nmetrics = [::1]:9207\n" + ECHO).metrics == ("::1", 9207)
+    assert parse("[echod]\nmetrics = [::]:0\n" + ECHO).metrics == ("::", 0)
+
+
+def test_a_metrics_value_that_is_not_address_and_port_says_what_to_write():
+    assert only_problem("[echod]\nmetrics = 9207\n" + ECHO) == (
+        "test.conf:2: [echod] metrics: '9207' is not ADDRESS:PORT; write e.g. 127.0.0.1:9207 or "
+        "[::1]:9207, or leave it empty for off"
+    )
+    assert only_problem("[echod]\nmetrics = ::1:9207\n" + ECHO) == (
+        "test.conf:2: [echod] metrics: '::1:9207': write an IPv6 address in brackets, e.g. [::1]:9207"
+    )
+    assert "'localhost' is not an IP address" in only_problem("[echod]\nmetrics = localhost:9207\n" + ECHO)
+    assert only_problem("[echod]\nmetrics = 127.0.0.1:65536\n" + ECHO) == (
+        "test.conf:2: [echod] metrics: 65536 is out of range; expected 0 to 65535"
+    )
+
+
+def test_metrics_on_a_tcp_listeners_port_are_refused_and_on_a_udp_ones_allowed():
+    assert only_problem("[echod]\nmetrics = 127.0.0.1:7\n" + ECHO) == (
+        "test.conf:2: [echod] metrics: 127.0.0.1:7 is where [listener:echo] listens; "
+        "give the metrics another port"
+    )
+    udp = "[listener:u]\nprotocol = echo\ntransport = udp\nport = 9207\n"
+    assert parse("[echod]\nmetrics = 127.0.0.1:9207\n" + udp).metrics == ("127.0.0.1", 9207)
+    assert parse("[echod]\nmetrics = 127.0.0.1:8\n" + ECHO).metrics == ("127.0.0.1", 8)

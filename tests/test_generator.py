@@ -27,6 +27,13 @@ def test_drop_in_replaces_the_units_addresses_with_the_listeners():
     ]
 
 
+def test_the_metrics_port_is_left_to_echod_to_bind():
+    settings = parse("[echod]\nmetrics = 127.0.0.1:9207\n[listener:echo]\nprotocol = echo\nport = 7\n")
+    drop_in = socket_drop_in(settings)
+    assert "9207" not in drop_in
+    assert drop_in.splitlines()[-1] == "ListenStream=[::]:7"
+
+
 def test_generator_writes_the_drop_in_where_systemd_reads_it(tmp_path, monkeypatch):
     config = tmp_path / "echod.conf"
     config.write_text("[listener:echo]\nprotocol = echo\nport = 7007\n")

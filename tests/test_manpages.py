@@ -226,3 +226,34 @@ def test_every_documented_exit_status_is_one_echod_exits_with():
     statuses = set(exit_constants().values())
     statuses |= {command_line_status(["--version"]), command_line_status(["--no-such-option"])}
     assert set(exit_status_entries()) <= statuses
+
+
+def exported_metrics() -> set[str]:
+    """The name of every metric family a scrape of a daemon with a TCP and a UDP listener has."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from echod.metrics import DaemonView, ListenerView, make_registry
+    from echod.stats import ListenerStats
+
+    listeners = [
+        ListenerView(name, "echo", transport, "::", 7, ListenerStats(), 0, 0)
+        for name, transport in (("t", "tcp"), ("u", "udp"))
+    ]
+    registry = make_registry(lambda: DaemonView(listeners, True, 0.0, {"bind": 0}))
+    text = generate_latest(registry).decode()
+    return {family.name for family in text_string_to_metric_families(text)}
+
+
+@pytest.mark.parametrize("document", [CONF_PAGE, ROOT / "README.md"], ids=["echod.conf.5", "README"])
+def test_every_metric_is_documented(document):
+    text = plain(document.read_text(encoding="utf-8"))
+    names = exported_metrics()
+    assert len(names) > 20
+    missing = sorted(
+        name
+        for name in names
+        if not re.search(rf"\b{re.escape(name)}(_total|_info)?\b", text)
+        and not (name.startswith("process_") and "process_*" in text)
+    )
+    assert not missing, f"{document.name} does not document {', '.join(missing)}"
