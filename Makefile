@@ -6,7 +6,9 @@ VENV_PYTHON := $(VENV)/bin/python
 # Bookworm's own interpreter and packages: the versions the .deb runs on,
 # and the systemd tools the tests drive (systemd-socket-activate, systemd-analyze).
 SYSTEM_PYTHON ?= /usr/bin/python3
-SYSTEM_TEST_PACKAGES := python3-twisted python3-sdnotify python3-pytest python3-hypothesis systemd
+# prometheus: its promtool checks the metrics and the shipped alerting rules.
+SYSTEM_TEST_PACKAGES := python3-twisted python3-sdnotify python3-prometheus-client python3-pytest \
+	python3-hypothesis systemd prometheus
 PYTEST_ARGS ?=
 
 RUN_DIR := .run

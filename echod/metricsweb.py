@@ -260,6 +260,7 @@ class MetricsEndpoint(Service):
         address), which then closes first.
         """
         if where == self.where and (where is None) == (self.port is None):
+            self._alerts.clear("metrics")  # where it is is where it is wanted again
             return
         if where is None:
             old = self.bound

@@ -69,6 +69,7 @@ class Daemon:
         command: list[str] | None = None,
         env: dict[str, str] | None = None,
         journal: bool = False,
+        preexec=None,
     ):
         self.config_path = config_path
         self.command = command or [sys.executable, "-m", "echod", "run", "-c", str(config_path)]
@@ -78,6 +79,8 @@ class Daemon:
         self._changed = threading.Condition()
         self.process: subprocess.Popen | None = None
         self.journal = journal
+        #: Run in the child before echod starts (e.g. to lower its limits).
+        self.preexec = preexec
 
     def start(self) -> Daemon:
         read_end, write_end = os.pipe()
@@ -87,7 +90,12 @@ class Daemon:
             st = os.fstat(write_end)
             env = {**env, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
         self.process = subprocess.Popen(
-            self.command, stdout=write_end, stderr=write_end, stdin=subprocess.DEVNULL, env=env
+            self.command,
+            stdout=write_end,
+            stderr=write_end,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=self.preexec,
         )
         os.close(write_end)
         output = open(read_end, encoding="utf-8", errors="replace")

@@ -46,7 +46,8 @@ def mirrors(release: str) -> tuple[str, ...]:
 #: the bus systemctl talks to, logrotate for the rotation test, man for the
 #: Documentation= check of systemd-analyze verify; pytest and hypothesis to run
 #: the unit and integration suite on the release's own interpreter; the
-#: release's own autopkgtest and lintian, as the archive runs them.
+#: release's own autopkgtest and lintian, as the archive runs them; the
+#: release's Prometheus server, which scrapes echod, and its promtool.
 BASE_PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -57,6 +58,7 @@ BASE_PACKAGES = (
     "python3-hypothesis",
     "autopkgtest",
     "lintian",
+    "prometheus",
 )
 
 CACHE = Path(os.environ.get("ECHOD_TEST_CACHE", "/var/cache/echod-tests"))
