@@ -107,6 +107,9 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
     base = labels.get("echod-base")
     if base:
         head.append(f"echod / {base}")
+    metrics = "echod-metrics" in labels
+    if metrics:
+        head.append("metrics on / off")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in results["scenarios"]:
         row = [name] + [
@@ -124,6 +127,9 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
         if base:
             before = pairs.get((name, "echod-base"))
             row.append(ratio(echod.usable(figure(echod)), before.usable(figure(before))) if before else "")
+        if metrics:
+            on = pairs.get((name, "echod-metrics"))
+            row.append(ratio(on.usable(figure(on)), echod.usable(figure(echod))) if on else "")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

@@ -56,7 +56,14 @@ SCENARIOS = [
     Scenario("echo 100 KiB, 10 conns", "echo", 100 * 1024, 10),
     Scenario("echo 1 KiB, 100 conns", "echo", 1024, 100),
     Scenario("new conns/s, 64 B, half-close", "connect", 64, 10),
-    Scenario("bytecount conns/s, 64 B", "bytecount", 64, 10, only=("echod", "echod-base"), port="bytecount"),
+    Scenario(
+        "bytecount conns/s, 64 B",
+        "bytecount",
+        64,
+        10,
+        only=("echod", "echod-base", "echod-metrics"),
+        port="bytecount",
+    ),
 ]
 
 

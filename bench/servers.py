@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ PYLIB = BUILD / "pylib"
 _notify_sockets = itertools.count()
 # "echo: echo/tcp listening on 127.0.0.1:PORT" from echod, "listening on 127.0.0.1:PORT" from the others.
 LISTENING = re.compile(r"(?:(?P<name>\S+): \S+/tcp )?listening on 127\.0\.0\.1:(?P<port>\d+)")
+METRICS = re.compile(r"metrics: serving Prometheus metrics at (?P<url>http://\S+)")
 
 
 @dataclass(frozen=True)
@@ -43,16 +45,23 @@ class Kind:
     pythonpath: str | None = None
     #: How many sd_notify READY=1 messages say it is ready (one per echod process), if it sends them.
     notifies: int = 0
+    #: Scrape the metrics it serves this often (seconds), as Prometheus would, for as long as it runs.
+    scrape_every: float | None = None
 
 
-def echod_config(root: Path = ROOT, name: str = "echod.conf") -> Path:
+def echod_config(root: Path = ROOT, name: str = "echod.conf", metrics: bool = False) -> Path:
     """
     The shipped etc/echod.conf (of the checkout at C{root}) with every port set to 0 (a free
     port), every address set to 127.0.0.1, so that the benchmark exposes nothing beyond this
     machine and all servers use IPv4 sockets, and the access log (on, as shipped) kept in
-    build/bench. Everything else, the connection caps included, stays as shipped.
+    build/bench. Everything else, the connection caps included, stays as shipped. With
+    C{metrics}, the metrics are served on 127.0.0.1, a free port.
     """
     text = (root / "etc" / "echod.conf").read_text()
+    if metrics:
+        text, found = re.subn(r"(?m)^#metrics = .+$", "metrics = 127.0.0.1:0", text)
+        if found != 1:
+            raise SystemExit("bench: etc/echod.conf no longer has one '#metrics =' line")
     text = re.sub(r"(?m)^access_log = .+$", f"access_log = {BUILD / 'access.log'}", text)
     text, ports = re.subn(r"(?m)^port = \d+$", "port = 0", text)
     text, addresses = re.subn(r"(?m)^address = \S+$", "address = 127.0.0.1", text)
@@ -93,6 +102,14 @@ def kinds(baseline: tuple[str, Path] | None = None) -> list[Kind]:
         )
     found += [
         Kind(
+            "echod-metrics",
+            "echod, metrics scraped every 1 s",
+            (py, "-m", "echod", "run", "-c", str(echod_config(name="echod-metrics.conf", metrics=True))),
+            "echod serving",
+            notifies=1,
+            scrape_every=1.0,
+        ),
+        Kind(
             "echod-2",
             "echod, 2 workers (reuse_port)",
             (py, str(ROOT / "bench" / "echod_workers.py"), "2", str(echod_config())),
@@ -130,7 +147,11 @@ class Server:
     process: subprocess.Popen | None = None
     #: The processes that serve, when they are not the one started (bench/echod_workers.py).
     workers: tuple[int, ...] = ()
+    #: Where it serves its metrics, if it does, and how many scrapes of them succeeded.
+    metrics_url: str | None = None
+    scrapes: int = 0
     _notify: socket.socket | None = None
+    _stop_scraping: threading.Event = field(default_factory=threading.Event)
 
     def start(self, timeout: float = 30) -> Server:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
@@ -160,7 +181,22 @@ class Server:
             except (TimeoutError, OSError) as e:
                 self.stop()
                 raise RuntimeError(f"{self.kind.label} sent no READY=1: {e}") from e
+        if self.kind.scrape_every:
+            if self.metrics_url is None:
+                self.stop()
+                raise RuntimeError(f"{self.kind.label} did not say where its metrics are")
+            threading.Thread(target=self._scrape, daemon=True).start()
         return self
+
+    def _scrape(self) -> None:
+        """GET the metrics every C{scrape_every} seconds, as Prometheus does, until stopped."""
+        while not self._stop_scraping.wait(self.kind.scrape_every):
+            try:
+                with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                    response.read()
+                self.scrapes += 1
+            except OSError as e:
+                self.lines.append(f"bench: warn scrape failed: {e}")
 
     def _listen_for_ready(self, env: dict[str, str]) -> Future | None:
         """
@@ -206,6 +242,9 @@ class Server:
             match = LISTENING.search(line)
             if match:
                 self.ports[match["name"] or "echo"] = int(match["port"])
+            match = METRICS.search(line)
+            if match:
+                self.metrics_url = match["url"]
             if self.kind.ready in line and not ready.is_set():
                 self.ready_s = time.monotonic() - started
                 ready.set()
@@ -213,6 +252,7 @@ class Server:
 
     def stop(self) -> None:
         """Stop the server and whatever it started (its own process group), by force after 10 s."""
+        self._stop_scraping.set()
         if self._notify is not None:
             with contextlib.suppress(OSError):  # wakes the thread waiting on it, if it still waits
                 self._notify.shutdown(socket.SHUT_RDWR)

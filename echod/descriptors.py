@@ -88,8 +88,10 @@ class DescriptorShortage:
         connections count as refusals of C{owner} (a L{LimitedFactory}, read
         at each drop, so that a rename or a new access log applies).
         """
-        forward = port._logger.observer
-        port._logger = Logger(namespace=port._logger.namespace, observer=self.observer(owner, forward))
+        logger = getattr(port, "_logger", None)
+        if not isinstance(logger, Logger):
+            return  # not Twisted's TCP port: it logs no EMFILE recovery
+        port._logger = Logger(namespace=logger.namespace, observer=self.observer(owner, logger.observer))
 
     def observer(self, owner: Owner, forward: ILogObserver = globalLogPublisher) -> ILogObserver:
         """The log observer for the port of C{owner}; other events go on to C{forward}."""

@@ -6,6 +6,7 @@ A client for echod, run inside the test containers (standard library only).
     client.py refused PORT       exit 0 if 127.0.0.1:PORT refuses connections
     client.py reset PORT         exit 0 if a connection to 127.0.0.1:PORT is reset
                                  within 5 s; print what happened instead
+    client.py get URL            print the body of an HTTP GET of URL; exit 1 if it fails
     client.py loop SECONDS PROTOCOL:PORT...
                                  connect over and over, alternating the
                                  listeners (echo:7 bytecount:50007); print
@@ -22,6 +23,7 @@ import json
 import socket
 import sys
 import time
+import urllib.request
 
 
 def exchange(port: int, data: bytes, host: str = "127.0.0.1", timeout: float = 30) -> bytes:
@@ -87,6 +89,13 @@ def main(argv: list[str]) -> int:
             return 1
         print(f"answered {got!r}")
         return 1
+    elif command == "get":
+        try:
+            with urllib.request.urlopen(args[0], timeout=10) as response:
+                sys.stdout.write(response.read().decode())
+        except OSError as e:
+            print(repr(e))
+            return 1
     elif command == "loop":
         listeners = [(protocol, int(port)) for protocol, port in (a.split(":") for a in args[1:])]
         print(json.dumps(loop(float(args[0]), listeners)), flush=True)

@@ -48,6 +48,7 @@ def test_ships_the_daemon_units_generator_config_and_manual_pages(deb: Path):
         "/usr/lib/sysusers.d/echod.conf",
         "/usr/share/man/man8/echod.8.gz",
         "/usr/share/man/man5/echod.conf.5.gz",
+        "/usr/share/doc/echod/examples/prometheus-alerts.yml",
     ):
         assert path in files, path
     assert not [f for f in files if "site-packages" in f or "/twisted/" in f], "no vendored dependencies"
@@ -57,10 +58,10 @@ def test_ships_the_daemon_units_generator_config_and_manual_pages(deb: Path):
     assert sorted(conffiles) == ["/etc/echod.conf", "/etc/logrotate.d/echod"]
 
 
-def test_depends_on_debian_twisted_and_sdnotify(deb: Path):
+def test_depends_on_debian_twisted_sdnotify_and_prometheus_client(deb: Path):
     assert dpkg_deb("--field", str(deb), "Architecture").strip() == "all"
     depends = dpkg_deb("--field", str(deb), "Depends")
-    for name in ("python3-twisted", "python3-sdnotify", "python3:any", "procps"):
+    for name in ("python3-twisted", "python3-sdnotify", "python3-prometheus-client", "python3:any", "procps"):
         assert re.search(rf"(^|, ){re.escape(name)}\b", depends), depends
 
 
