@@ -108,8 +108,14 @@ class ListenerService(Service):
 
     def as_running(self) -> Running:
         """What a reload needs to know of this listener."""
-        bound = self.socket.getsockname()[1] if self.socket is not None else self.settings.port
-        return Running(self.name, self.settings, bound, self.inherited)
+        return Running(self.name, self.settings, self.bound_port(), self.inherited)
+
+    def bound_port(self) -> int:
+        """The port its socket is bound to (the one it got, for port 0), or else the configured one."""
+        # Once closed (while the daemon stops) a socket no longer says.
+        if self.socket is not None and self.socket.fileno() != -1:
+            return self.socket.getsockname()[1]
+        return self.settings.port
 
     def holds_port(self, settings: ListenerSettings) -> bool:
         """Whether this listener's socket is bound to the transport and port C{settings} name."""

@@ -242,7 +242,7 @@ class EchodService(MultiService):
                     settings.protocol,
                     settings.transport,
                     settings.address,
-                    listener.as_running().bound_port,
+                    listener.bound_port(),
                     listener.stats,
                     received,
                     sent,

@@ -496,3 +496,17 @@ def test_a_metrics_port_in_use_stops_the_start_with_the_fix(tmp_path):
         in daemon.output
     )
     assert "or set metrics = (empty) to turn the metrics off" in daemon.output
+
+
+def test_the_metrics_are_served_while_open_connections_drain_at_stop(run):
+    daemon = run(config(echo={"protocol": "echo"}).replace("[echod]\n", "[echod]\nshutdown_grace = 60s\n"))
+    url = metrics_url(daemon)
+    with connect(daemon.port("echo")) as sock:
+        assert exchange([(sock, b"draining")], half_close=False) == [b"draining"]
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait_for(r"waiting up to 1m for 1 open connection")
+        samples = until(url, lambda s: get(s, "echod_connections_open", listener="echo") == 1)
+        assert get(samples, "echod_received_bytes_total", listener="echo") == 8
+    assert daemon.process.wait(30) in (0, -signal.SIGTERM)
+    daemon.wait_for_end()
+    assert refused(url)
