@@ -183,15 +183,20 @@ class EchodCollector(Collector):
 
     def _connections(self, listeners: list[ListenerView]) -> Iterator[Metric]:
         label = ["listener"]
-        accepted = CounterMetricFamily("echod_connections_accepted", "Connections accepted.", labels=label)
+        accepted = CounterMetricFamily(
+            "echod_connections_accepted",
+            "Connections accepted (with proxy_protocol, once their PROXY header let them in).",
+            labels=label,
+        )
         refused = CounterMetricFamily(
             "echod_connections_refused",
-            "Connections refused, by reason: a cap reached, or no file descriptor left to accept them with.",
+            "Connections refused, by reason: a cap reached, no file descriptor left to accept them with, "
+            "or not from trusted_proxies.",
             labels=["listener", "reason"],
         )
         closed = CounterMetricFamily(
             "echod_connections_closed",
-            "Accepted connections closed, by cause (the access log's closed=).",
+            "Connections closed, by cause (the access log's closed=).",
             labels=["listener", "cause"],
         )
         open_now = GaugeMetricFamily("echod_connections_open", "Connections open now.", labels=label)
@@ -210,7 +215,11 @@ class EchodCollector(Collector):
             stats, series = view.stats, self._series[view.name]
             name = view.name
             accepted.add_metric([name], series.counter("accepted", stats.accepted))
-            for reason, count in _with_zeros(REFUSAL_REASONS, stats.refused_by):
+            refusals = dict(stats.refused_by)
+            if stats.untrusted_proxies:
+                # Closed as they came: not from a balancer listed in trusted_proxies.
+                refusals["trusted_proxies"] = stats.untrusted_proxies
+            for reason, count in _with_zeros(REFUSAL_REASONS, refusals):
                 refused.add_metric([name, reason], series.counter(("refused", reason), count))
             for cause, count in _with_zeros(CLOSE_CAUSES, stats.closed):
                 closed.add_metric([name, cause], series.counter(("closed", cause), count))

@@ -45,7 +45,8 @@ class ListenerStats:
     #: Connections refused, in all and by reason (max_connections, file_descriptors, ...).
     refused: int = 0
     refused_by: dict[str, int] = field(default_factory=dict)
-    #: Connections closed (accepted ones only), by the access log's cause (client, idle-timeout, ...).
+    #: Connections closed, by the access log's cause (client, idle-timeout, ...): every one Twisted
+    #: handed over, also those a PROXY header never let in (bad-proxy-header, refused-...).
     closed: dict[str, int] = field(default_factory=dict)
     #: Closed connections by duration: a count per L{DURATION_BUCKETS} bucket (not cumulative),
     #: the last one for longer than the last bound; and their sum in seconds.

@@ -110,7 +110,9 @@ def test_a_cause_or_reason_not_known_beforehand_is_exported_too():
     stats = ListenerStats()
     stats.close("untrusted-proxy", 0.01)
     stats.refuse("some-new-reason")
+    stats.untrusted_proxies = 2
     found = samples(make_registry(Daemon(tcp("echo", stats)).view))
+    assert value(found, "echod_connections_refused_total", listener="echo", reason="trusted_proxies") == 2
     assert value(found, "echod_connections_closed_total", listener="echo", cause="untrusted-proxy") == 1
     assert value(found, "echod_connections_refused_total", listener="echo", reason="some-new-reason") == 1
 

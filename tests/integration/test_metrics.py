@@ -510,3 +510,37 @@ def test_the_metrics_are_served_while_open_connections_drain_at_stop(run):
     assert daemon.process.wait(30) in (0, -signal.SIGTERM)
     daemon.wait_for_end()
     assert refused(url)
+
+
+def test_proxy_protocol_refusals_and_bad_headers_are_counted(run):
+    from tests.integration.test_proxy_protocol import v1
+
+    daemon = run(config(echo={"protocol": "echo", "proxy_protocol": "yes", "trusted_proxies": "127.0.0.2"}))
+    url = metrics_url(daemon)
+    port = daemon.port("echo")
+    with connect(port, source="127.0.0.1") as untrusted:
+        try:
+            untrusted.sendall(v1("198.18.1.10") + b"forged")
+            assert read_until_closed(untrusted) == b""
+        except ConnectionResetError:
+            pass  # closed with the forged header unread
+    with connect(port, source="127.0.0.2") as bad:
+        try:
+            bad.sendall(b"hello, no header\r\n")
+            assert read_until_closed(bad) == b""
+        except ConnectionResetError:
+            pass
+    for n in range(3):
+        with connect(port, source="127.0.0.2") as good:
+            assert exchange([(good, v1("198.18.1.10", 40000 + n) + b"believed")]) == [b"believed"]
+    samples = until(
+        url,
+        lambda s: (
+            get(s, "echod_connections_accepted_total", listener="echo") == 3
+            and total(s, "echod_connections_closed_total", listener="echo") == 4
+        ),
+    )
+    assert get(samples, "echod_connections_refused_total", listener="echo", reason="trusted_proxies") == 1
+    assert get(samples, "echod_connections_closed_total", listener="echo", cause="bad-proxy-header") == 1
+    assert get(samples, "echod_connections_closed_total", listener="echo", cause="client") == 3
+    assert get(samples, "echod_connections_open", listener="echo") == 0
