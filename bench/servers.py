@@ -196,7 +196,8 @@ class Server:
                     response.read()
                 self.scrapes += 1
             except OSError as e:
-                self.lines.append(f"bench: warn scrape failed: {e}")
+                if not self._stop_scraping.is_set():  # not the server stopping under a scrape
+                    self.lines.append(f"bench: warn scrape failed: {e}")
 
     def _listen_for_ready(self, env: dict[str, str]) -> Future | None:
         """
