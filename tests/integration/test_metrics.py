@@ -208,7 +208,7 @@ def test_scrapes_during_traffic_always_add_up_and_only_grow(run):
     thread.start()
     try:
         last = dict.fromkeys(counters, 0.0)
-        for _ in range(30):
+        for _ in range(15):
             samples = scrape(url)
             accepted = get(samples, "echod_connections_accepted_total", listener="echo")
             open_now = get(samples, "echod_connections_open", listener="echo")
