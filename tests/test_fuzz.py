@@ -30,7 +30,7 @@ KEYS = [
     "log_level", "access_log", "shutdown_grace", "protocol", "transport", "address", "port",
     "max_connections", "max_connections_per_peer", "idle_timeout", "max_message_size",
     "max_header_length", "blocked_source_ports", "datagram_rate_per_peer", "datagram_rate", "byte_rate",
-    "proxy_protocol", "trusted_proxies",
+    "proxy_protocol", "trusted_proxies", "metrics",
 ]  # fmt: skip
 VALUES = [
     "echo",
@@ -47,6 +47,9 @@ VALUES = [
     "0-1023",
     "yes",
     "198.18.0.0/15, ::1",
+    "127.0.0.1:9207",
+    "[::1]:7",
+    "::1:7",
     "",
     "x",
 ]
