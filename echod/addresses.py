@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -79,18 +80,26 @@ def _network(host: str, prefix: int) -> str:
     return f"{socket.inet_ntop(family, network)}/{prefix}"
 
 
-@lru_cache(maxsize=4096)
-def in_networks(host: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+def network_matcher(
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> Callable[[str], bool]:
     """
-    Whether C{host} (an address as L{peer_host} gives it) lies in one of
-    C{networks}. Cached for the reason L{_network} is: a balancer connects
-    from the same few addresses all day.
+    A function telling whether a host (an address as L{peer_host} gives it)
+    lies in one of C{networks}. Its answers are cached per host, for the
+    reason L{_network}'s are: a balancer connects from the same few
+    addresses all day; and the cache is its own, so that a lookup hashes
+    the host only, not the networks.
     """
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # not an address: never trusted
-    return any(address in network for network in networks)
+
+    @lru_cache(maxsize=4096)
+    def contains(host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False  # not an address: never in a network
+        return any(address in network for network in networks)
+
+    return contains
 
 
 def host_port(host: str, port: int) -> str:

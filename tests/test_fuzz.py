@@ -121,6 +121,8 @@ def test_header_parser_never_crashes_nor_buffers_past_its_limit(max_header, max_
         st.builds(lambda tail: b"PROXY " + tail, st.binary(max_size=150)),
         st.builds(lambda tail: b"PROXY TCP4 " + tail, st.binary(max_size=150)),
         st.builds(lambda tail: V2_SIGNATURE + tail, st.binary(max_size=700)),
+        # The parser's shortcut for a whole IPv4 header, and its near misses.
+        st.builds(lambda tail: V2_SIGNATURE + b"\x21\x11\x00" + tail, st.binary(max_size=60)),
     ),
     cuts=st.lists(st.integers(0, 1000), max_size=20),
 )

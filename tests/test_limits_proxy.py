@@ -188,14 +188,17 @@ def test_a_bad_header_closes_the_connection_with_one_warning(tmp_path, data, rea
     assert listener.lines() == ["l 127.0.0.1:50000 in=0 out=0 duration=0.000s closed=bad-proxy-header"]
 
 
-def test_a_header_not_complete_in_time_closes_the_connection(tmp_path):
+def test_a_header_not_complete_in_time_closes_the_connection_within_a_quarter_more(tmp_path):
     listener = Listener(tmp_path)
+    first, _ = listener.connect(port=1)  # the sweep of late headers began with it
+    listener.clock.advance(0.5)
+    first.dataReceived(V1)
     protocol, transport = listener.connect()
     protocol.dataReceived(V1[:10])
     listener.clock.advance(PROXY_HEADER_TIMEOUT - 0.001)
     assert not transport.disconnected
     with capturedLogs() as events:
-        listener.clock.advance(0.001)
+        listener.clock.advance(PROXY_HEADER_TIMEOUT / 4)
     assert transport.disconnected
     assert warnings(events) == [
         f"l: bad PROXY header from 127.0.0.1:50000, closing: no complete PROXY header within"
@@ -205,20 +208,37 @@ def test_a_header_not_complete_in_time_closes_the_connection(tmp_path):
     assert listener.factory.stats.bad_proxy_headers == 1
 
 
-def test_a_header_in_time_leaves_no_timer_behind(tmp_path):
+def test_the_sweep_of_late_headers_stops_once_none_is_awaited(tmp_path):
     listener = Listener(tmp_path)
+    timers = len(listener.clock.getDelayedCalls())  # the access log's
     protocol, _ = listener.connect()
+    assert len(listener.clock.getDelayedCalls()) == timers + 1
     protocol.dataReceived(V1)
-    assert listener.clock.getDelayedCalls() == [c for c in listener.clock.getDelayedCalls() if c.active()]
-    assert all(c.func != protocol._header_too_slow for c in listener.clock.getDelayedCalls())
+    assert listener.factory.awaiting_header == {}
+    listener.clock.advance(PROXY_HEADER_TIMEOUT)
+    assert len(listener.clock.getDelayedCalls()) == timers
 
 
-def test_a_connection_closed_before_its_header_cancels_its_timer(tmp_path):
+def test_a_connection_closed_before_its_header_is_no_longer_awaited(tmp_path):
     listener = Listener(tmp_path)
     protocol, _ = listener.connect()
     listener.close(protocol)
-    assert [c for c in listener.clock.getDelayedCalls() if c.func == protocol._header_too_slow] == []
+    assert listener.factory.awaiting_header == {}
     assert listener.factory.stats.active == 0
+
+
+def test_an_ipv4_client_of_a_dual_stack_balancer_counts_as_its_ipv4_address(tmp_path):
+    listener = Listener(tmp_path, max_connections_per_peer=1)
+    mapped = b"PROXY TCP6 ::ffff:198.18.1.10 ::ffff:198.18.0.1 40000 7\r\n"
+    first, _ = listener.connect(port=1)
+    first.dataReceived(mapped)
+    second, second_transport = listener.connect(port=2)
+    second.dataReceived(V1)  # the same client, as IPv4: over the cap
+    assert second_transport.disconnected
+    listener.close(first)
+    assert (
+        listener.lines()[0] == "l 198.18.1.10:40000 in=0 out=0 duration=0.000s closed=client via=127.0.0.1:1"
+    )
 
 
 def test_end_of_file_with_nothing_sent_is_a_port_check_not_a_bad_header(tmp_path):

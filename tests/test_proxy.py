@@ -57,6 +57,27 @@ VALID = {
         V2_IPV6,
         ProxyHeader(2, False, ("2001:db8::1", 65535), ("2001:db8::2", 7), b""),
     ),
+    # What a dual-stack balancer (HAProxy's "bind :::7 v4v6") sends for an IPv4
+    # client: the same dotted form on every Python, so that the client counts
+    # as its IPv4 address (Python 3.11's ipaddress writes ::ffff:c612:a).
+    "v1 TCP6 IPv4-mapped": (
+        b"PROXY TCP6 ::ffff:198.18.0.10 ::ffff:198.18.0.2 40000 7\r\n",
+        ProxyHeader(1, False, ("::ffff:198.18.0.10", 40000), ("::ffff:198.18.0.2", 7), b""),
+    ),
+    "v2 PROXY IPv4-mapped": (
+        v2(
+            1,
+            0x21,
+            bytes(10)
+            + b"\xff\xff"
+            + bytes([198, 18, 0, 10])
+            + bytes(10)
+            + b"\xff\xff"
+            + bytes([198, 18, 0, 2])
+            + struct.pack("!HH", 40000, 7),
+        ),
+        ProxyHeader(2, False, ("::ffff:198.18.0.10", 40000), ("::ffff:198.18.0.2", 7), b""),
+    ),
     "v2 LOCAL": (V2_LOCAL, ProxyHeader(2, True, None, None, b"")),
     "v2 LOCAL with addresses": (
         v2(0, 0x11, bytes(12)),
