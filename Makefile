@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 VENV_PYTHON := $(VENV)/bin/python
 # Bookworm's own interpreter and packages: the versions the .deb runs on,
-# and the systemd tools the tests drive (systemd-socket-activate, systemd-analyze).
+# the systemd tools the tests drive (systemd-socket-activate, systemd-analyze),
+# and haproxy with iproute2 for echod behind a balancer on hosts in network namespaces.
 SYSTEM_PYTHON ?= /usr/bin/python3
 # prometheus: its promtool checks the metrics and the shipped alerting rules.
 SYSTEM_TEST_PACKAGES := python3-twisted python3-sdnotify python3-prometheus-client python3-pytest \
-	python3-hypothesis systemd prometheus
+	python3-hypothesis systemd prometheus haproxy iproute2
 PYTEST_ARGS ?=
 
 RUN_DIR := .run

@@ -47,7 +47,8 @@ def mirrors(release: str) -> tuple[str, ...]:
 #: Documentation= check of systemd-analyze verify; pytest and hypothesis to run
 #: the unit and integration suite on the release's own interpreter; the
 #: release's own autopkgtest and lintian, as the archive runs them; the
-#: release's Prometheus server, which scrapes echod, and its promtool.
+#: release's Prometheus server, which scrapes echod, and its promtool; haproxy,
+#: whose own `haproxy -c` checks the shipped HAProxy example (autopkgtest).
 BASE_PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -59,6 +60,7 @@ BASE_PACKAGES = (
     "autopkgtest",
     "lintian",
     "prometheus",
+    "haproxy",
 )
 
 CACHE = Path(os.environ.get("ECHOD_TEST_CACHE", "/var/cache/echod-tests"))

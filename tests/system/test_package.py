@@ -32,7 +32,7 @@ def test_version_is_the_python_package_version(deb: Path):
     assert dpkg_deb("--field", str(deb), "Version").strip().split("+")[0] == version
 
 
-def test_ships_the_daemon_units_generator_config_and_manual_pages(deb: Path):
+def test_ships_the_daemon_units_generator_config_manual_pages_and_examples(deb: Path):
     files = {line.split()[-1].lstrip(".") for line in dpkg_deb("--contents", str(deb)).splitlines()}
     for path in (
         "/usr/bin/echod",
@@ -49,6 +49,7 @@ def test_ships_the_daemon_units_generator_config_and_manual_pages(deb: Path):
         "/usr/share/man/man8/echod.8.gz",
         "/usr/share/man/man5/echod.conf.5.gz",
         "/usr/share/doc/echod/examples/prometheus-alerts.yml",
+        "/usr/share/doc/echod/examples/haproxy.cfg",
     ):
         assert path in files, path
     assert not [f for f in files if "site-packages" in f or "/twisted/" in f], "no vendored dependencies"
