@@ -249,7 +249,8 @@ class Balancer:
             stats = self.stats()
             checks = {backend: stats[backend, server]["check_desc"] for backend, _ in LISTENERS.values()}
             said = self.output.read_text()
-            raise AssertionError(f"{e}: {self.status(server)}, checks {checks}; haproxy said:\n{said}") from None
+            status = self.status(server)
+            raise AssertionError(f"{e}: {status}, checks {checks}; haproxy said:\n{said}") from None
         return time.monotonic()
 
     def settle(self) -> None:
