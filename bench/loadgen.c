@@ -1,7 +1,8 @@
 /*
  * loadgen: load generator for echo servers, one thread on epoll.
  *
- *   loadgen -p PORT [-m MODE] [-c CONNS] [-s SIZE] [-w WARMUP] [-d SECONDS] [-a ADDRS] [-P SERVER_PID[,PID...]]
+ *   loadgen -p PORT [-m MODE] [-c CONNS] [-s SIZE] [-w WARMUP] [-d SECONDS] [-a ADDRS] [-x]
+ *           [-P SERVER_PID[,PID...]]
  *
  * Modes:
  *   echo       CONNS persistent connections. Each sends a SIZE-byte message, waits for all of its echo,
@@ -30,6 +31,11 @@
  * several client hosts: a server's per-peer connection cap sees several peers, and new connections draw
  * on as many ranges of ephemeral ports (from one address, connect() runs short of ports whose TIME_WAIT
  * may be reused near 14k connections/s on Linux).
+ *
+ * -x begins every connection with a PROXY protocol v2 header (HAProxy's proxy-protocol.txt), as a
+ * balancer with send-proxy-v2 does: command PROXY, TCP over IPv4, the connection's own source address
+ * and port and its destination. It goes out with the first request, in the same write, as HAProxy
+ * sends it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -65,7 +71,7 @@ struct conn {
     int opened;     /* its first request completed (the server accepted it) */
     unsigned src;   /* source address index */
     const unsigned char *payload;
-    char head[24];  /* bytecount header */
+    char head[64];  /* PROXY header (first request, with -x), then the bytecount header */
     size_t head_len, sent, want, got;
     uint64_t start_ns;
 };
@@ -77,7 +83,8 @@ static struct {
     unsigned conns, addrs;
     size_t size;
     double warmup, duration;
-} cfg = {NULL, ECHO, {0}, 10, 1, 1024, 1.0, 3.0};
+    int proxy;
+} cfg = {NULL, ECHO, {0}, 10, 1, 1024, 1.0, 3.0, 0};
 
 static int ep;
 static enum phase phase = WARMUP;
@@ -246,6 +253,31 @@ static void pump(struct conn *c, int registered, int had_out)
         set_events(c, events, EPOLL_CTL_MOD);
 }
 
+/* Put a PROXY v2 header naming this connection's own ends before what c->head holds (the bytecount
+ * header, if any): 16 bytes of signature, version and command, family and length, then 12 of addresses. */
+static void add_proxy_header(struct conn *c)
+{
+    static const unsigned char signature[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                                0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    struct sockaddr_in src;
+    socklen_t len = sizeof src;
+    if (getsockname(c->fd, (struct sockaddr *)&src, &len) < 0)
+        die("getsockname");
+    unsigned char header[28];
+    memcpy(header, signature, 12);
+    header[12] = 0x21; /* version 2, PROXY */
+    header[13] = 0x11; /* AF_INET, STREAM */
+    header[14] = 0;
+    header[15] = 12;
+    memcpy(header + 16, &src.sin_addr, 4);
+    memcpy(header + 20, &cfg.server.sin_addr, 4);
+    memcpy(header + 24, &src.sin_port, 2);
+    memcpy(header + 26, &cfg.server.sin_port, 2);
+    memmove(c->head + sizeof header, c->head, c->head_len);
+    memcpy(c->head, header, sizeof header);
+    c->head_len += sizeof header;
+}
+
 static void open_conn(struct conn *c)
 {
     c->opened = 0;
@@ -268,13 +300,17 @@ static void open_conn(struct conn *c)
     start_request(c);
     if (cfg.mode == CONNECT || cfg.mode == BYTECOUNT)
         c->start_ns = now_ns();
-    if (connect(c->fd, (struct sockaddr *)&cfg.server, sizeof cfg.server) == 0) {
+    int done = connect(c->fd, (struct sockaddr *)&cfg.server, sizeof cfg.server);
+    int err = done == 0 ? 0 : errno;
+    if (cfg.proxy && (done == 0 || err == EINPROGRESS))
+        add_proxy_header(c); /* the source port is chosen by connect() */
+    if (done == 0) {
         pump(c, 0, 0);
-    } else if (errno == EINPROGRESS) {
+    } else if (err == EINPROGRESS) {
         c->connecting = 1;
         set_events(c, EPOLLIN | EPOLLOUT, EPOLL_CTL_ADD);
     } else {
-        fail(c, "connect: %s", strerror(errno));
+        fail(c, "connect: %s", strerror(err));
     }
 }
 
@@ -367,7 +403,7 @@ static void handle(struct conn *c, uint32_t events)
 static void usage(void)
 {
     fprintf(stderr, "usage: loadgen -p PORT [-H 127.0.0.1] [-m echo|connect|bytecount|hold] [-c CONNS] "
-                    "[-s SIZE] [-w WARMUP_S] [-d SECONDS] [-a ADDRS] [-P SERVER_PID]\n");
+                    "[-s SIZE] [-w WARMUP_S] [-d SECONDS] [-a ADDRS] [-x] [-P SERVER_PID]\n");
     exit(2);
 }
 
@@ -375,8 +411,9 @@ static void parse(int argc, char **argv)
 {
     const char *host = "127.0.0.1";
     int port = 0, opt;
-    while ((opt = getopt(argc, argv, "H:p:m:c:s:w:d:a:P:")) != -1) {
+    while ((opt = getopt(argc, argv, "H:p:m:c:s:w:d:a:P:x")) != -1) {
         switch (opt) {
+        case 'x': cfg.proxy = 1; break;
         case 'P': cfg.server_pid = optarg; break;
         case 'H': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -525,10 +562,10 @@ int main(int argc, char **argv)
         snprintf(first_error, sizeof first_error, "%llu requests unanswered 2 s after the end",
                  (unsigned long long)live);
     double secs = (t_end - t_start) / 1e9;
-    printf("{\"mode\":\"%s\",\"conns\":%u,\"size\":%zu,\"seconds\":%.3f,\"requests\":%llu,\"errors\":%llu,"
+    printf("{\"mode\":\"%s\",\"proxy\":%d,\"conns\":%u,\"size\":%zu,\"seconds\":%.3f,\"requests\":%llu,\"errors\":%llu,"
            "\"req_s\":%.1f,\"mib_s\":%.2f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"cpu_pct\":%.1f,"
            "\"wait_pct\":%.1f,\"server_cpu_pct\":%.1f,\"server_wait_pct\":%.1f,\"first_error\":\"%s\"}\n",
-           mode_name(), cfg.conns, cfg.size, secs, (unsigned long long)requests, (unsigned long long)errors,
+           mode_name(), cfg.proxy, cfg.conns, cfg.size, secs, (unsigned long long)requests, (unsigned long long)errors,
            requests / secs, requests * (double)cfg.size / secs / 1048576.0, requests ? percentile(0.50) : 0,
            requests ? percentile(0.99) : 0, 100 * (cpu[1] - cpu[0]) / secs, 100 * (wait[1] - wait[0]) / secs,
            100 * (server_cpu[1] - server_cpu[0]) / secs, 100 * (server_wait[1] - server_wait[0]) / secs,

@@ -110,6 +110,10 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
     metrics = "echod-metrics" in labels
     if metrics:
         head.append("metrics on / off")
+    # What the PROXY protocol costs echod, and what one balancer in front of two echod gives: each
+    # against echod direct, proxy off, in the same run.
+    behind = [k for k in ("echod-proxy", "haproxy") if k in labels]
+    head += [f"{labels[k]} / echod" for k in behind]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in results["scenarios"]:
         row = [name] + [
@@ -130,6 +134,9 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
         if metrics:
             on = pairs.get((name, "echod-metrics"))
             row.append(ratio(on.usable(figure(on)), echod.usable(figure(echod))) if on else "")
+        for key in behind:
+            other = pairs.get((name, key))
+            row.append(ratio(other.usable(figure(other)), echod.usable(figure(echod))) if other else "")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

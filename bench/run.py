@@ -61,7 +61,7 @@ SCENARIOS = [
         "bytecount",
         64,
         10,
-        only=("echod", "echod-base", "echod-metrics"),
+        only=("echod", "echod-base", "echod-metrics", "echod-proxy", "haproxy"),
         port="bytecount",
     ),
 ]
@@ -90,7 +90,7 @@ def run_load(server: Server, scenario: Scenario, args: argparse.Namespace) -> di
     server.reset_peak()
     argv = [LOADGEN, "-p", str(server.ports[scenario.port]), "-m", scenario.mode, "-s", str(scenario.size)]
     argv += ["-c", str(scenario.conns), "-a", str(SOURCE_ADDRESSES), "-w", str(args.warmup)]
-    argv += ["-d", str(args.duration), "-P", str(server.pid)]
+    argv += ["-d", str(args.duration), "-P", str(server.pid), *server.kind.loadgen_args]
     out = subprocess.run(pinned(argv, args.loadgen_cpu), capture_output=True, text=True, check=True).stdout
     result = json.loads(out)
     result["peak_rss_kib"] = server.memory_kib("VmHWM")
@@ -102,7 +102,7 @@ def hold_connections(server: Server, count: int) -> dict:
     time.sleep(0.2)
     idle = server.memory_kib("VmRSS")
     argv = [LOADGEN, "-p", str(server.ports["echo"]), "-m", "hold", "-c", str(count), "-s", "64"]
-    argv += ["-a", str(SOURCE_ADDRESSES)]
+    argv += ["-a", str(SOURCE_ADDRESSES), *server.kind.loadgen_args]
     with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
         try:
             opened = json.loads(holder.stdout.readline())

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,15 +48,20 @@ class Kind:
     notifies: int = 0
     #: Scrape the metrics it serves this often (seconds), as Prometheus would, for as long as it runs.
     scrape_every: float | None = None
+    #: What the load generator needs besides: -x to begin each connection with a PROXY v2 header.
+    loadgen_args: tuple[str, ...] = ()
 
 
-def echod_config(root: Path = ROOT, name: str = "echod.conf", metrics: bool = False) -> Path:
+def echod_config(
+    root: Path = ROOT, name: str = "echod.conf", metrics: bool = False, proxy: bool = False
+) -> Path:
     """
     The shipped etc/echod.conf (of the checkout at C{root}) with every port set to 0 (a free
     port), every address set to 127.0.0.1, so that the benchmark exposes nothing beyond this
     machine and all servers use IPv4 sockets, and the access log (on, as shipped) kept in
     build/bench. Everything else, the connection caps included, stays as shipped. With
-    C{metrics}, the metrics are served on 127.0.0.1, a free port.
+    C{metrics}, the metrics are served on 127.0.0.1, a free port. With C{proxy}, every listener
+    wants a PROXY header (proxy_protocol = yes; trusted_proxies as shipped, which trusts loopback).
     """
     text = (root / "etc" / "echod.conf").read_text()
     if metrics:
@@ -67,6 +73,9 @@ def echod_config(root: Path = ROOT, name: str = "echod.conf", metrics: bool = Fa
     text, addresses = re.subn(r"(?m)^address = \S+$", "address = 127.0.0.1", text)
     if not ports or ports != addresses:
         raise SystemExit("bench: etc/echod.conf no longer has one 'port =' and 'address =' per listener")
+    if proxy:
+        text = re.sub(r"(?m)^proxy_protocol = .*\n", "", text)
+        text = re.sub(r"(?m)^port = 0$", "port = 0\nproxy_protocol = yes", text)
     path = BUILD / name
     path.write_text(text)
     return path
@@ -110,6 +119,14 @@ def kinds(baseline: tuple[str, Path] | None = None) -> list[Kind]:
             scrape_every=1.0,
         ),
         Kind(
+            "echod-proxy",
+            "echod, PROXY v2",
+            (py, "-m", "echod", "run", "-c", str(echod_config(name="echod-proxy.conf", proxy=True))),
+            "echod serving",
+            notifies=1,
+            loadgen_args=("-x",),
+        ),
+        Kind(
             "echod-2",
             "echod, 2 workers (reuse_port)",
             (py, str(ROOT / "bench" / "echod_workers.py"), "2", str(echod_config())),
@@ -132,6 +149,15 @@ def kinds(baseline: tuple[str, Path] | None = None) -> list[Kind]:
             )
         )
     found.append(Kind("cecho", "C epoll", (str(BUILD / "cecho"),)))
+    if shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin"):
+        found.append(
+            Kind(
+                "haproxy",
+                "haproxy, 2 echod",
+                (py, str(ROOT / "bench" / "haproxy_echod.py"), str(echod_config())),
+                "haproxy ready",
+            )
+        )
     return found
 
 

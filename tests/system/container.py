@@ -61,6 +61,7 @@ BASE_PACKAGES = (
     "lintian",
     "prometheus",
     "haproxy",
+    "iproute2",
 )
 
 CACHE = Path(os.environ.get("ECHOD_TEST_CACHE", "/var/cache/echod-tests"))
