@@ -557,7 +557,8 @@ def forged(site: Site, sender: netns.Host, header: Callable, family: str, payloa
     port = LISTENERS["echo"][1]
     with sender.connect(address, port) as sock:
         end = local_address(sock)
-        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+        # Refused, the connection may be reset under the sender's feet.
+        with contextlib.suppress(OSError):
             sock.sendall(header(made_up, (address, port)) + payload)
             sock.shutdown(socket.SHUT_WR)
         echoed = read_until_closed(sock, timeout=10)
