@@ -2,7 +2,7 @@
 Benchmark echod against other echo servers on this machine: `make bench` (README, "Benchmark").
 
     python bench/run.py [--quick] [--rounds N] [--share S] [--pin] [--pin-study] [--report RUNS_JSON]
-                        [--baseline REF DIR]
+                        [--baseline REF DIR] [--servers KEY,...]
 
 Each (scenario, server) pair runs once per round on a freshly started server; within a round the
 order of the servers rotates, so that drift on a shared machine hits all of them alike, and the
@@ -136,6 +136,9 @@ def started(kind: Kind, args: argparse.Namespace, log: list[dict], complaints: l
 
 def benchmark(args: argparse.Namespace) -> dict:
     servers = kinds((args.baseline[0], Path(args.baseline[1])) if args.baseline else None)
+    if args.servers:
+        # echod itself always: every ratio is against it.
+        servers = [k for k in servers if k.key == "echod" or k.key in args.servers]
     runs: list[dict] = []
     starts: list[dict] = []
     holds: list[dict] = []
@@ -143,6 +146,8 @@ def benchmark(args: argparse.Namespace) -> dict:
     scaling: list[dict] = []
     workers = [k for k in servers if k.key in ("echod", "echod-2")]
     cannot_budget = unavailable(args.share)
+    if len(workers) < 2:
+        cannot_budget = "the two workers were not among the servers chosen (--servers)"
     began = time.monotonic()
     for round_ in range(args.rounds):
         for scenario in SCENARIOS:
@@ -256,6 +261,12 @@ def main() -> None:
         nargs=2,
         metavar=("REF", "DIR"),
         help="also run echod from DIR, a checkout of commit REF (make bench BENCH_BASELINE=REF)",
+    )
+    parser.add_argument(
+        "--servers",
+        type=lambda text: set(text.split(",")),
+        help="only these servers besides echod, by key: echod-base, echod-proxy, echod-2, twisted,"
+        " twisted-hc, asyncio, uvloop, cecho, haproxy (BENCH_ARGS='--servers echod-proxy,haproxy')",
     )
     args = parser.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 5)
