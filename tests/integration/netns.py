@@ -142,12 +142,18 @@ class Host:
             self._inside = ThreadPoolExecutor(1, f"netns-{self.role}", _enter, (fd,))
         return self._inside.submit(socket.socket, family, kind).result()
 
-    def connect(self, host: str, port: int, timeout: float = 10) -> socket.socket:
-        """A TCP connection from this host to C{host}:C{port}, with TCP_NODELAY."""
-        sock = self.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    def connect(self, host: str, port: int, timeout: float = 10, source_port: int = 0) -> socket.socket:
+        """
+        A TCP connection from this host to C{host}:C{port}, with TCP_NODELAY,
+        from C{source_port} if given (else one the kernel picks).
+        """
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = self.socket(family)
         try:
             sock.settimeout(timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if source_port:
+                sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", source_port))
             sock.connect((host, port))
         except BaseException:
             sock.close()

@@ -48,6 +48,16 @@ NO_HAPROXY = "needs haproxy (`make test` installs Debian's as root)"
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
+#: Source ports for the connections a test looks up in the access logs by the client's end, each
+#: used once: below the kernel's ephemeral range (32768 up), so that no other connection of the
+#: run, such as the thousands of the failover loop, can have had the same end before.
+_source_ports = itertools.count(10000)
+
+
+def connect(client: netns.Host, host: str, port: int) -> socket.socket:
+    """A connection from C{client} whose end (address and port) no other connection of the run had."""
+    return client.connect(host, port, source_port=next(_source_ports))
+
 
 def duration(text: str) -> float:
     """An haproxy time (C{500ms}, C{2s}, C{1m}; bare numbers are ms) in seconds."""
@@ -359,7 +369,7 @@ def test_load_through_haproxy_lands_on_both_backends_every_byte_verified(quiet: 
             for client, target in ((site.clients[0], balancer.ipv4), (site.clients[1], balancer.ipv6)):
                 for i in range(4):
                     payload = os.urandom(sizes[(i + round_) % len(sizes)])
-                    sock = client.connect(target, port)
+                    sock = connect(client, target, port)
                     made[local_address(sock)] = (listener, len(payload))
                     pairs.append((sock, request(listener, payload)))
                     payloads.append(payload)
@@ -388,7 +398,7 @@ def test_each_backend_access_log_names_the_client_via_the_balancer(quiet: Site):
     socks = []
     # Held open together, so that least-connections spreads them over both backends.
     for client, target in ((site.clients[0], balancer.ipv4), (site.clients[1], balancer.ipv6)) * 3:
-        sock = client.connect(target, LISTENERS["echo"][1])
+        sock = connect(client, target, LISTENERS["echo"][1])
         ends[local_address(sock)] = client
         socks.append(sock)
     try:
@@ -435,15 +445,15 @@ def test_per_peer_cap_holds_per_client_behind_the_balancer(quiet: Site):
         # Each backend takes CAP connections from the first client: 2 * CAP in all,
         # each carrying an echo, so each is open at its backend before the next.
         for i in range(2 * CAP):
-            sock = first.connect(target, port)
+            sock = connect(first, target, port)
             held.append(sock)
             assert converse_once(sock, b"held %d" % i) == b"held %d" % i, f"connection {i} not served"
-        over = first.connect(target, port)
+        over = connect(first, target, port)
         held.append(over)
         refused_end = local_address(over)
         assert converse_once(over, b"one more") == b"", "a connection over the cap was served"
         # The other client is a peer of its own: served, while the first stays at its cap.
-        with second.connect(target, port) as other:
+        with connect(second, target, port) as other:
             assert converse_once(other, b"another client") == b"another client"
     finally:
         for sock in held:
@@ -555,7 +565,7 @@ def forged(site: Site, sender: netns.Host, header: Callable, family: str, payloa
     address = backend.ipv4 if family == "ipv4" else backend.ipv6
     made_up = ("198.18.0.99" if family == "ipv4" else "2001:db8:0:63::1", next(_made_up_ports))
     port = LISTENERS["echo"][1]
-    with sender.connect(address, port) as sock:
+    with connect(sender, address, port) as sock:
         end = local_address(sock)
         # Refused, the connection may be reset under the sender's feet.
         with contextlib.suppress(OSError):
