@@ -300,7 +300,21 @@ class Site:
                         seen[entry.peer].append((name, entry))
             return seen if all(seen.values()) else None
 
-        return wait_until(f"access log lines for {len(wanted)} connections", found, timeout)
+        try:
+            return wait_until(f"access log lines for {len(wanted)} connections", found, timeout)
+        except AssertionError as e:
+            seen = {entry.peer for entries in self.entries().values() for entry in entries}
+            missing = sorted(wanted - seen)
+            # What was logged instead: the lines of connections that came through the balancer.
+            lines = [
+                f"{name}: {entry}"
+                for name, entries in self.entries().items()
+                for entry in entries[-200:]
+                if entry.via is not None
+            ]
+            logged = "\n".join(lines[-6:])
+            message = f"{e}; missing {len(missing)}, e.g. {missing[:3]}; logged:\n{logged}"
+            raise AssertionError(message) from None
 
 
 def _skip_reason() -> str | None:
