@@ -68,13 +68,12 @@ def _ip(*args: str, netns: str | None = None) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process C{pid} runs (a zombie, killed but not yet reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def remove_stale() -> None:
