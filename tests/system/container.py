@@ -48,7 +48,9 @@ def mirrors(release: str) -> tuple[str, ...]:
 #: the unit and integration suite on the release's own interpreter; the
 #: release's own autopkgtest and lintian, as the archive runs them; the
 #: release's Prometheus server, which scrapes echod, and its promtool; haproxy,
-#: whose own `haproxy -c` checks the shipped HAProxy example (autopkgtest).
+#: whose own `haproxy -c` checks the shipped HAProxy example (autopkgtest) and
+#: which, with iproute2's `ip netns`, the suite runs echod behind on hosts in
+#: network namespaces (tests/integration/test_haproxy.py).
 BASE_PACKAGES = (
     "systemd",
     "systemd-sysv",
