@@ -107,6 +107,36 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """
+    The host and port of C{HOST}, C{HOST:PORT}, C{[IPV6]} or C{[IPV6]:PORT}
+    (the inverse of L{host_port}); an IPv6 address without brackets is all
+    host. The host may be a name: it is not resolved here.
+
+    @raise ValueError: if there is no host, or the port is not 1 to 65535.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r}: no ']' after the IPv6 address")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r}: only ':PORT' may follow ']'")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None
+    if not host:
+        raise ValueError(f"{text!r}: no host")
+    if port_text is None:
+        return host, default_port
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
 def format_peer(address: IAddress) -> str:
     """C{host:port} of a peer, for log lines."""
     host = peer_host(address)

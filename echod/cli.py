@@ -1,5 +1,6 @@
 """
-The C{echod} command: run the daemon under twistd, or check a configuration.
+The C{echod} command: run the daemon under twistd, check a configuration, or
+probe an echo server (the client end, L{echod.probe}).
 
 Bookworm ships twistd only as C{twistd3}; running it from here, in-process,
 works the same on every Twisted and Python installation.
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
-from typing import IO
+from collections.abc import Callable
+from typing import IO, NoReturn, TypeVar
 
 from echod import __version__
 from echod.addresses import host_port
@@ -21,6 +24,8 @@ from echod.signals import defer_early_signals
 CONFIG_ENV = "ECHOD_CONFIG"
 
 TAC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echod.tac")
+
+T = TypeVar("T")
 
 
 def report(error: ConfigError, stream: IO[str]) -> None:
@@ -93,15 +98,133 @@ def run(path: str) -> None:
     twistd()
 
 
+class _Parser(argparse.ArgumentParser):
+    """
+    argparse's parser, but for a monitoring check (C{probe --warning/--critical})
+    a bad argument is the check's UNKNOWN: one status line on stdout and exit
+    status 3, as monitoring plugins report it, instead of argparse's 2.
+    """
+
+    unknown_on_error = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.unknown_on_error:
+            from echod.probeoutput import UNKNOWN, unknown_line
+
+            print(unknown_line(f"{self.prog}: {message}"))
+            self.exit(UNKNOWN)
+        super().error(message)
+
+
+def _typed(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from one of our parsers, keeping its message."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError(f"{text!r} is not a count of at least 1")
+    return int(text)
+
+
+def add_probe_command(commands: argparse._SubParsersAction) -> _Parser:
+    """The C{probe} subcommand's options, in the manner of ping(8)."""
+    from echod.probeoptions import parse_thresholds
+    from echod.units import parse_duration, parse_size
+
+    text = "measure an echo server: round trips, loss, every byte checked"
+    probe = commands.add_parser("probe", help=text, description=text.capitalize() + ".")
+    mode = probe.add_mutually_exclusive_group()
+    for flag, help_text in (
+        ("tcp", "one persistent TCP connection (default)"),
+        ("connect", "a new TCP connection for every probe: connect time and echo time"),
+        ("udp", "a datagram a probe"),
+        ("bytecount", "echod's bytecount protocol, a connection a probe (default port 50007)"),
+    ):
+        mode.add_argument(f"--{flag}", dest="mode", action="store_const", const=flag, help=help_text)
+    family = probe.add_mutually_exclusive_group()
+    family.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
+    family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
+    probe.set_defaults(mode="tcp", family=None)
+    probe.add_argument(
+        "-c", "--count", type=_typed(_count), metavar="COUNT", help="stop after COUNT probes (default: never)"
+    )
+    probe.add_argument(
+        "-i",
+        "--interval",
+        type=_typed(parse_duration),
+        default=1.0,
+        help="between probes (default 1s; >= 1ms)",
+    )
+    probe.add_argument(
+        "-s",
+        "--size",
+        type=_typed(parse_size),
+        default=64,
+        help="payload bytes a probe (default 64; up to 16M over TCP, a datagram's largest over UDP)",
+    )
+    probe.add_argument(
+        "-W", "--timeout", type=_typed(parse_duration), default=2.0, help="for each answer (default 2s)"
+    )
+    probe.add_argument("-w", "--deadline", type=_typed(parse_duration), help="end the whole run after this")
+    probe.add_argument("-q", "--quiet", action="store_true", help="print only the first line and the summary")
+    probe.add_argument("--json", action="store_true", help="print one JSON object at the end, nothing else")
+    for level in ("warning", "critical"):
+        probe.add_argument(
+            f"--{level}",
+            type=_typed(parse_thresholds),
+            metavar="RTT_MS,LOSS%",
+            help=f"monitoring check: {level.upper()} above this average round trip or loss",
+        )
+    probe.add_argument("target", metavar="HOST[:PORT]", help="IPv4, [IPv6] or a name; port 7 by default")
+    return probe
+
+
+def probe(args: argparse.Namespace, parser: _Parser) -> int:
+    """Run C{echod probe}: its exit status, or the monitoring check's."""
+    from echod.probe import run
+    from echod.probeoptions import make_options
+    from echod.probeoutput import reporter
+
+    try:
+        options = make_options(
+            args.target,
+            mode=args.mode,
+            family=args.family,
+            count=args.count,
+            interval=args.interval,
+            size=args.size,
+            timeout=args.timeout,
+            deadline=args.deadline,
+            quiet=args.quiet,
+            json=args.json,
+            warning=args.warning,
+            critical=args.critical,
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    return run(options, reporter(options, sys.stdout, sys.stderr))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the C{echod} command."""
     import twisted
 
-    parser = argparse.ArgumentParser(prog="echod", description="RFC 862 echo and bytecount echo daemon.")
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = _Parser(prog="echod", description="RFC 862 echo and bytecount echo daemon.")
     parser.add_argument(
         "--version", action="version", version=f"echod {__version__} (Twisted {twisted.__version__})"
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     config_help = f"configuration file (default: ${CONFIG_ENV} or {DEFAULT_PATH})"
     default_path = os.environ.get(CONFIG_ENV, DEFAULT_PATH)
     for name, text in (
@@ -112,7 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("-c", "--config", default=default_path, metavar="FILE", help=config_help)
         if name == "check-config":
             command.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    probe_parser = add_probe_command(commands)
+    probe_parser.unknown_on_error = (
+        bool(argv)
+        and argv[0] == "probe"
+        and any(arg.startswith(("--warning", "--critical")) for arg in argv[1:])
+    )
     args = parser.parse_args(argv)
+    if args.command == "probe":
+        return probe(args, probe_parser)
     if args.command == "check-config":
         return check_config(args.config, args.quiet)
     run(args.config)

@@ -1,0 +1,170 @@
+"""
+What `echod probe` is asked to do: its settings and the grammar of its values, pure, no I/O.
+
+The command line itself is argparse's, in L{echod.cli}; this module holds
+what the values mean and their limits, so that they are tested on their own.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+
+from echod.addresses import split_host_port
+
+#: --tcp (one persistent connection), --connect (a connection a probe), --udp, --bytecount.
+MODES = ("tcp", "connect", "udp", "bytecount")
+#: RFC 862's port, and echod's bytecount port.
+ECHO_PORT = 7
+BYTECOUNT_PORT = 50007
+
+#: The largest payload over a stream, as echod's default max_message_size.
+MAX_STREAM_SIZE = 16 << 20
+#: The largest UDP payload: 65535 less the IPv4 (20) and UDP (8) headers; IPv6's
+#: payload length excludes its own header, so only the UDP header counts.
+MAX_DATAGRAM_SIZE = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
+#: A datagram's answer is told from the others by the sequence number in its first 8 bytes.
+MIN_DATAGRAM_SIZE = 8
+#: The shortest interval between probes.
+MIN_INTERVAL = 0.001
+#: Probes of a monitoring check unless -c says otherwise, as check_ping(8) sends.
+MONITORING_COUNT = 5
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A monitoring threshold: average round trip in ms and loss in percent; alert above either."""
+
+    rtt_ms: float
+    loss_percent: float
+
+    def __str__(self) -> str:
+        return f"{self.rtt_ms:g},{self.loss_percent:g}%"
+
+
+_THRESHOLDS = re.compile(r"\s*(\d+(?:\.\d*)?)\s*,\s*(\d+(?:\.\d*)?)\s*%?\s*")
+
+
+def parse_thresholds(text: str) -> Thresholds:
+    """
+    Parse C{RTT_MS,LOSS%} as check_ping(8) writes its thresholds, e.g. C{100,20%}.
+
+    @raise ValueError: if C{text} is not such a pair, or the loss is over 100%.
+    """
+    match = _THRESHOLDS.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not RTT_MS,LOSS% (e.g. 100,20%)")
+    rtt, loss = float(match.group(1)), float(match.group(2))
+    if loss > 100:
+        raise ValueError(f"{text!r}: a loss of at most 100%")
+    return Thresholds(rtt, loss)
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """One run of `echod probe`, checked."""
+
+    target: str
+    host: str
+    port: int
+    mode: str = "tcp"
+    #: socket.AF_INET or AF_INET6 to insist on one (-4, -6); None: the first address the name has.
+    family: int | None = None
+    #: None: until interrupted (or the deadline).
+    count: int | None = None
+    interval: float = 1.0
+    size: int = 64
+    timeout: float = 2.0
+    deadline: float | None = None
+    quiet: bool = False
+    json: bool = False
+    warning: Thresholds | None = None
+    critical: Thresholds | None = None
+
+    @property
+    def monitoring(self) -> bool:
+        """Whether the run reports as a monitoring plugin (--warning or --critical)."""
+        return self.warning is not None or self.critical is not None
+
+    @property
+    def stream(self) -> bool:
+        return self.mode != "udp"
+
+    @property
+    def new_connections(self) -> bool:
+        """Whether every probe opens a connection of its own (and connect times are measured)."""
+        return self.mode in ("connect", "bytecount")
+
+
+def make_options(
+    target: str,
+    *,
+    mode: str = "tcp",
+    family: int | None = None,
+    count: int | None = None,
+    interval: float = 1.0,
+    size: int = 64,
+    timeout: float = 2.0,
+    deadline: float | None = None,
+    quiet: bool = False,
+    json: bool = False,
+    warning: Thresholds | None = None,
+    critical: Thresholds | None = None,
+) -> ProbeOptions:
+    """
+    Check the values of a run and make its options; the port comes from
+    C{target} (C{HOST[:PORT]}, C{[V6]:PORT}), or is the mode's default.
+
+    @raise ValueError: naming the first value that is wrong and why.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+    host, port = split_host_port(target, BYTECOUNT_PORT if mode == "bytecount" else ECHO_PORT)
+    if count is not None and count < 1:
+        raise ValueError(f"-c {count}: at least 1 probe")
+    if interval < MIN_INTERVAL:
+        raise ValueError(f"-i {interval:g}: at least {MIN_INTERVAL:g} s (1 ms)")
+    if timeout <= 0:
+        raise ValueError(f"-W {timeout:g}: a timeout above 0")
+    if deadline is not None and deadline <= 0:
+        raise ValueError(f"-w {deadline:g}: a deadline above 0")
+    if json and (warning or critical):
+        raise ValueError("--json and --warning/--critical each choose the output: use one")
+    if (warning or critical) and count is None:
+        count = MONITORING_COUNT
+    check_size(mode, size, family)
+    return ProbeOptions(
+        target,
+        host,
+        port,
+        mode,
+        family,
+        count,
+        interval,
+        size,
+        timeout,
+        deadline,
+        quiet,
+        json,
+        warning,
+        critical,
+    )
+
+
+def check_size(mode: str, size: int, family: int | None) -> None:
+    """
+    Whether C{size} payload bytes fit C{mode}: 1 to 16 MiB over a stream; over
+    UDP 8 (the sequence number) to the largest datagram of C{family}, or of
+    either family while it is not known yet (checked again once the name is
+    resolved).
+
+    @raise ValueError: if they do not.
+    """
+    if mode == "udp":
+        largest = MAX_DATAGRAM_SIZE[family] if family else max(MAX_DATAGRAM_SIZE.values())
+        if not MIN_DATAGRAM_SIZE <= size <= largest:
+            over = {socket.AF_INET: " over IPv4", socket.AF_INET6: " over IPv6"}.get(family, "")
+            raise ValueError(f"-s {size}: {MIN_DATAGRAM_SIZE} to {largest} bytes a datagram{over}")
+    elif not 1 <= size <= MAX_STREAM_SIZE:
+        raise ValueError(f"-s {size}: 1 to {MAX_STREAM_SIZE} bytes (16 MiB) a probe over TCP")
