@@ -165,12 +165,6 @@ def describe_failure(reason: Failure, what: str = "connection") -> str:
     return f"{what} failed: {text}"
 
 
-def stop_connecting(connector) -> None:
-    """Abandon a connection attempt, if it is still one (Twisted refuses to stop any other)."""
-    if connector.state == "connecting":
-        connector.stopConnecting()
-
-
 class Run:
     """
     One probe run: sends a probe every interval until the count, the deadline
@@ -255,7 +249,8 @@ class Run:
         now = self.reactor.seconds()
         due = self._schedule_origin + self._scheduled * interval
         if due < now - interval:
-            self._schedule_origin, self._scheduled, due = now, 0, now
+            self._schedule_origin, self._scheduled = now, 1
+            due = now + interval
         self._tick = self.reactor.callLater(max(0.0, due - now), self._send_next)
 
     def _deadline_reached(self) -> None:
@@ -454,15 +449,19 @@ class StreamProbe(Protocol):
 
 class _StreamFactory(ClientFactory):
     noisy = False
+    #: Until the connection succeeds or fails (Twisted refuses to stop connecting after that).
+    connecting = True
 
     def __init__(self, channel: StreamChannel) -> None:
         self.channel = channel
 
     def buildProtocol(self, addr) -> StreamProbe:
+        self.connecting = False
         self.channel.protocol = StreamProbe(self.channel.run)
         return self.channel.protocol
 
     def clientConnectionFailed(self, connector, reason: Failure) -> None:
+        self.connecting = False
         self.channel.run.fatal(describe_failure(reason))
 
 
@@ -473,11 +472,12 @@ class StreamChannel:
         self.run = run
         self.protocol: StreamProbe | None = None
         self.connector = None
+        self.factory = _StreamFactory(self)
 
     def open(self) -> None:
         options = self.run.options
         self.connector = self.run.reactor.connectTCP(
-            self.run.address, options.port, _StreamFactory(self), timeout=options.timeout
+            self.run.address, options.port, self.factory, timeout=options.timeout
         )
 
     def send(self, probe: Probe) -> None:
@@ -490,8 +490,8 @@ class StreamChannel:
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.closing = True
             self.protocol.transport.loseConnection()
-        elif self.connector is not None:
-            stop_connecting(self.connector)
+        elif self.factory.connecting and self.connector is not None:
+            self.connector.stopConnecting()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -562,17 +562,31 @@ class ConnectionProbe(Protocol):
 
 class _ConnectionFactory(ClientFactory):
     noisy = False
+    connecting = True
 
     def __init__(self, run: Run, probe: Probe, bytecount: bool) -> None:
         self.run, self.probe, self.bytecount = run, probe, bytecount
+        self.connector = None
 
     def buildProtocol(self, addr) -> ConnectionProbe:
+        self.connecting = False
         protocol = ConnectionProbe(self.run, self.probe, self.bytecount)
         self.probe.channel_state = protocol
         return protocol
 
     def clientConnectionFailed(self, connector, reason: Failure) -> None:
+        self.connecting = False
         self.run.failed(self.probe, describe_failure(reason))
+
+    def abandon(self) -> None:
+        """Give up the connection or the attempt."""
+        protocol = self.probe.channel_state
+        if isinstance(protocol, ConnectionProbe) and protocol.transport is not None:
+            protocol.settled = True
+            protocol.transport.abortConnection()
+        elif self.connecting and self.connector is not None:
+            self.connecting = False
+            self.connector.stopConnecting()
 
 
 class ConnectionChannel:
@@ -582,7 +596,8 @@ class ConnectionChannel:
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.connectors: dict[int, object] = {}
+        #: The factories of the probes still awaited, by sequence number.
+        self.factories: dict[int, _ConnectionFactory] = {}
 
     def open(self) -> None:
         self.run.ready()
@@ -590,42 +605,30 @@ class ConnectionChannel:
     def send(self, probe: Probe) -> None:
         run = self.run
         factory = _ConnectionFactory(run, probe, self.bytecount)
+        self.factories[probe.seq] = factory
         # The probe's own timer ends the attempt; Twisted's connect timeout only backs it up.
-        connector = run.reactor.connectTCP(
-            run.address, run.options.port, factory, timeout=run.options.timeout + 1
-        )
-        self.connectors[probe.seq] = connector
-        self._forget_settled()
-
-    def _forget_settled(self) -> None:
-        pending = self.run.pending
-        for seq in [seq for seq in self.connectors if seq not in pending]:
-            del self.connectors[seq]
+        timeout = run.options.timeout + 1
+        factory.connector = run.reactor.connectTCP(run.address, run.options.port, factory, timeout=timeout)
+        for seq in [seq for seq in self.factories if seq not in run.pending]:
+            del self.factories[seq]
 
     def expired(self, probe: Probe) -> str:
         """No whole answer in time: abandon the connection (a late echo cannot come on it any more)."""
+        factory = self.factories.pop(probe.seq, None)
         protocol = probe.channel_state
-        connector = self.connectors.pop(probe.seq, None)
-        if isinstance(protocol, ConnectionProbe) and protocol.transport is not None:
-            protocol.settled = True
-            protocol.transport.abortConnection()
-            if protocol.offset:
-                return f"{protocol.offset} of {probe.size} bytes so far"
-            return "connected, no echo"
-        if connector is not None:
-            stop_connecting(connector)
+        if factory is not None:
+            factory.abandon()
+        if isinstance(protocol, ConnectionProbe):
+            return (
+                f"{protocol.offset} of {probe.size} bytes so far" if protocol.offset else "connected, no echo"
+            )
         return "not connected"
 
     def close(self) -> None:
-        for seq, connector in list(self.connectors.items()):
-            probe = self.run.pending.get(seq)
-            protocol = probe.channel_state if probe else None
-            if isinstance(protocol, ConnectionProbe) and protocol.transport is not None:
-                protocol.settled = True
-                protocol.transport.abortConnection()
-            else:
-                stop_connecting(connector)
-        self.connectors.clear()
+        for seq, factory in self.factories.items():
+            if seq in self.run.pending:
+                factory.abandon()
+        self.factories.clear()
 
 
 class BytecountChannel(ConnectionChannel):

@@ -3,7 +3,7 @@ import timeit
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
 
-from echod.addresses import format_peer, peer_host, peer_key
+from echod.addresses import format_peer, host_port, peer_host, peer_key, split_host_port
 
 
 def test_peer_host_turns_ipv4_mapped_addresses_back_into_ipv4():
@@ -87,3 +87,48 @@ def test_a_key_costs_a_few_microseconds_at_most_even_for_new_addresses():
 
     assert cost(new) < 20e-6, f"{cost(new) * 1e6:.2f} µs a new address"
     assert cost(seen) < 5e-6, f"{cost(seen) * 1e6:.2f} µs an address seen before"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("192.0.2.1", ("192.0.2.1", 7)),
+        ("192.0.2.1:50007", ("192.0.2.1", 50007)),
+        ("echo.example:7007", ("echo.example", 7007)),
+        ("localhost", ("localhost", 7)),
+        ("[2001:db8::1]:7", ("2001:db8::1", 7)),
+        ("[2001:db8::1]", ("2001:db8::1", 7)),
+        ("[fe80::1%eth0]:9", ("fe80::1%eth0", 9)),
+        ("2001:db8::1", ("2001:db8::1", 7)),  # an IPv6 address without brackets is all host
+        ("::1", ("::1", 7)),
+        (" 192.0.2.1:65535 ", ("192.0.2.1", 65535)),
+    ],
+)
+def test_split_host_port_reads_what_host_port_writes_and_names(text, expected):
+    assert split_host_port(text, 7) == expected
+
+
+def test_split_host_port_is_the_inverse_of_host_port():
+    for host in ("192.0.2.1", "2001:db8::1", "echo.example"):
+        assert split_host_port(host_port(host, 50007), 7) == (host, 50007)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        ":7",
+        "[]:7",
+        "[2001:db8::1",
+        "[2001:db8::1]7",
+        "host:",
+        "host:0",
+        "host:65536",
+        "host:x",
+        "host:-1",
+        "host:+7",
+    ],
+)
+def test_split_host_port_rejects_what_names_no_host_or_no_port(text):
+    with pytest.raises(ValueError):
+        split_host_port(text, 7)

@@ -1,0 +1,79 @@
+import socket
+
+import pytest
+
+from echod.probeoptions import (
+    MAX_STREAM_SIZE,
+    MONITORING_COUNT,
+    Thresholds,
+    check_size,
+    make_options,
+    parse_thresholds,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("100,20%", Thresholds(100, 20)), ("0.5,0", Thresholds(0.5, 0)), (" 250 , 100% ", Thresholds(250, 100))],
+)
+def test_thresholds_are_written_as_check_ping_writes_them(text, expected):
+    assert parse_thresholds(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "100", "100,", ",20%", "100;20%", "-1,20%", "100,101%", "a,b"])
+def test_thresholds_that_are_not_rtt_and_loss_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_thresholds(text)
+
+
+def test_the_default_port_is_7_and_50007_for_bytecount():
+    assert make_options("192.0.2.1").port == 7
+    assert make_options("192.0.2.1", mode="udp").port == 7
+    assert make_options("192.0.2.1", mode="bytecount").port == 50007
+    assert make_options("[2001:db8::1]:9", mode="bytecount").port == 9
+
+
+def test_defaults_are_pings():
+    options = make_options("echo.example")
+    assert (options.mode, options.count, options.interval, options.size) == ("tcp", None, 1.0, 64)
+    assert not options.monitoring
+
+
+def test_a_monitoring_check_sends_five_probes_unless_told():
+    assert make_options("h", warning=Thresholds(100, 20)).count == MONITORING_COUNT
+    assert make_options("h", critical=Thresholds(100, 20), count=2).count == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "complaint"),
+    [
+        ({"interval": 0.0009}, "-i"),
+        ({"count": 0}, "-c"),
+        ({"timeout": 0}, "-W"),
+        ({"deadline": 0}, "-w"),
+        ({"size": 0}, "-s"),
+        ({"size": MAX_STREAM_SIZE + 1}, "16 MiB"),
+        ({"mode": "udp", "size": 7}, "-s 7"),
+        ({"mode": "udp", "size": 65528}, "65527"),
+        ({"mode": "udp", "size": 65508, "family": socket.AF_INET}, "IPv4"),
+        ({"mode": "icmp"}, "unknown mode"),
+        ({"json": True, "warning": Thresholds(1, 1)}, "--json"),
+    ],
+)
+def test_values_out_of_bounds_are_refused_naming_the_option(kwargs, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        make_options("192.0.2.1", **kwargs)
+
+
+def test_the_limits_themselves_are_allowed():
+    assert make_options("h", interval=0.001, size=MAX_STREAM_SIZE).size == MAX_STREAM_SIZE
+    assert make_options("h", mode="udp", size=8).size == 8
+    assert make_options("h", mode="udp", size=65507, family=socket.AF_INET).size == 65507
+    assert make_options("h", mode="udp", size=65527, family=socket.AF_INET6).size == 65527
+
+
+def test_a_datagram_too_large_for_the_family_resolved_is_refused_once_it_is_known():
+    options = make_options("h", mode="udp", size=65520)  # the family is not known yet
+    check_size(options.mode, options.size, socket.AF_INET6)
+    with pytest.raises(ValueError, match="over IPv4"):
+        check_size(options.mode, options.size, socket.AF_INET)
