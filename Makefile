@@ -6,10 +6,17 @@ VENV_PYTHON := $(VENV)/bin/python
 # Bookworm's own interpreter and packages: the versions the .deb runs on,
 # the systemd tools the tests drive (systemd-socket-activate, systemd-analyze),
 # and haproxy with iproute2 for echod behind a balancer on hosts in network namespaces.
+# socat and openbsd-inetd are echo servers `echod probe` is tested against, and
+# nftables makes the random loss it must measure. Installing openbsd-inetd starts
+# no inetd here: without systemd, invoke-rc.d starts nothing in an unknown
+# runlevel (a container) and its init script refuses while /etc/inetd.conf
+# enables no service, which the file the package creates does not; under
+# systemd, inetd.service runs with that file and listens on nothing. The tests
+# run their own inetd, in a network namespace of their own.
 SYSTEM_PYTHON ?= /usr/bin/python3
 # prometheus: its promtool checks the metrics and the shipped alerting rules.
 SYSTEM_TEST_PACKAGES := python3-twisted python3-sdnotify python3-prometheus-client python3-pytest \
-	python3-hypothesis systemd prometheus haproxy iproute2
+	python3-hypothesis systemd prometheus haproxy iproute2 socat openbsd-inetd nftables
 PYTEST_ARGS ?=
 
 RUN_DIR := .run

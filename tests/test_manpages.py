@@ -16,6 +16,7 @@ EXIT STATUS.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import io
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import echod
-from echod import cli, config
+from echod import cli, config, probeoptions, probeoutput, probestats
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_PAGE = ROOT / "man" / "echod.conf.5"
@@ -257,3 +258,59 @@ def test_every_metric_is_documented(document):
         and not (name.startswith("process_") and "process_*" in text)
     )
     assert not missing, f"{document.name} does not document {', '.join(missing)}"
+
+
+# -- echod-probe(1) ---------------------------------------------------------------------------
+
+PROBE_PAGE = ROOT / "man" / "echod-probe.1"
+
+
+def probe_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="echod")
+    return cli.add_probe_command(parser.add_subparsers())
+
+
+def probe_page_tags() -> dict[str, set[str]]:
+    """The words of every C{.TP} (and C{.TQ}) tag of echod-probe(1), by section."""
+    tags: dict[str, set[str]] = {}
+    section = ""
+    lines = PROBE_PAGE.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith(".SH "):
+            section = plain(line_text(".B" + line[3:]))
+        if line in (".TP", ".TQ"):
+            tags.setdefault(section, set()).update(re.findall(r"[-\w]+", line_text(lines[number + 1])))
+    return tags
+
+
+def test_every_probe_option_is_documented_in_echod_probe_1():
+    documented = probe_page_tags()
+    words = documented.get("OPTIONS", set()) | documented.get("MODES", set())
+    for action in probe_parser()._actions:
+        for flag in action.option_strings:
+            if flag not in ("-h", "--help"):
+                assert flag in words, f"{flag} has no .TP entry in the OPTIONS or MODES of {PROBE_PAGE.name}"
+
+
+def test_every_probe_exit_status_is_documented_in_echod_probe_1():
+    statuses = {v for k, v in vars(probestats).items() if k.startswith("STATUS_")}
+    assert statuses == {0, 1, 2, 3}
+    documented = {int(word) for word in probe_page_tags()["EXIT STATUS"]}
+    assert documented == statuses
+    usage = command_line_status(["probe", "--no-such-option", "192.0.2.1"])
+    assert usage == probestats.STATUS_ERROR
+
+
+def test_every_key_of_the_probe_json_is_documented_in_echod_probe_1():
+    text = plain(PROBE_PAGE.read_text(encoding="utf-8"))
+    options = probeoptions.make_options("192.0.2.1", mode="connect")
+    report = probeoutput.json_report(options, "192.0.2.1", probestats.Tally(), 0.0, None)
+    keys = set(report) | set(report["rtt_ms"])
+    missing = {key for key in keys if not re.search(rf"^\.BR? {re.escape(key)}\b", text, re.MULTILINE)}
+    assert not missing, f"{PROBE_PAGE.name} does not document the JSON keys {', '.join(sorted(missing))}"
+
+
+def test_echod_8_points_to_echod_probe_1():
+    text = DAEMON_PAGE.read_text(encoding="utf-8")
+    assert ".BR echod\\-probe (1)" in text
+    assert "probe" in {entry.name for entry in entries(DAEMON_PAGE) if entry.section == "COMMANDS"}

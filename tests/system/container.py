@@ -50,7 +50,8 @@ def mirrors(release: str) -> tuple[str, ...]:
 #: release's Prometheus server, which scrapes echod, and its promtool; haproxy,
 #: whose own `haproxy -c` checks the shipped HAProxy example (autopkgtest) and
 #: which, with iproute2's `ip netns`, the suite runs echod behind on hosts in
-#: network namespaces (tests/integration/test_haproxy.py).
+#: network namespaces (tests/integration/test_haproxy.py); socat, an echo
+#: server the suite probes (tests/integration/test_probe.py).
 BASE_PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -59,6 +60,7 @@ BASE_PACKAGES = (
     "man-db",
     "python3-pytest",
     "python3-hypothesis",
+    "socat",
     "autopkgtest",
     "lintian",
     "prometheus",

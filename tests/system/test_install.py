@@ -76,10 +76,18 @@ def test_installed_units_verify_clean(shared_installed: Container):
 
 
 def test_manual_pages_are_installed(shared_installed: Container):
-    for page in ("8 echod", "5 echod.conf"):
+    for page in ("8 echod", "5 echod.conf", "1 echod-probe"):
         section, name = page.split()
         path = shared_installed.run(["man", "-w", section, name]).stdout.strip()
         assert path == f"/usr/share/man/man{section}/{name}.{section}.gz"
+    # As a user types it, without the section.
+    assert shared_installed.run(["man", "-w", "echod-probe"]).stdout.strip().endswith("echod-probe.1.gz")
+
+
+def test_the_installed_probe_measures_the_installed_daemon(shared_installed: Container):
+    for args in (["localhost"], ["--connect", "[::1]"], ["--bytecount", "127.0.0.1"]):
+        done = shared_installed.run(["echod", "probe", "-q", "-c", "3", "-i", "0.05", *args])
+        assert "3 probes sent, 3 answered intact in time, 0% loss" in done.stdout, done.stdout
 
 
 def test_generator_wrote_the_socket_drop_in_from_the_config(shared_installed: Container):

@@ -50,6 +50,8 @@ def test_ships_the_daemon_units_generator_config_manual_pages_and_examples(deb: 
         "/usr/share/man/man5/echod.conf.5.gz",
         "/usr/share/doc/echod/examples/prometheus-alerts.yml",
         "/usr/share/doc/echod/examples/haproxy.cfg",
+        "/usr/share/man/man1/echod-probe.1.gz",
+        "/usr/lib/python3/dist-packages/echod/probe.py",
     ):
         assert path in files, path
     assert not [f for f in files if "site-packages" in f or "/twisted/" in f], "no vendored dependencies"
