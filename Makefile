@@ -141,8 +141,9 @@ package-tests-skipped:
 	@echo "make: SKIPPED test-package (the Debian package in booted containers): it needs root" >&2
 endif
 
-# Benchmark: echod against plain Twisted, asyncio, uvloop and a C epoll echo on this machine (README,
-# "Benchmark"); BENCH_QUICK=1 for a one-minute smoke run. uvloop is installed into build/bench/pylib and
+# Benchmark: echod against plain Twisted, asyncio, uvloop and a C epoll echo on this machine, and the
+# round trips `echod probe` measures beside a C ping-pong's (README, "Benchmark"); BENCH_QUICK=1 for a
+# one-minute smoke run. uvloop is installed into build/bench/pylib and
 # put on the path of its own server only: the test virtualenv stays exactly as `make venv` made it.
 BENCH_DIR := build/bench
 BENCH_CC ?= gcc
@@ -154,7 +155,7 @@ BENCH_ARGS ?=
 BENCH_BASELINE ?=
 
 .PHONY: bench
-bench: $(VENV)/.installed $(BENCH_DIR)/loadgen $(BENCH_DIR)/cecho $(BENCH_DIR)/pylib/.installed
+bench: $(VENV)/.installed $(BENCH_DIR)/loadgen $(BENCH_DIR)/cecho $(BENCH_DIR)/pingpong $(BENCH_DIR)/pylib/.installed
 ifneq ($(BENCH_BASELINE),)
 	rm -rf $(BENCH_DIR)/baseline && mkdir -p $(BENCH_DIR)/baseline
 	git archive $(BENCH_BASELINE) echod etc | tar -x -C $(BENCH_DIR)/baseline

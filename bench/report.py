@@ -218,8 +218,44 @@ def scaling(results: dict, labels: dict) -> list[str]:
     return lines
 
 
+def precision(results: dict) -> list[str]:
+    """The probe's round trips beside a C ping-pong's, against the same C epoll echo, round by round."""
+    held = results.get("precision")
+    if not held or not held["runs"]:
+        return ["Not measured by this revision of the benchmark."]
+    by_client, labels = defaultdict(list), {}
+    for run in held["runs"]:
+        by_client[run["client"]].append(run)
+        labels[run["client"]] = run["label"]
+    reference = {run["round"]: run["p50"] for run in by_client.get("c", [])}
+    lines = [
+        "| client | p50 µs | p90 µs | p99 µs | p50 above the C ping-pong's, µs |",
+        "|---|---|---|---|---|",
+    ]
+    for key, runs in by_client.items():
+        row = [labels[key]]
+        row += [f"{statistics.median(run[p] for run in runs):.1f}" for p in ("p50", "p90", "p99")]
+        # The median of the rounds' differences: each difference is measured against the same server
+        # within minutes, which the machine's drift from round to round does not reach.
+        differences = [run["p50"] - reference[run["round"]] for run in runs if run["round"] in reference]
+        row.append("" if key == "c" or not differences else f"{statistics.median(differences):+.1f}")
+        lines.append("| " + " | ".join(row) + " |")
+    rounds = len(by_client.get("c", []))
+    lines += [
+        "",
+        f"Medians of {rounds} round(s): one connection, a 64-byte message every "
+        f"{held['interval_s'] * 1000:g} ms, {by_client['c'][0]['count'] if by_client.get('c') else '?'} "
+        "messages a run, every client against the same C epoll echo within a round.",
+    ]
+    return lines
+
+
 def write_report(results: dict, path: Path) -> str:
     """Render the report, write it to `path`, return its text."""
+    if not results["runs"]:  # bench/run.py --precision-only
+        text = "# echod probe precision\n\n" + "\n".join(precision(results)) + "\n"
+        path.write_text(text)
+        return text
     labels = {s["key"]: s["label"] for s in results["servers"]}
     grouped = defaultdict(list)
     for run in results["runs"]:
@@ -271,6 +307,14 @@ def write_report(results: dict, path: Path) -> str:
         "## Start-up and memory",
         "",
         *extras(results, labels),
+        "",
+        "## The probe's precision",
+        "",
+        "Round trips on loopback against the C epoll echo: `echod probe` beside a C client doing the "
+        "same (bench/pingpong.c), and beside the probe with Twisted's queued write instead of its "
+        "send at once:",
+        "",
+        *precision(results),
         "",
     ]
     complaints = sorted(set(results["complaints"]))

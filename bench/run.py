@@ -27,6 +27,7 @@ from report import machine, write_report
 from servers import BUILD, Kind, Server, kinds
 
 LOADGEN = str(BUILD / "loadgen")
+PINGPONG = str(BUILD / "pingpong")
 #: Connections come from 127.0.0.1 .. 127.0.0.20, as from several client hosts: from one address the
 #: kernel runs short of reusable ephemeral ports near 14k new connections/s, and echod's shipped
 #: per-peer cap (64) would refuse the 100- and 1,000-connection scenarios.
@@ -76,6 +77,51 @@ SCALING = [
     Scenario("echo 100 KiB, 20 conns", "echo", 100 * 1024, 20),
     Scenario("new conns/s, 64 B, half-close", "connect", 64, 20),
 ]
+#: The probe's precision (README, "Benchmark"): round trips of one connection, one 64-byte message
+#: every interval, against the C epoll echo, from `echod probe` and from a C client doing the same.
+#: An interval rather than back-to-back messages, as the probe runs: the round trips of a client that
+#: sleeps between messages include its waking up.
+PRECISION_COUNT, PRECISION_INTERVAL = 1000, 0.003
+
+
+def precision_clients(port: int, count: int) -> list[tuple[str, str, list[str]]]:
+    """The clients whose round trips are compared: key, label, command line."""
+    common = ["-c", str(count), "-i", str(PRECISION_INTERVAL)]
+    probe_args = ["--json", "-q", *common, "-W", "5", f"127.0.0.1:{port}"]
+    return [
+        ("c", "C ping-pong (bench/pingpong.c)", [PINGPONG, "-p", str(port), *common]),
+        ("probe", "echod probe", [sys.executable, "-m", "echod", "probe", *probe_args]),
+        (
+            "probe-queued",
+            "echod probe, each probe queued to the next turn (Twisted's write)",
+            [sys.executable, str(Path(__file__).parent / "probe_queued.py"), *probe_args],
+        ),
+    ]
+
+
+def precision(round_: int, args: argparse.Namespace, cecho: Kind, complaints: list[str]) -> list[dict]:
+    """One round of the probe's precision: every client, in turn, against one C epoll echo."""
+    runs = []
+    count = PRECISION_COUNT // 2 if args.quick else PRECISION_COUNT
+    with started(cecho, args, [], complaints) as server:
+        for key, label, argv in rotate(precision_clients(server.ports["echo"], count), round_):
+            out = subprocess.run(pinned(argv, args.loadgen_cpu), capture_output=True, text=True, check=True)
+            result = json.loads(out.stdout)
+            if key == "c":
+                figures = {p: result[f"{p}_us"] for p in ("p50", "p90", "p99")}
+                answered = result["count"]
+            else:
+                figures = {p: result["rtt_ms"][p] * 1000 for p in ("p50", "p90", "p99")}
+                answered = result["received"]
+            runs.append({"round": round_, "client": key, "label": label, "count": answered, **figures})
+            print(
+                f"round {round_ + 1}/{args.rounds}  probe precision {label:<66} p50 {figures['p50']:7.1f} us"
+                f"  p99 {figures['p99']:8.1f} us  {answered}/{count} answered",
+                flush=True,
+            )
+    return runs
+
+
 #: Each worker's CPU quota: 2 x 0.4 core for the workers leaves 1.2 cores of this 2-core machine for
 #: the load generator, which needs up to about as much CPU as the servers at 100 KiB.
 SHARE = 0.4
@@ -145,11 +191,17 @@ def benchmark(args: argparse.Namespace) -> dict:
     complaints: list[str] = []
     scaling: list[dict] = []
     workers = [k for k in servers if k.key in ("echod", "echod-2")]
+    # The probe's precision is measured against the C epoll echo whichever servers are chosen.
+    cecho = next(k for k in kinds() if k.key == "cecho")
     cannot_budget = unavailable(args.share)
     if len(workers) < 2:
         cannot_budget = "the two workers were not among the servers chosen (--servers)"
+    precise: list[dict] = []
     began = time.monotonic()
     for round_ in range(args.rounds):
+        precise += precision(round_, args, cecho, complaints)
+        if args.precision_only:
+            continue
         for scenario in SCENARIOS:
             for kind in rotate([k for k in servers if scenario.applies(k)], round_):
                 with started(kind, args, starts, complaints) as server:
@@ -175,6 +227,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         "scaling": {"share": args.share, "unavailable": cannot_budget, "runs": scaling},
         "starts": starts,
         "holds": holds,
+        "precision": {"interval_s": PRECISION_INTERVAL, "runs": precise},
         "complaints": complaints,
         "elapsed_s": time.monotonic() - began,
     }
@@ -255,6 +308,9 @@ def main() -> None:
         "--share", type=share, default=SHARE, help=f"a worker's CPU quota in the multi-core figure ({SHARE})"
     )
     parser.add_argument("--hold", type=int, default=1000, help="idle connections for the RSS figure")
+    parser.add_argument(
+        "--precision-only", action="store_true", help="only the probe's round trips beside a C client's"
+    )
     parser.add_argument("--report", metavar="RUNS_JSON", help="only write the report again from saved runs")
     parser.add_argument(
         "--baseline",
