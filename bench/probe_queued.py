@@ -1,17 +1,17 @@
 """
 `echod probe` with Twisted's own write(), which queues every probe until the next turn of the loop,
-instead of sending it at once (echod/probe.py, send_at_once): what sending at once saves, measured by
+instead of sending it at once (echod/probeclients.py, send_at_once): what sending at once saves, measured by
 `make bench` in the same run. Arguments as `echod probe`'s.
 """
 
 import sys
 
-from echod import cli, probe
+from echod import cli, probeclients
 
 
 def queued(transport, data: bytes) -> None:
     transport.write(data)
 
 
-probe.send_at_once = queued
+probeclients.send_at_once = queued
 sys.exit(cli.main(["probe", *sys.argv[1:]]))
