@@ -22,7 +22,7 @@ from twisted.internet import defer
 from echod.probeclients import channel_for
 from echod.probeoptions import ProbeOptions, check_size
 from echod.probepayload import Mismatch, Probe, make_payload
-from echod.probestats import Tally, Verdict
+from echod.probestats import STATUS_ERROR, Tally, Verdict
 
 
 class Reporter(TypingProtocol):
@@ -80,6 +80,8 @@ class Run:
 
     def start(self) -> defer.Deferred:
         """Report, open the channel, then probe; returns L{done}."""
+        if self.finished:  # interrupted before it began
+            return self.done
         self.reporter.started(self.address)
         if self.options.deadline is not None:
             self._deadline = self.reactor.callLater(self.options.deadline, self._deadline_reached)
@@ -342,13 +344,23 @@ def run(options: ProbeOptions, reporter: Reporter) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, interrupted)
     status: list[int] = []
+    # A failure of the probe itself (a bug) is neither loss nor corruption: an error, or a
+    # monitoring check's UNKNOWN, the plugin's own failure.
+    internal = 3 if options.monitoring else STATUS_ERROR
+
+    def broken(failure) -> None:
+        failure.printTraceback()
+        if options.monitoring:
+            from echod.probeoutput import unknown_line
+
+            print(unknown_line(f"internal error: {failure.getErrorMessage()}"), flush=True)
+        status.append(internal)
 
     def begin() -> None:
-        done = probe_run.start()
-        done.addCallback(status.append)
-        done.addErrback(lambda failure: (failure.printTraceback(), status.append(3)))
+        done = defer.maybeDeferred(probe_run.start)
+        done.addCallbacks(status.append, broken)
         done.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(begin)
     reactor.run(installSignalHandlers=False)
-    return status[0] if status else 3
+    return status[0] if status else internal

@@ -149,3 +149,12 @@ def test_a_stamp_older_than_the_send_is_never_used():
     reactor.advance(0.25)
     protocol.dataReceived(expected(1))
     assert recorder.detail("ok")["rtt"] == pytest.approx(0.25)
+
+
+def test_an_interruption_before_the_run_began_ends_it_without_a_probe():
+    reactor = MemoryReactorClock()
+    recorder = Recorder()
+    run = Run(make_options(ADDRESS), ADDRESS, recorder, reactor, reactor.seconds, KEY)
+    run.stop()
+    assert run.start() is run.done and run.done.called
+    assert reactor.tcpClients == [] and recorder.tally.sent == 0
