@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "check-config":
             command.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     probe_parser = add_probe_command(commands)
-    probe_parser.unknown_on_error = (
+    # The top-level parser too: it is the one that refuses arguments no subcommand knows.
+    parser.unknown_on_error = probe_parser.unknown_on_error = (
         bool(argv)
         and argv[0] == "probe"
         and any(arg.startswith(("--warning", "--critical")) for arg in argv[1:])

@@ -83,6 +83,15 @@ def test_a_bad_argument_to_a_monitoring_check_is_its_unknown(capsys):
     assert out.startswith("ECHO UNKNOWN - echod probe: argument -s/--size: 'huge' is not a size")
 
 
+def test_an_unknown_argument_to_a_monitoring_check_is_its_unknown_too(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["probe", "--warning", "100,20%", "--no-such-option", "192.0.2.1"])
+    assert exit_.value.code == 3
+    assert capsys.readouterr().out.startswith(
+        "ECHO UNKNOWN - echod: unrecognized arguments: --no-such-option"
+    )
+
+
 def test_a_name_that_does_not_resolve_is_an_error_with_status_2(capsys):
     assert cli.main(["probe", "-c", "1", "no-such-host.invalid"]) == 2
     captured = capsys.readouterr()
