@@ -338,15 +338,24 @@ def run(options: ProbeOptions, reporter: Reporter) -> int:
         return reporter.finished(Tally(), 0.0, str(e))
     probe_run = Run(options, address, reporter, reactor, received=ReceiveClock(reactor).now)
 
-    def interrupted(signum, frame) -> None:
-        reactor.callFromThread(probe_run.stop)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupted)
     status: list[int] = []
     # A failure of the probe itself (a bug) is neither loss nor corruption: an error, or a
     # monitoring check's UNKNOWN, the plugin's own failure.
     internal = 3 if options.monitoring else STATUS_ERROR
+
+    def stop() -> None:
+        if not probe_run.finished:
+            probe_run.stop()
+        elif not status and reactor.running:
+            # Ended, yet never reported (a bug on the way out): the signal still ends the process.
+            status.append(internal)
+            reactor.stop()
+
+    def interrupted(signum, frame) -> None:
+        reactor.callFromThread(stop)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupted)
 
     def broken(failure) -> None:
         failure.printTraceback()
