@@ -38,7 +38,7 @@ from echod.addresses import (
     peer_key,
 )
 from echod.logthrottle import Summary, WarningThrottle
-from echod.proxy import ProxyHeader, ProxyHeaderError, ProxyHeaderParser
+from echod.proxy import ProxyHeaderError, ProxyHeaderParser
 from echod.stats import ListenerStats
 
 #: How much a connection reads at once, and how much of its output may queue
@@ -144,22 +144,19 @@ class LimitedProtocol(ProtocolWrapper):
         transport.bufferSize = BUFFER_SIZE
         Protocol.makeConnection(self, transport)
         factory.registerProtocol(self)
-        if self.peer is None:
-            self._await_header()
-        else:
+        if self.peer is not None:
             self.wrappedProtocol.makeConnection(self)
+            return
+        # A PROXY header first. Until it is complete, input goes to its parser;
+        # an instance attribute, deleted then, so that afterwards no chunk of
+        # any connection pays for the header's existence.
+        self._proxy_parser = ProxyHeaderParser()
+        factory.await_header(self)
+        self.dataReceived = self._header_received
 
     def getPeer(self) -> IAddress:
         """The client: named by the PROXY header if there was one, else the socket's peer."""
         return self.client or self.transport.getPeer()
-
-    def _await_header(self) -> None:
-        # Until the header is complete, input goes to the parser; an instance
-        # attribute, deleted then, so that afterwards no chunk of any
-        # connection pays for the header's existence.
-        self._proxy_parser = ProxyHeaderParser()
-        self.factory.await_header(self)
-        self.dataReceived = self._header_received
 
     def _header_received(self, data: bytes) -> None:
         try:
@@ -167,10 +164,8 @@ class LimitedProtocol(ProtocolWrapper):
         except ProxyHeaderError as e:
             self._bad_header(str(e))
             return
-        if header is not None:
-            self._header_read(header)
-
-    def _header_read(self, header: ProxyHeader) -> None:
+        if header is None:
+            return
         del self.dataReceived
         self._proxy_parser = None
         factory = self.factory
@@ -470,7 +465,7 @@ class LimitedFactory(WrappingFactory):
 
     def await_header(self, p: LimitedProtocol) -> None:
         """Give C{p} L{PROXY_HEADER_TIMEOUT} seconds from now to send its PROXY header."""
-        self.awaiting_header[p] = self.clock.seconds()
+        self.awaiting_header[p] = p.started
         if self._header_sweeper is None:
             self._header_sweeper = LoopingCall(self._sweep_headers)
             self._header_sweeper.clock = self.clock
@@ -595,7 +590,7 @@ class LimitedFactory(WrappingFactory):
         Let in C{p}, whose PROXY header has been read, if its client is
         within the per-peer cap; else count it refused and close it.
         """
-        client = p.getPeer()
+        client = p.client or p.transport.getPeer()
         peer = peer_key(peer_host(client), *self._prefixes)
         if self._per_peer.get(peer, 0) >= self.max_connections_per_peer:
             self._refuse(client, "max_connections_per_peer", self.max_connections_per_peer, peer)
