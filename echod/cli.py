@@ -141,7 +141,9 @@ def add_probe_command(commands: argparse._SubParsersAction) -> _Parser:
     from echod.units import parse_duration, parse_size
 
     text = "measure an echo server: round trips, loss, every byte checked"
-    probe = commands.add_parser("probe", help=text, description=text.capitalize() + ".")
+    # No abbreviations: a monitoring check's bad option (--warn for --warning) must be
+    # refused as the check's own UNKNOWN, not taken for another.
+    probe = commands.add_parser("probe", help=text, description=text.capitalize() + ".", allow_abbrev=False)
     mode = probe.add_mutually_exclusive_group()
     for flag, help_text in (
         ("tcp", "one persistent TCP connection (default)"),

@@ -216,7 +216,13 @@ def _networks(text: str) -> tuple[Network, ...]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         written = part.replace("[", "").replace("]", "")
         try:
-            networks.append(ipaddress.ip_network(written))
+            network = ipaddress.ip_network(written)
+            mapped = getattr(network.network_address, "ipv4_mapped", None)
+            if mapped is not None and network.prefixlen >= 96:
+                # echod counts an IPv4-mapped peer (::ffff:192.0.2.1, as a dual-stack socket
+                # shows an IPv4 client) as its IPv4 address: so is such an entry.
+                network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+            networks.append(network)
         except ValueError:
             try:
                 network = ipaddress.ip_network(written, strict=False)

@@ -269,6 +269,10 @@ class LimitedProtocol(ProtocolWrapper):
     def abort(self, cause: str) -> None:
         """Drop the connection now, whatever is still queued for it."""
         transport = self.transport
+        if self._proxy_parser is not None:
+            # No longer awaited: the sweep of late headers must not close it a second time
+            # before Twisted reports it lost.
+            self.factory.awaiting_header.pop(self, None)
         if self.closed_by is None:
             self.closed_by = cause
             # The kernel drops, with a reset, what the peer has not acknowledged yet.
@@ -283,6 +287,7 @@ class LimitedProtocol(ProtocolWrapper):
                 return
             # A connection opened and closed with nothing said: a balancer's
             # or a monitor's check that the port is open, not a bad header.
+            self.factory.awaiting_header.pop(self, None)
         self.eof = True
         if self.ending is None:
             self.ending = "client"
@@ -466,6 +471,8 @@ class LimitedFactory(WrappingFactory):
     def await_header(self, p: LimitedProtocol) -> None:
         """Give C{p} L{PROXY_HEADER_TIMEOUT} seconds from now to send its PROXY header."""
         self.awaiting_header[p] = p.started
+        if self._header_sweeper is not None and not self._header_sweeper.running:
+            self._header_sweeper = None  # a sweep raised, which ended its LoopingCall
         if self._header_sweeper is None:
             self._header_sweeper = LoopingCall(self._sweep_headers)
             self._header_sweeper.clock = self.clock

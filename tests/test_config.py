@@ -473,3 +473,13 @@ def test_metrics_on_a_tcp_listeners_port_are_refused_and_on_a_udp_ones_allowed()
     udp = "[listener:u]\nprotocol = echo\ntransport = udp\nport = 9207\n"
     assert parse("[echod]\nmetrics = 127.0.0.1:9207\n" + udp).metrics == ("127.0.0.1", 9207)
     assert parse("[echod]\nmetrics = 127.0.0.1:8\n" + ECHO).metrics == ("127.0.0.1", 8)
+
+
+def test_ipv4_mapped_trusted_proxies_are_the_ipv4_addresses_echod_counts_peers_as():
+    settings = parse(
+        ECHO + "proxy_protocol = yes\ntrusted_proxies = ::ffff:198.18.0.1, ::ffff:198.18.0.0/112\n"
+    )
+    assert settings.listeners[0].trusted_proxies == (
+        ipaddress.ip_network("198.18.0.1/32"),
+        ipaddress.ip_network("198.18.0.0/16"),
+    )

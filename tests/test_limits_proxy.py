@@ -331,3 +331,15 @@ def test_peer_prefixes_changed_while_a_header_is_awaited_keep_it_uncounted(tmp_p
     other, other_transport = listener.connect(port=2)
     other.dataReceived(b"PROXY TCP4 198.18.1.99 198.18.0.1 40000 7\r\nx")  # the same /24: over the cap
     assert other_transport.disconnected and other_transport.value() == b""
+
+
+def test_a_connection_closed_for_its_header_is_not_closed_again_by_the_sweep(tmp_path):
+    listener = Listener(tmp_path)
+    protocol, _ = listener.connect()
+    listener.clock.advance(PROXY_HEADER_TIMEOUT - 0.1)
+    with capturedLogs() as events:
+        protocol.dataReceived(b"GET /")  # aborted; Twisted reports it lost a turn later
+        listener.clock.advance(PROXY_HEADER_TIMEOUT)  # a sweep due before that turn
+    listener.close(protocol)
+    assert len(warnings(events)) == 1
+    assert listener.factory.stats.bad_proxy_headers == 1
