@@ -17,8 +17,9 @@ from array import array
 from collections import deque
 from typing import TYPE_CHECKING
 
-from twisted.internet import error, udp
+from twisted.internet import error, tcp, udp
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -263,6 +264,43 @@ class ConnectionProbe(Protocol):
         self._settle(None if clean else reason)
 
 
+class _TimedClient(tcp.Client):
+    """Twisted's TCP client transport, which tells its factory when it is about to connect()."""
+
+    _attempted = False
+
+    def doConnect(self) -> None:
+        # Twisted calls this a turn of the loop after the connector is made, and again when the
+        # socket is writable; the first call makes the connect() (after one getsockopt()).
+        if not self._attempted and hasattr(self, "connector"):
+            self._attempted = True
+            self.connector.factory.attempting()
+        super().doConnect()
+
+
+class _TimedConnector(tcp.Connector):
+    def _makeTransport(self) -> _TimedClient:
+        return _TimedClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+def connect_tcp(reactor, host: str, port: int, factory: ClientFactory, timeout: float):
+    """
+    C{reactor.connectTCP}, but a factory's C{attempting()} is called just
+    before the socket's connect(), so that a connect time is the handshake's
+    and not also Twisted's set-up: the connector, the socket, and the turn of
+    the loop Twisted waits before connecting (measured here, 0.2 to 0.4 ms
+    of the 0.4 to 0.6 ms a loopback connect was reported as). Twisted has no
+    hook there, hence its own connector and transport with one more step;
+    on a reactor that is not Twisted's POSIX one (a test's), its connectTCP,
+    and a connect time from the send.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.connectTCP(host, port, factory, timeout=timeout)
+    connector = _TimedConnector(host, port, factory, timeout, None, reactor)
+    connector.connect()
+    return connector
+
+
 class _ConnectionFactory(ClientFactory):
     noisy = False
     connecting = True
@@ -270,6 +308,10 @@ class _ConnectionFactory(ClientFactory):
     def __init__(self, run: Run, probe: Probe, bytecount: bool) -> None:
         self.run, self.probe, self.bytecount = run, probe, bytecount
         self.connector = None
+
+    def attempting(self) -> None:
+        """The connection attempt starts now: the probe's connect time counts from here."""
+        self.probe.started = self.run.timer()
 
     def buildProtocol(self, addr) -> ConnectionProbe:
         self.connecting = False
@@ -311,7 +353,7 @@ class ConnectionChannel:
         self.factories[probe.seq] = factory
         # The probe's own timer ends the attempt; Twisted's connect timeout only backs it up.
         timeout = run.options.timeout + 1
-        factory.connector = run.reactor.connectTCP(run.address, run.options.port, factory, timeout=timeout)
+        factory.connector = connect_tcp(run.reactor, run.address, run.options.port, factory, timeout)
         for seq in [seq for seq in self.factories if seq not in run.pending]:
             del self.factories[seq]
 

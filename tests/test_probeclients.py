@@ -6,14 +6,20 @@ every verdict, as the bytes that come back decide it.
 from __future__ import annotations
 
 import errno
+import socket
+import time
 
 import pytest
 from twisted.internet import error
 from twisted.python.failure import Failure
 
 from echod import probeclients
+from echod.probe import Run
+from echod.probeoptions import make_options
 from tests.probehelpers import (
     ADDRESS,
+    KEY,
+    Recorder,
     connect,
     expected,
     start,
@@ -209,6 +215,36 @@ def test_connect_refused_and_timed_out_probes_are_told_apart():
     assert recorder.kinds() == [("failed", 1), ("timeout", 2), ("timeout", 3)]
     assert [e[2] for e in recorder.events[2:]] == ["connected, no echo", "not connected"]
     assert (recorder.tally.failed, recorder.tally.lost, recorder.status) == (1, 2, 2)
+
+
+def test_connect_time_counts_from_the_sockets_connect_not_from_twisteds_set_up():
+    # A real (not installed, not running) reactor and a real listening socket: Twisted makes
+    # the connect() a turn of the loop after the connector, and that turn must not count.
+    from twisted.internet.epollreactor import EPollReactor
+
+    reactor = EPollReactor()
+    now = [0.0]
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        target = f"127.0.0.1:{server.getsockname()[1]}"
+        options = make_options(target, mode="connect", count=1, timeout=60)
+        run = Run(options, "127.0.0.1", Recorder(), reactor, lambda: now[0], KEY)
+        try:
+            run.start()  # probe 1 at t=0: Twisted's connector and socket made
+            now[0] = 0.5
+            reactor.runUntilCurrent()  # its connect()
+            now[0] = 0.75
+            end = time.monotonic() + 10
+            while not run.tally.connect.count and time.monotonic() < end:
+                reactor.doIteration(0.1)  # the connection completes
+            assert run.tally.connect.count == 1
+            assert run.tally.connect.min == pytest.approx(0.25)
+        finally:
+            run.stop()
+            for selectable in reactor.removeAll():
+                selectable.connectionLost(Failure(error.ConnectionDone()))
+            reactor._poller.close()
 
 
 # -- datagrams ----------------------------------------------------------------------------------
