@@ -24,6 +24,7 @@ MAX_STREAM_SIZE = 16 << 20
 #: The largest UDP payload: 65535 less the IPv4 (20) and UDP (8) headers; IPv6's
 #: payload length excludes its own header, so only the UDP header counts.
 MAX_DATAGRAM_SIZE = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
+_FAMILY_NAMES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 #: A datagram's answer is told from the others by the sequence number in its first 8 bytes.
 MIN_DATAGRAM_SIZE = 8
 #: The shortest interval between probes.
@@ -92,6 +93,11 @@ class ProbeOptions:
         return self.mode != "udp"
 
     @property
+    def default_port(self) -> bool:
+        """Whether the target named no port (the mode's default is probed)."""
+        return split_host_port(self.target, 0)[1] == 0
+
+    @property
     def new_connections(self) -> bool:
         """Whether every probe opens a connection of its own (and connect times are measured)."""
         return self.mode in ("connect", "bytecount")
@@ -133,7 +139,7 @@ def make_options(
         raise ValueError("--json and --warning/--critical each choose the output: use one")
     if (warning or critical) and count is None:
         count = MONITORING_COUNT
-    check_size(mode, size, family)
+    check_size(mode, size, family or literal_family(host))
     return ProbeOptions(
         target,
         host,
@@ -152,6 +158,17 @@ def make_options(
     )
 
 
+def literal_family(host: str) -> int | None:
+    """AF_INET or AF_INET6 if C{host} is an address of that family (C{fe80::1%eth0} too), else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.partition("%")[0])
+        except OSError:
+            continue
+        return family
+    return None
+
+
 def check_size(mode: str, size: int, family: int | None) -> None:
     """
     Whether C{size} payload bytes fit C{mode}: 1 to 16 MiB over a stream; over
@@ -164,7 +181,11 @@ def check_size(mode: str, size: int, family: int | None) -> None:
     if mode == "udp":
         largest = MAX_DATAGRAM_SIZE[family] if family else max(MAX_DATAGRAM_SIZE.values())
         if not MIN_DATAGRAM_SIZE <= size <= largest:
-            over = {socket.AF_INET: " over IPv4", socket.AF_INET6: " over IPv6"}.get(family, "")
-            raise ValueError(f"-s {size}: {MIN_DATAGRAM_SIZE} to {largest} bytes a datagram{over}")
+            if family:
+                limit = f"{largest} bytes a datagram over {_FAMILY_NAMES[family]}"
+            else:  # a name: either family may be the one it resolves to
+                v4, v6 = MAX_DATAGRAM_SIZE[socket.AF_INET], MAX_DATAGRAM_SIZE[socket.AF_INET6]
+                limit = f"{v4} bytes a datagram over IPv4, {v6} over IPv6"
+            raise ValueError(f"-s {size}: {MIN_DATAGRAM_SIZE} to {limit}")
     elif not 1 <= size <= MAX_STREAM_SIZE:
         raise ValueError(f"-s {size}: 1 to {MAX_STREAM_SIZE} bytes (16 MiB) a probe over TCP")

@@ -54,7 +54,7 @@ def test_a_monitoring_check_sends_five_probes_unless_told():
         ({"size": 0}, "-s"),
         ({"size": MAX_STREAM_SIZE + 1}, "16 MiB"),
         ({"mode": "udp", "size": 7}, "-s 7"),
-        ({"mode": "udp", "size": 65528}, "65527"),
+        ({"mode": "udp", "size": 65508}, "8 to 65507 bytes a datagram over IPv4$"),
         ({"mode": "udp", "size": 65508, "family": socket.AF_INET}, "IPv4"),
         ({"mode": "icmp"}, "unknown mode"),
         ({"json": True, "warning": Thresholds(1, 1)}, "--json"),
@@ -63,6 +63,21 @@ def test_a_monitoring_check_sends_five_probes_unless_told():
 def test_values_out_of_bounds_are_refused_naming_the_option(kwargs, complaint):
     with pytest.raises(ValueError, match=complaint):
         make_options("192.0.2.1", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("target", "limit"),
+    [
+        ("192.0.2.1", "8 to 65507 bytes a datagram over IPv4"),
+        ("[2001:db8::1]:7", "8 to 65527 bytes a datagram over IPv6"),
+        ("[fe80::1%eth0]:7", "8 to 65527 bytes a datagram over IPv6"),
+        ("echo.example", "8 to 65507 bytes a datagram over IPv4, 65527 over IPv6"),
+    ],
+)
+def test_a_datagram_too_large_is_refused_with_the_limit_of_the_targets_family(target, limit):
+    with pytest.raises(ValueError) as refused:
+        make_options(target, mode="udp", size=70000)
+    assert str(refused.value) == f"-s 70000: {limit}"
 
 
 def test_the_limits_themselves_are_allowed():
