@@ -12,16 +12,18 @@ reactor timers, so that no thread stands between a reply and its timestamp.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
-from echod.probeclients import channel_for
+from echod.addresses import host_port
+from echod.probeclients import REFUSED, channel_for
 from echod.probeoptions import ProbeOptions, check_size
 from echod.probepayload import Mismatch, Probe, make_payload
+from echod.proberesolve import ResolveError, resolve_in_thread
 from echod.probestats import STATUS_ERROR, Tally, Verdict
 
 
@@ -74,19 +76,65 @@ class Run:
         self._scheduled = 0
         self._tick = None
         self._deadline = None
+        #: timer() when L{start} was called: the deadline, and any wait told, count from there.
+        self.started_at: float | None = None
+        #: The name's resolution while it is under way (see L{start}).
+        self.resolving: defer.Deferred | None = None
+        #: Whether any connection to the server was ever made (the stream modes).
+        self.reached = False
+        #: Why the latest connection attempt failed, while none succeeded.
+        self._attempt_failed: str | None = None
         self.channel = channel_for(options.mode)(self)
 
     # -- the run's course ---------------------------------------------------
 
-    def start(self) -> defer.Deferred:
-        """Report, open the channel, then probe; returns L{done}."""
+    def start(self, resolving: defer.Deferred | None = None) -> defer.Deferred:
+        """
+        Report, open the channel, then probe; returns L{done}.
+
+        @param resolving: fires with the family and the address to probe (see
+            L{resolve_in_thread}), or with L{ResolveError}; the deadline and
+            an interruption end the run while it is under way too. Without
+            it, the address the run was made with.
+        """
         if self.finished:  # interrupted before it began
             return self.done
-        self.reporter.started(self.address)
+        self.started_at = self.timer()
         if self.options.deadline is not None:
             self._deadline = self.reactor.callLater(self.options.deadline, self._deadline_reached)
-        self.channel.open()
+        if resolving is None:
+            self._open()
+        else:
+            self.resolving = resolving
+            resolving.addCallbacks(self._resolved, self._unresolved)
         return self.done
+
+    def _resolved(self, found: tuple[int, str]) -> None:
+        self.resolving = None
+        if self.finished:
+            return
+        family, self.address = found
+        try:
+            check_size(self.options.mode, self.options.size, family)
+        except ValueError as e:
+            self.error = str(e)
+            self._finish()
+            return
+        self._open()
+
+    def _unresolved(self, failure: Failure) -> None:
+        self.resolving = None
+        if self.finished:
+            return
+        message = failure.getErrorMessage()
+        if not failure.check(ResolveError):
+            message = f"cannot resolve {self.options.host}: {message}"
+        self.error = message
+        self._finish()
+
+    def _open(self) -> None:
+        self.reporter.started(self.address)
+        self.channel.open()
 
     def ready(self) -> None:
         """The channel can carry probes: begin."""
@@ -109,7 +157,8 @@ class Run:
         probe.timeout = self.reactor.callLater(self.options.timeout, self._expire, probe)
         # Everything else before the send: what follows it until the reactor waits again is
         # counted in the round trip whenever the answer is back sooner.
-        last = self.options.count is not None and seq >= self.options.count
+        # With a deadline, -c counts answers, as ping's: probes go on until that many came back.
+        last = self.options.count is not None and self.options.deadline is None and seq >= self.options.count
         if last:
             self.all_sent = True
         else:
@@ -139,6 +188,39 @@ class Run:
         """The deadline, or an interruption: end now, with the probes still awaited left undecided."""
         self._finish()
 
+    def unreachable(self, reason: str | None) -> None:
+        """The run's one connection (--tcp) failed: C{reason}, or None for no answer in time."""
+        self.fatal(self._no_connection(reason))
+
+    def _no_connection(self, reason: str | None) -> str:
+        where = host_port(self.options.host, self.options.port)
+        if reason is None:
+            waited = self.timer() - self.started_at if self.started_at is not None else 0.0
+            return f"no connection to {where} within {waited:.3g} s"
+        if reason != REFUSED:
+            return f"no connection to {where}: {reason}"
+        text = f"connection refused by {where}"
+        if self.options.default_port:
+            # Most often the server listens elsewhere (`make run` on 7007): say how to name its port.
+            example = host_port(self.options.host, 7007)
+            text += f" ({self.options.port} is the default port; give the server's as HOST:PORT"
+            text += f", e.g. {example} for `make run`)" if self.options.mode != "bytecount" else ")"
+        return text
+
+    def _left_unsaid(self) -> str | None:
+        """
+        The error of a run that ends without one, yet never reached the
+        server: nothing answered is never a success.
+        """
+        if self.started_at is None and self.began is None:
+            return "interrupted before the run began"
+        if self.resolving is not None:
+            waited = self.timer() - self.started_at
+            return f"cannot resolve {self.options.host}: no answer within {waited:.3g} s"
+        if self.options.stream and not self.reached:
+            return self._no_connection(self._attempt_failed)
+        return None
+
     def fatal(self, message: str) -> None:
         """The run cannot go on (the connection failed or closed): every probe awaited fails."""
         if self.finished:
@@ -149,13 +231,21 @@ class Run:
         self._finish()
 
     def _maybe_finish(self) -> None:
-        if self.all_sent and not self.pending and not self.finished:
+        if self.finished:
+            return
+        if self.all_sent and not self.pending:
             self._finish()
+        elif self.options.count is not None and self.options.deadline is not None:
+            tally = self.tally
+            if tally.decided - tally.lost >= self.options.count:  # COUNT answers before the deadline
+                self._finish()
 
     def _finish(self) -> None:
         if self.finished:
             return
         self.finished = True
+        if self.error is None:
+            self.error = self._left_unsaid()
         for call in (self._tick, self._deadline):
             if call is not None and call.active():
                 call.cancel()
@@ -179,8 +269,11 @@ class Run:
         if report:
             self.reporter.answered(probe.seq, verdict, **details)
 
-    def connected(self, probe: Probe, now: float) -> None:
-        """A probe's own connection is established (--connect, --bytecount)."""
+    def connected(self, probe: Probe | None, now: float) -> None:
+        """A probe's own connection is made (--connect, --bytecount), or with None the run's (--tcp)."""
+        self.reached = True
+        if probe is None:
+            return
         probe.connect = (now if now >= probe.started else self.timer()) - probe.started
         self.tally.connect.add(probe.connect)
 
@@ -205,6 +298,7 @@ class Run:
             verdict = Verdict.CORRUPTED if corrupt else Verdict.LATE
             self.reporter.answered(probe.seq, verdict, rtt=rtt, connect=connect, detail=detail)
             probe.decided = True
+            self._maybe_finish()
             return
         if corrupt:
             self._decide(probe, Verdict.CORRUPTED, rtt=rtt, connect=connect, detail=detail)
@@ -219,6 +313,8 @@ class Run:
         """C{probe}'s own connection failed (refused, reset, closed short)."""
         if self.finished or probe.decided or probe.timed_out:
             return
+        if not self.reached:
+            self._attempt_failed = detail
         self._decide(probe, Verdict.FAILED, detail=detail)
         self._maybe_finish()
 
@@ -243,34 +339,6 @@ class Run:
         self.tally.decide(Verdict.LOST)
         self.reporter.timed_out(probe.seq, self.channel.expired(probe))
         self._maybe_finish()
-
-
-class ResolveError(Exception):
-    """The target's name has no address (of the family asked for)."""
-
-
-def resolve(options: ProbeOptions) -> tuple[int, str]:
-    """
-    The family and the address to probe: the first that getaddrinfo() gives
-    for the host (an address is its own), in the order the system prefers
-    (gai.conf). Resolved once, before the run, and without the reactor: the
-    run cannot start before it is known, so there is nothing to do meanwhile.
-
-    @raise ResolveError: if the name does not resolve, or not to the family asked for.
-    """
-    kind = socket.SOCK_DGRAM if options.mode == "udp" else socket.SOCK_STREAM
-    try:
-        found = socket.getaddrinfo(options.host, options.port, options.family or socket.AF_UNSPEC, kind)
-    except (socket.gaierror, UnicodeError) as e:
-        reason = e.strerror if isinstance(e, socket.gaierror) else str(e)
-        raise ResolveError(f"cannot resolve {options.host}: {reason}") from None
-    for family, _, _, _, sockaddr in found:
-        if family in (socket.AF_INET, socket.AF_INET6):
-            address = sockaddr[0]
-            if family == socket.AF_INET6 and sockaddr[3]:
-                address = f"{address.split('%')[0]}%{sockaddr[3]}"
-            return family, address
-    raise ResolveError(f"cannot resolve {options.host}: no IPv4 or IPv6 address")
 
 
 class ReceiveClock:
@@ -325,18 +393,15 @@ def run(options: ProbeOptions, reporter: Reporter) -> int:
     and return the exit status the reporter gives.
 
     SIGINT and SIGTERM end the run as its deadline does, with the summary
-    (ping's Ctrl-C), instead of killing the process.
+    (ping's Ctrl-C), instead of killing the process; they and the deadline
+    are in place before the name is resolved, and resolving it takes no
+    part of the reactor's thread (L{resolve_in_thread}).
     """
     import signal
 
     from twisted.internet import reactor
 
-    try:
-        family, address = resolve(options)
-        check_size(options.mode, options.size, family)
-    except (ResolveError, ValueError) as e:
-        return reporter.finished(Tally(), 0.0, str(e))
-    probe_run = Run(options, address, reporter, reactor, received=ReceiveClock(reactor).now)
+    probe_run = Run(options, options.host, reporter, reactor, received=ReceiveClock(reactor).now)
 
     status: list[int] = []
     # A failure of the probe itself (a bug) is neither loss nor corruption: an error, or a
@@ -366,7 +431,7 @@ def run(options: ProbeOptions, reporter: Reporter) -> int:
         status.append(internal)
 
     def begin() -> None:
-        done = defer.maybeDeferred(probe_run.start)
+        done = defer.maybeDeferred(probe_run.start, resolve_in_thread(reactor, options))
         done.addCallbacks(status.append, broken)
         done.addBoth(lambda _: reactor.stop())
 

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from array import array
 from collections import deque
 from typing import TYPE_CHECKING
 
-from twisted.internet import error, tcp, udp
+from twisted.internet import error
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echod.addresses import host_port
 from echod.probepayload import SEQ_BYTES, Mismatch, Probe, compare_whole, make_payload
+from echod.probetransports import ConnectedDatagramPort, connect_tcp
 
 if TYPE_CHECKING:
     from echod.probe import Run
@@ -59,10 +59,14 @@ def send_at_once(transport, data: bytes) -> None:
     transport.write(data)
 
 
+#: What a refused connection is told as (the run adds a hint when the port was the default).
+REFUSED = "connection refused"
+
+
 def describe_failure(reason: Failure, what: str = "connection") -> str:
     """A connection's end or failure in a few words."""
     if reason.check(error.ConnectionRefusedError):
-        return "connection refused"
+        return REFUSED
     if reason.check(error.ConnectionLost):
         # What Twisted reports for ECONNRESET (and EPIPE): not a clean end of file.
         return f"{what} reset by the server"
@@ -90,6 +94,7 @@ class StreamProbe(Protocol):
         self.closing = False
 
     def connectionMade(self) -> None:
+        self.run.connected(None, self.run.received())
         self.transport.setTcpNoDelay(True)
         self.run.ready()
 
@@ -166,7 +171,8 @@ class _StreamFactory(ClientFactory):
 
     def clientConnectionFailed(self, connector, reason: Failure) -> None:
         self.connecting = False
-        self.channel.run.fatal(describe_failure(reason))
+        # Twisted's own timeout is the probe's -W: told as the time waited.
+        self.channel.run.unreachable(None if reason.check(error.TimeoutError) else describe_failure(reason))
 
 
 class StreamChannel:
@@ -262,43 +268,6 @@ class ConnectionProbe(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:
         clean = reason is None or reason.check(error.ConnectionDone)
         self._settle(None if clean else reason)
-
-
-class _TimedClient(tcp.Client):
-    """Twisted's TCP client transport, which tells its factory when it is about to connect()."""
-
-    _attempted = False
-
-    def doConnect(self) -> None:
-        # Twisted calls this a turn of the loop after the connector is made, and again when the
-        # socket is writable; the first call makes the connect() (after one getsockopt()).
-        if not self._attempted and hasattr(self, "connector"):
-            self._attempted = True
-            self.connector.factory.attempting()
-        super().doConnect()
-
-
-class _TimedConnector(tcp.Connector):
-    def _makeTransport(self) -> _TimedClient:
-        return _TimedClient(self.host, self.port, self.bindAddress, self, self.reactor)
-
-
-def connect_tcp(reactor, host: str, port: int, factory: ClientFactory, timeout: float):
-    """
-    C{reactor.connectTCP}, but a factory's C{attempting()} is called just
-    before the socket's connect(), so that a connect time is the handshake's
-    and not also Twisted's set-up: the connector, the socket, and the turn of
-    the loop Twisted waits before connecting (measured here, 0.2 to 0.4 ms
-    of the 0.4 to 0.6 ms a loopback connect was reported as). Twisted has no
-    hook there, hence its own connector and transport with one more step;
-    on a reactor that is not Twisted's POSIX one (a test's), its connectTCP,
-    and a connect time from the send.
-    """
-    if not isinstance(reactor, PosixReactorBase):
-        return reactor.connectTCP(host, port, factory, timeout=timeout)
-    connector = _TimedConnector(host, port, factory, timeout, None, reactor)
-    connector.connect()
-    return connector
 
 
 class _ConnectionFactory(ClientFactory):
@@ -401,9 +370,16 @@ class DatagramProbe(DatagramProtocol):
         self.sent_at = array("d", [0.0])  # by seq; seq 0 is never sent
         self.states = bytearray(1)
         self.highest_answered = 0
+        #: Why the socket could not be connected to the server (EINVAL, ENETUNREACH, ...), if so.
+        self.unconnected: OSError | None = None
 
     def startProtocol(self) -> None:
-        self.transport.connect(self.run.address, self.run.options.port)
+        try:
+            self.transport.connect(self.run.address, self.run.options.port)
+        except OSError as e:
+            # Told by the channel once the port is up: raised here, it would leave Twisted's
+            # port half started, failing again as it is closed.
+            self.unconnected = e
 
     def send(self, probe: Probe) -> None:
         assert probe.seq == len(self.states), "probes are sent in order"
@@ -448,7 +424,7 @@ class DatagramProbe(DatagramProtocol):
 
     def socketError(self, code: int) -> None:
         """
-        An ICMP error about an earlier datagram (see L{_ConnectedDatagramPort}): it
+        An ICMP error about an earlier datagram (see L{echod.probetransports.ConnectedDatagramPort}): it
         names no datagram, so it fails the latest probe still awaited.
         """
         run = self.run
@@ -464,35 +440,6 @@ class DatagramProbe(DatagramProtocol):
         return ""
 
 
-class _ConnectedDatagramPort(udp.Port):
-    """
-    Twisted's UDP port, on which an ICMP error about an earlier datagram
-    (port or host unreachable) fails a probe instead of closing the port.
-
-    The kernel queues such an error on a connected UDP socket; epoll then
-    reports the socket with EPOLLERR alone, which Twisted's reactor (22.4 to
-    26.10) takes for the end of the descriptor, and recvfrom() raises it,
-    which Twisted passes on (and closes the port) for every error but
-    ECONNREFUSED. Neither ends anything: reading SO_ERROR takes the error, the
-    protocol hears of it, and reading goes on.
-    """
-
-    def readConnectionLost(self, reason: Failure) -> None:
-        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if not code:
-            super().readConnectionLost(reason)
-            return
-        self.startReading()
-        self.protocol.socketError(code)
-
-    def doRead(self) -> None:
-        try:
-            return super().doRead()
-        except OSError as e:
-            self.protocol.socketError(e.errno)
-            return None
-
-
 class DatagramChannel:
     """--udp: one socket, connected to the server (so that the kernel drops datagrams from anyone else)."""
 
@@ -502,14 +449,20 @@ class DatagramChannel:
         self.port = None
 
     def open(self) -> None:
-        interface = "::" if ":" in self.run.address else "0.0.0.0"
+        run = self.run
+        interface = "::" if ":" in run.address else "0.0.0.0"
         try:
-            self.port = _ConnectedDatagramPort(0, self.protocol, interface, MAX_DATAGRAM, self.run.reactor)
-            self.port.startListening()
+            self.port = ConnectedDatagramPort(0, self.protocol, interface, MAX_DATAGRAM, run.reactor)
+            self.port.startListening()  # which connects it (DatagramProbe.startProtocol)
         except error.CannotListenError as e:
-            self.run.fatal(f"cannot open a UDP socket: {e.socketError}")
+            run.fatal(f"cannot open a UDP socket: {e.socketError}")
             return
-        self.run.ready()
+        failure = self.protocol.unconnected
+        if failure is not None:
+            where = host_port(run.address, run.options.port)
+            run.fatal(f"cannot send to {where}: {failure.strerror or failure}")
+            return
+        run.ready()
 
     def send(self, probe: Probe) -> None:
         self.protocol.send(probe)

@@ -182,12 +182,13 @@ class Tally:
 def exit_status(tally: Tally, error: bool) -> int:
     """
     The exit status of a run: 3 if any byte came back corrupted, else 2 after
-    an error (the run's own, or a probe's failed connection), else 1 if any
-    probe was lost or late, or none was answered at all; else 0.
+    an error (the run's own, or a probe's failed connection) or when no probe
+    was sent at all, else 1 if any probe was lost or late, or none was
+    answered at all; else 0.
     """
     if tally.corrupted or tally.unexpected:
         return STATUS_CORRUPTED
-    if error or tally.failed:
+    if error or tally.failed or not tally.sent:
         return STATUS_ERROR
     if tally.lost or tally.late or (tally.sent and not tally.received):
         return STATUS_LOSS

@@ -128,7 +128,10 @@ def test_persistent_tcp_a_refused_connection_is_an_error_before_any_probe():
     _run, recorder, reactor = start(count=5)
     factory = reactor.tcpClients[0][2]
     factory.clientConnectionFailed(reactor.connectors[0], Failure(error.ConnectionRefusedError()))
-    assert recorder.error == "connection refused"
+    assert recorder.error == (
+        "connection refused by 192.0.2.1:7 (7 is the default port; give the server's as HOST:PORT, "
+        "e.g. 192.0.2.1:7007 for `make run`)"
+    )
     assert (recorder.tally.sent, recorder.status) == (0, 2)
 
 

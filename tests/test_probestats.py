@@ -142,6 +142,7 @@ def test_loss_is_the_share_of_decided_probes_not_answered_intact_in_time():
         ({"sent": 1}, False, STATUS_LOSS),  # interrupted before any answer
         ({"sent": 3, "received": 2, "failed": 1}, False, STATUS_ERROR),
         ({"sent": 0}, True, STATUS_ERROR),
+        ({"sent": 0}, False, STATUS_ERROR),  # nothing sent is never a success, whatever the reason
         ({"sent": 3, "received": 1, "lost": 1, "corrupted": 1}, True, STATUS_CORRUPTED),
         ({"sent": 3, "received": 3, "unexpected": 1}, False, STATUS_CORRUPTED),
     ],

@@ -243,9 +243,10 @@ def test_connect_times_are_of_the_order_of_a_plain_connect(echod):
 def test_a_refused_connection_is_an_error_and_critical_to_a_monitoring_check():
     port = free_port()
     done = probe("-c", "3", f"127.0.0.1:{port}")
-    assert (done.returncode, done.stderr) == (2, "echod probe: connection refused\n")
+    assert (done.returncode, done.stderr) == (2, f"echod probe: connection refused by 127.0.0.1:{port}\n")
     done = probe("--connect", "-c", "2", "-i", "0.01", f"127.0.0.1:{port}")
     assert done.returncode == 2 and done.stdout.count("connection refused") == 2
+    assert done.stderr == f"echod probe: connection refused by 127.0.0.1:{port}\n"
     done = probe("--critical", "100,50%", f"127.0.0.1:{port}")
     parsed = parse_plugin_output(done.stdout)
     assert (done.returncode, parsed["status"], parsed["perfdata"]["rtt"]["value"]) == (2, "CRITICAL", "U")
