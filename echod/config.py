@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from echod import endpoints
 from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port
 from echod.units import format_duration, format_size, parse_duration, parse_size
 
@@ -201,16 +203,6 @@ def _format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
     return ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
 
 
-def _address(text: str) -> str:
-    try:
-        return ipaddress.ip_address(text.strip("[]")).compressed
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not an IP address; write an IPv4 or IPv6 address such as 127.0.0.1 "
-            "or ::1 (:: means every address, IPv4 and IPv6; host names are not resolved)"
-        ) from None
-
-
 def _networks(text: str) -> tuple[Network, ...]:
     networks = []
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -269,17 +261,7 @@ def _optional_path(text: str) -> str | None:
 
 
 def _optional_endpoint(text: str) -> tuple[str, int] | None:
-    if not text:
-        return None
-    address, colon, port = text.rpartition(":")
-    if not colon or not address:
-        raise ValueError(
-            f"{text!r} is not ADDRESS:PORT; write e.g. 127.0.0.1:9207 or [::1]:9207, "
-            "or leave it empty for off"
-        )
-    if ":" in address and not (address.startswith("[") and address.endswith("]")):
-        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:{port}")
-    return _address(address), _integer(0, 65535)(port)
+    return endpoints.endpoint(text) if text else None
 
 
 @dataclass(frozen=True)
@@ -300,8 +282,8 @@ _GLOBAL_KEYS: dict[str, _Key] = {
 _LISTENER_KEYS: dict[str, _Key] = {
     "protocol": _Key(_choice(*PROTOCOLS), None),
     "transport": _Key(_choice(*TRANSPORTS), "tcp"),
-    "address": _Key(_address, "::"),
-    "port": _Key(_integer(0, 65535), None),
+    "address": _Key(endpoints.address, "::"),
+    "port": _Key(functools.partial(endpoints.port, 0, 65535), None),
     "max_connections": _Key(_integer(1, 1_000_000), "1024", transports=("tcp",)),
     "max_connections_per_peer": _Key(_integer(1, 1_000_000), "64", transports=("tcp",)),
     "idle_timeout": _Key(_duration(0.001, 86400 * 7, zero_means="no timeout"), "5m", transports=("tcp",)),
