@@ -98,7 +98,7 @@ class ListenerSettings:
         if self.transport == "udp":
             return (
                 f"listener {self.name}: {self.protocol}/{self.transport} on {where}, "
-                f"blocked_source_ports={_format_ranges(self.blocked_source_ports) or 'none'}, "
+                f"blocked_source_ports={format_ranges(self.blocked_source_ports) or 'none'}, "
                 f"datagram_rate_per_peer={self.datagram_rate_per_peer}, datagram_rate={self.datagram_rate}, "
                 f"byte_rate={format_size(self.byte_rate)}, {self._peer_prefixes()}"
             )
@@ -199,7 +199,8 @@ def _port_ranges(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
-def _format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
+def format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
+    """Port ranges as the file writes them: C{0-1023, 1900}."""
     return ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
 
 
@@ -290,7 +291,7 @@ _LISTENER_KEYS: dict[str, _Key] = {
     "max_message_size": _Key(_size(1, 1 << 40), "16M", ("bytecount",)),
     "max_header_length": _Key(_integer(1, 64), "20", ("bytecount",)),
     "blocked_source_ports": _Key(_port_ranges, "0-1023", transports=("udp",)),
-    "datagram_rate_per_peer": _Key(_integer(1, 10_000_000), "100", transports=("udp",)),
+    "datagram_rate_per_peer": _Key(_integer(1, 10_000_000), "1000", transports=("udp",)),
     "datagram_rate": _Key(_integer(1, 10_000_000), "10000", transports=("udp",)),
     "byte_rate": _Key(_size(1, 1 << 40), "16M", transports=("udp",)),
     "reuse_port": _Key(_boolean, "no"),

@@ -64,7 +64,7 @@ def test_defaults_fill_every_key_left_out():
                 max_message_size=16 << 20,
                 max_header_length=20,
                 blocked_source_ports=((0, 1023),),
-                datagram_rate_per_peer=100,
+                datagram_rate_per_peer=1000,
                 datagram_rate=10000,
                 byte_rate=16 << 20,
                 reuse_port=False,
