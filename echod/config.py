@@ -21,6 +21,7 @@ from typing import Any
 
 from echod import endpoints
 from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port
+from echod.instances import instance_metrics
 from echod.units import format_duration, format_size, parse_duration, parse_size
 
 DEFAULT_PATH = "/etc/echod.conf"
@@ -130,8 +131,11 @@ class Settings:
     access_log: str | None
     shutdown_grace: float
     listeners: tuple[ListenerSettings, ...] = field(default=())
-    #: Where the Prometheus metrics are served (address, port), or C{None}: off.
+    #: Where the Prometheus metrics are served (address, port), or C{None}: off;
+    #: for an echod@N instance, where that instance serves them (echod.instances).
     metrics: tuple[str, int] | None = None
+    #: The echod@ instance this was read for (the text after the @), or C{None}.
+    instance: str | None = None
 
 
 # -- value grammars --------------------------------------------------------
@@ -338,8 +342,11 @@ def _line_index(text: str) -> dict[tuple[str | None, str | None], int]:
 class _Reader:
     """Collects problems while turning a parsed INI file into L{Settings}."""
 
-    def __init__(self, path: str, parser: configparser.RawConfigParser, text: str) -> None:
+    def __init__(
+        self, path: str, parser: configparser.RawConfigParser, text: str, instance: str | None
+    ) -> None:
         self.path = path
+        self.instance = instance
         self.parser = parser
         self.lines = _line_index(text)
         self.problems: list[Problem] = []
@@ -433,10 +440,15 @@ class _Reader:
                 "add one, e.g. [listener:echo] with protocol = echo and port = 7"
             )
         self._check_conflicts(listeners)
+        if general.get("metrics") is not None and self.instance is not None:
+            try:
+                general["metrics"] = instance_metrics(general["metrics"], self.instance)
+            except ValueError as e:
+                self.problem(str(e), GLOBAL_SECTION, "metrics")
         self._check_metrics(general.get("metrics"), listeners)
         if self.problems:
             raise ConfigError(self.problems)
-        return Settings(path=self.path, listeners=tuple(listeners), **general)
+        return Settings(path=self.path, listeners=tuple(listeners), instance=self.instance, **general)
 
     def _check_section_name(self, section: str) -> None:
         if section == GLOBAL_SECTION:
@@ -476,8 +488,9 @@ class _Reader:
             if listener.transport == "tcp" and _addresses_overlap(
                 address, port, listener.address, listener.port
             ):
+                whose = f" (echod@{self.instance}'s metrics)" if self.instance is not None else ""
                 self.problem(
-                    f"{host_port(address, port)} is where [{LISTENER_PREFIX}{listener.name}] listens; "
+                    f"{host_port(address, port)}{whose} is where [{LISTENER_PREFIX}{listener.name}] listens; "
                     "give the metrics another port",
                     GLOBAL_SECTION,
                     "metrics",
@@ -501,9 +514,10 @@ def _addresses_overlap(a: str, a_port: int, b: str, b_port: int) -> bool:
     return (x.version == y.version == 4) and (x.is_unspecified or y.is_unspecified)
 
 
-def parse(text: str, path: str = "<string>") -> Settings:
+def parse(text: str, path: str = "<string>", instance: str | None = None) -> Settings:
     """
-    Parse configuration C{text}; C{path} is only used to name it in problems.
+    Parse configuration C{text}; C{path} is only used to name it in problems,
+    C{instance} is the echod@ instance it is read for (L{echod.instances}).
 
     @raise ConfigError: listing every problem found.
     """
@@ -539,12 +553,12 @@ def parse(text: str, path: str = "<string>") -> Settings:
                 for number, _ in e.errors
             ]
         ) from None
-    return _Reader(path, parser, text).settings()
+    return _Reader(path, parser, text, instance).settings()
 
 
-def load(path: str = DEFAULT_PATH) -> Settings:
+def load(path: str = DEFAULT_PATH, instance: str | None = None) -> Settings:
     """
-    Read and parse the configuration file at C{path}.
+    Read and parse the configuration file at C{path}, for echod@C{instance} if given.
 
     @raise ConfigError: if it cannot be read or is not valid.
     """
@@ -564,7 +578,7 @@ def load(path: str = DEFAULT_PATH) -> Settings:
         raise ConfigError([Problem(path, "is not valid UTF-8 text", line)]) from None
     except OSError as e:
         raise ConfigError([Problem(path, f"cannot be read: {e.strerror}")]) from None
-    return parse(text, path)
+    return parse(text, path, instance)
 
 
 def _line_of_offset(path: str, offset: int) -> int | None:

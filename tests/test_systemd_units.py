@@ -128,10 +128,24 @@ def test_service_is_a_notify_service_that_does_not_retry_what_a_restart_cannot_c
     assert any(line.startswith("Documentation=") for line in lines)
 
 
+#: What echod@.service has that echod.service has not: the instance's name, for its metrics port.
+INSTANCE_LINES = [
+    "# The instance's name: echod@N serves its metrics at the metrics port + N (echod.conf(5)).",
+    "Environment=ECHOD_INSTANCE=%i",
+]
+
+
 def test_instances_run_exactly_like_the_single_service():
-    """echod@.service is echod.service per instance: only the names of its socket and itself differ."""
+    """
+    echod@.service is echod.service per instance: only the names of its
+    socket and itself differ, and it tells the daemon which instance it is.
+    """
     single = unit_lines("echod.service")
     template = [line.replace("echod@%i.socket", "echod.socket") for line in unit_lines("echod@.service")]
+    at = template.index(INSTANCE_LINES[0])
+    assert template[at : at + 2] == INSTANCE_LINES
+    assert template[at - 1] == "Environment=ECHOD_CONFIG=/etc/echod.conf"
+    del template[at : at + 2]
     differences = [(a, b) for a, b in zip(single, template, strict=True) if a != b]
     assert differences == [(single[1], template[1])]
     assert template[1] == single[1] + ", instance %i"
