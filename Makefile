@@ -21,6 +21,8 @@ PYTEST_ARGS ?=
 
 RUN_DIR := .run
 RUN_PORT ?= 7007
+# RUN_UDP=yes: `make run` serves the shipped file's UDP echo too, on $(RUN_PORT).
+RUN_UDP ?= no
 
 .PHONY: run test test-venv test-system system-packages lint check-config fuzz clean
 
@@ -31,12 +33,24 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The shipped configuration with the privileged echo port moved to $(RUN_PORT)
-# and the access log kept in $(RUN_DIR).
-$(RUN_DIR)/echod.conf: etc/echod.conf
-	mkdir -p $(RUN_DIR)
-	sed -e 's/^port = 7$$/port = $(RUN_PORT)/' \
-	    -e 's|^access_log = .*|access_log = $(CURDIR)/$(RUN_DIR)/access.log|' etc/echod.conf > $@
+# The shipped configuration with the privileged echo port moved to $(RUN_PORT),
+# the access log kept in $(RUN_DIR) and, with RUN_UDP=yes, the UDP listener
+# uncommented. It is made again when etc/echod.conf or these variables change
+# (the settings file below records them); edits to it last until then.
+RUN_SETTINGS := port=$(RUN_PORT) udp=$(RUN_UDP)
+comma := ,
+RUN_UNCOMMENT_UDP := $(if $(filter yes,$(RUN_UDP)),-e '/^\#\[listener:udp-echo\]$$/$(comma)$$ s/^\#//')
+
+$(RUN_DIR)/settings: FORCE
+	@mkdir -p $(RUN_DIR)
+	@[ "$$(cat $@ 2>/dev/null)" = "$(RUN_SETTINGS)" ] || echo "$(RUN_SETTINGS)" > $@
+
+$(RUN_DIR)/echod.conf: etc/echod.conf $(RUN_DIR)/settings
+	sed $(RUN_UNCOMMENT_UDP) -e 's/^port = 7$$/port = $(RUN_PORT)/' \
+	    -e 's|^access_log = .*|access_log = $(abspath $(RUN_DIR))/access.log|' etc/echod.conf > $@
+
+.PHONY: FORCE
+FORCE:
 
 run: $(VENV)/.installed $(RUN_DIR)/echod.conf
 	$(VENV_PYTHON) -m echod run -c $(RUN_DIR)/echod.conf

@@ -18,6 +18,7 @@ from typing import IO, NoReturn, TypeVar
 from echod import __version__
 from echod.addresses import host_port
 from echod.config import DEFAULT_PATH, EX_CONFIG, ConfigError, Settings, load
+from echod.instances import instance_name
 from echod.signals import defer_early_signals
 
 #: The environment variable naming the configuration file for the .tac file.
@@ -38,10 +39,10 @@ def report(error: ConfigError, stream: IO[str]) -> None:
     stream.flush()
 
 
-def load_or_exit(path: str) -> Settings:
-    """Load C{path}, or report every problem on stderr and exit with EX_CONFIG."""
+def load_or_exit(path: str, instance: str | None = None) -> Settings:
+    """Load C{path} (for echod@C{instance}), or report every problem on stderr and exit with EX_CONFIG."""
     try:
-        return load(path)
+        return load(path, instance)
     except ConfigError as e:
         report(e, sys.stderr)
         raise SystemExit(EX_CONFIG) from None
@@ -50,12 +51,20 @@ def load_or_exit(path: str) -> Settings:
 def check_config(path: str, quiet: bool = False) -> int:
     """
     Print a summary line per listener (nothing if C{quiet}); on problems,
-    print them all and exit with EX_CONFIG.
+    print them all and exit with EX_CONFIG. Run by an echod@N unit (its
+    ExecReload), it checks the file as that instance reads it.
     """
-    settings = load_or_exit(path)
+    settings = load_or_exit(path, instance_name())
     if quiet:
         return 0
-    metrics = f"http://{host_port(*settings.metrics)}/metrics" if settings.metrics else "off"
+    metrics = "off"
+    if settings.metrics:
+        metrics = f"http://{host_port(*settings.metrics)}/metrics"
+        address, port = settings.metrics
+        if settings.instance is not None:
+            metrics += f" (echod@{settings.instance})"
+        elif 0 < port < 65535:
+            metrics += f" (echod@N: port {port} + N, e.g. {host_port(address, port + 1)} for echod@1)"
     print(
         f"{path}: OK, log_level={settings.log_level}, access_log={settings.access_log or 'off'}, "
         f"metrics={metrics}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -18,7 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from echod import endpoints
 from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port
+from echod.instances import instance_metrics
 from echod.units import format_duration, format_size, parse_duration, parse_size
 
 DEFAULT_PATH = "/etc/echod.conf"
@@ -96,7 +99,7 @@ class ListenerSettings:
         if self.transport == "udp":
             return (
                 f"listener {self.name}: {self.protocol}/{self.transport} on {where}, "
-                f"blocked_source_ports={_format_ranges(self.blocked_source_ports) or 'none'}, "
+                f"blocked_source_ports={format_ranges(self.blocked_source_ports) or 'none'}, "
                 f"datagram_rate_per_peer={self.datagram_rate_per_peer}, datagram_rate={self.datagram_rate}, "
                 f"byte_rate={format_size(self.byte_rate)}, {self._peer_prefixes()}"
             )
@@ -128,8 +131,11 @@ class Settings:
     access_log: str | None
     shutdown_grace: float
     listeners: tuple[ListenerSettings, ...] = field(default=())
-    #: Where the Prometheus metrics are served (address, port), or C{None}: off.
+    #: Where the Prometheus metrics are served (address, port), or C{None}: off;
+    #: for an echod@N instance, where that instance serves them (echod.instances).
     metrics: tuple[str, int] | None = None
+    #: The echod@ instance this was read for (the text after the @), or C{None}.
+    instance: str | None = None
 
 
 # -- value grammars --------------------------------------------------------
@@ -197,18 +203,9 @@ def _port_ranges(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
-def _format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
+def format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
+    """Port ranges as the file writes them: C{0-1023, 1900}."""
     return ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
-
-
-def _address(text: str) -> str:
-    try:
-        return ipaddress.ip_address(text.strip("[]")).compressed
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not an IP address; write an IPv4 or IPv6 address such as 127.0.0.1 "
-            "or ::1 (:: means every address, IPv4 and IPv6; host names are not resolved)"
-        ) from None
 
 
 def _networks(text: str) -> tuple[Network, ...]:
@@ -269,17 +266,7 @@ def _optional_path(text: str) -> str | None:
 
 
 def _optional_endpoint(text: str) -> tuple[str, int] | None:
-    if not text:
-        return None
-    address, colon, port = text.rpartition(":")
-    if not colon or not address:
-        raise ValueError(
-            f"{text!r} is not ADDRESS:PORT; write e.g. 127.0.0.1:9207 or [::1]:9207, "
-            "or leave it empty for off"
-        )
-    if ":" in address and not (address.startswith("[") and address.endswith("]")):
-        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:{port}")
-    return _address(address), _integer(0, 65535)(port)
+    return endpoints.endpoint(text) if text else None
 
 
 @dataclass(frozen=True)
@@ -300,15 +287,15 @@ _GLOBAL_KEYS: dict[str, _Key] = {
 _LISTENER_KEYS: dict[str, _Key] = {
     "protocol": _Key(_choice(*PROTOCOLS), None),
     "transport": _Key(_choice(*TRANSPORTS), "tcp"),
-    "address": _Key(_address, "::"),
-    "port": _Key(_integer(0, 65535), None),
+    "address": _Key(endpoints.address, "::"),
+    "port": _Key(functools.partial(endpoints.port, 0, 65535), None),
     "max_connections": _Key(_integer(1, 1_000_000), "1024", transports=("tcp",)),
     "max_connections_per_peer": _Key(_integer(1, 1_000_000), "64", transports=("tcp",)),
     "idle_timeout": _Key(_duration(0.001, 86400 * 7, zero_means="no timeout"), "5m", transports=("tcp",)),
     "max_message_size": _Key(_size(1, 1 << 40), "16M", ("bytecount",)),
     "max_header_length": _Key(_integer(1, 64), "20", ("bytecount",)),
     "blocked_source_ports": _Key(_port_ranges, "0-1023", transports=("udp",)),
-    "datagram_rate_per_peer": _Key(_integer(1, 10_000_000), "100", transports=("udp",)),
+    "datagram_rate_per_peer": _Key(_integer(1, 10_000_000), "1000", transports=("udp",)),
     "datagram_rate": _Key(_integer(1, 10_000_000), "10000", transports=("udp",)),
     "byte_rate": _Key(_size(1, 1 << 40), "16M", transports=("udp",)),
     "reuse_port": _Key(_boolean, "no"),
@@ -355,8 +342,11 @@ def _line_index(text: str) -> dict[tuple[str | None, str | None], int]:
 class _Reader:
     """Collects problems while turning a parsed INI file into L{Settings}."""
 
-    def __init__(self, path: str, parser: configparser.RawConfigParser, text: str) -> None:
+    def __init__(
+        self, path: str, parser: configparser.RawConfigParser, text: str, instance: str | None
+    ) -> None:
         self.path = path
+        self.instance = instance
         self.parser = parser
         self.lines = _line_index(text)
         self.problems: list[Problem] = []
@@ -450,10 +440,15 @@ class _Reader:
                 "add one, e.g. [listener:echo] with protocol = echo and port = 7"
             )
         self._check_conflicts(listeners)
+        if general.get("metrics") is not None and self.instance is not None:
+            try:
+                general["metrics"] = instance_metrics(general["metrics"], self.instance)
+            except ValueError as e:
+                self.problem(str(e), GLOBAL_SECTION, "metrics")
         self._check_metrics(general.get("metrics"), listeners)
         if self.problems:
             raise ConfigError(self.problems)
-        return Settings(path=self.path, listeners=tuple(listeners), **general)
+        return Settings(path=self.path, listeners=tuple(listeners), instance=self.instance, **general)
 
     def _check_section_name(self, section: str) -> None:
         if section == GLOBAL_SECTION:
@@ -493,8 +488,9 @@ class _Reader:
             if listener.transport == "tcp" and _addresses_overlap(
                 address, port, listener.address, listener.port
             ):
+                whose = f" (echod@{self.instance}'s metrics)" if self.instance is not None else ""
                 self.problem(
-                    f"{host_port(address, port)} is where [{LISTENER_PREFIX}{listener.name}] listens; "
+                    f"{host_port(address, port)}{whose} is where [{LISTENER_PREFIX}{listener.name}] listens; "
                     "give the metrics another port",
                     GLOBAL_SECTION,
                     "metrics",
@@ -518,9 +514,10 @@ def _addresses_overlap(a: str, a_port: int, b: str, b_port: int) -> bool:
     return (x.version == y.version == 4) and (x.is_unspecified or y.is_unspecified)
 
 
-def parse(text: str, path: str = "<string>") -> Settings:
+def parse(text: str, path: str = "<string>", instance: str | None = None) -> Settings:
     """
-    Parse configuration C{text}; C{path} is only used to name it in problems.
+    Parse configuration C{text}; C{path} is only used to name it in problems,
+    C{instance} is the echod@ instance it is read for (L{echod.instances}).
 
     @raise ConfigError: listing every problem found.
     """
@@ -556,12 +553,12 @@ def parse(text: str, path: str = "<string>") -> Settings:
                 for number, _ in e.errors
             ]
         ) from None
-    return _Reader(path, parser, text).settings()
+    return _Reader(path, parser, text, instance).settings()
 
 
-def load(path: str = DEFAULT_PATH) -> Settings:
+def load(path: str = DEFAULT_PATH, instance: str | None = None) -> Settings:
     """
-    Read and parse the configuration file at C{path}.
+    Read and parse the configuration file at C{path}, for echod@C{instance} if given.
 
     @raise ConfigError: if it cannot be read or is not valid.
     """
@@ -581,7 +578,7 @@ def load(path: str = DEFAULT_PATH) -> Settings:
         raise ConfigError([Problem(path, "is not valid UTF-8 text", line)]) from None
     except OSError as e:
         raise ConfigError([Problem(path, f"cannot be read: {e.strerror}")]) from None
-    return parse(text, path)
+    return parse(text, path, instance)
 
 
 def _line_of_offset(path: str, offset: int) -> int | None:

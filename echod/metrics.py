@@ -34,23 +34,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from echod import __version__
-from echod.stats import DURATION_BUCKETS, ListenerStats
+from echod.stats import DROP_REASONS, DURATION_BUCKETS, ListenerStats
 
 #: Refusal reasons and close causes exported as 0 before the first one, so that
 #: rate() and alerts see them from the start; any other that happens is added.
 REFUSAL_REASONS = ("max_connections", "max_connections_per_peer", "file_descriptors")
 CLOSE_CAUSES = ("client", "server", "idle-timeout", "bad-request", "reset", "error", "shutdown")
-
-#: The reasons a datagram is dropped: the configuration key that says so where there is one.
-DROP_REASONS = (
-    ("blocked_source_ports", "dropped_port"),
-    ("unanswerable_source", "dropped_address"),
-    ("own_listener", "dropped_own"),
-    ("datagram_rate_per_peer", "dropped_peer_rate"),
-    ("datagram_rate", "dropped_datagram_rate"),
-    ("byte_rate", "dropped_byte_rate"),
-    ("send_buffer_full", "dropped_send_buffer"),
-)
 
 
 @dataclass(frozen=True)

@@ -310,7 +310,7 @@ class EchodService(MultiService):
     def _reload(self) -> Generator[defer.Deferred, object, None]:
         self.log.info("reloading {path}", path=self.settings.path)
         try:
-            new = load(self.settings.path)
+            new = load(self.settings.path, self.settings.instance)
         except ConfigError as e:
             for problem in e.problems:
                 self.log.error("reload: {problem}", problem=problem)

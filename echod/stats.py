@@ -36,6 +36,20 @@ DURATION_BUCKETS = (
 )
 
 
+#: The reasons a datagram is dropped, named for the configuration key that
+#: says so where there is one (the metrics' label, the warnings' words), and
+#: the L{ListenerStats} counter of each.
+DROP_REASONS = (
+    ("blocked_source_ports", "dropped_port"),
+    ("unanswerable_source", "dropped_address"),
+    ("own_listener", "dropped_own"),
+    ("datagram_rate_per_peer", "dropped_peer_rate"),
+    ("datagram_rate", "dropped_datagram_rate"),
+    ("byte_rate", "dropped_byte_rate"),
+    ("send_buffer_full", "dropped_send_buffer"),
+)
+
+
 @dataclass(slots=True)
 class ListenerStats:
     """What one listener has done since the daemon started (or since it was first configured)."""

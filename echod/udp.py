@@ -32,8 +32,10 @@ from twisted.logger import Logger
 from twisted.python import log
 
 from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port, peer_key
+from echod.config import LISTENER_PREFIX, format_ranges
 from echod.logthrottle import Summary, WarningThrottle
-from echod.stats import ListenerStats
+from echod.stats import DROP_REASONS, ListenerStats
+from echod.units import format_size
 
 #: How many sources have their own bucket at once; the least recently seen go first.
 MAX_TRACKED_PEERS = 65536
@@ -42,6 +44,17 @@ MAX_TRACKED_PEERS = 65536
 MAX_DATAGRAMS_PER_READ = 256
 
 _READ_AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+
+#: The drops of each reason, as the warnings count them: by the key that decides them.
+_COUNTED_AS = {
+    "blocked_source_ports": "from blocked_source_ports",
+    "unanswerable_source": "from sources never answered",
+    "own_listener": "from echod's own listeners",
+    "datagram_rate_per_peer": "over datagram_rate_per_peer",
+    "datagram_rate": "over datagram_rate",
+    "byte_rate": "over byte_rate",
+    "send_buffer_full": "with the send buffer full",
+}
 
 
 class FairDatagramPort(udp.Port):
@@ -282,6 +295,8 @@ class UDPEcho(DatagramProtocol):
         #: Drops are client-made, as many as datagrams can be forged: the first is
         #: logged in full, those that follow summed up by source (echod.logthrottle).
         self._drop_warnings = WarningThrottle(clock, self._summarise_drops)
+        #: The drops by reason when the last warning was logged: a summary says those since.
+        self._said: dict[str, int] = {}
 
     def configure(
         self,
@@ -300,6 +315,12 @@ class UDPEcho(DatagramProtocol):
         now = self.clock.seconds()
         self.peer_prefixes = peer_prefixes
         self.blocked_source_ports = blocked_source_ports
+        #: The rates as configured, for the warnings that name them.
+        self.rates = {
+            "datagram_rate_per_peer": datagram_rate_per_peer,
+            "datagram_rate": datagram_rate,
+            "byte_rate": byte_rate,
+        }
         self._blocked_below = next((high + 1 for low, high in blocked_source_ports if low == 0), 0)
         # One second of bytes, but never less than one largest datagram.
         byte_burst = max(byte_rate, 65535)
@@ -323,26 +344,26 @@ class UDPEcho(DatagramProtocol):
         stats.bytes_received += len(data)
         if self._blocked_port(port):
             stats.dropped_port += 1
-            self._dropped(host, port, None, "for its source")
+            self._dropped(host, port, None, "blocked_source_ports")
             return
         if unanswerable_source(host):
             stats.dropped_address += 1
-            self._dropped(host, port, None, "for its source")
+            self._dropped(host, port, None, "unanswerable_source")
             return
         now = self.clock.seconds()
         # Named, not recomputed, for the drop path: the warning counts by the same key.
         key = peer_key(host, *self.peer_prefixes)
         if not self._peers.take(key, now):
             stats.dropped_peer_rate += 1
-            self._dropped(host, port, key, "over the rate limits")
+            self._dropped(host, port, key, "datagram_rate_per_peer")
             return
         if not self._datagrams.take(now):
             stats.dropped_datagram_rate += 1
-            self._dropped(host, port, key, "over the rate limits")
+            self._dropped(host, port, key, "datagram_rate")
             return
         if not self._bytes.take(now, len(data)):
             stats.dropped_byte_rate += 1
-            self._dropped(host, port, key, "over the rate limits")
+            self._dropped(host, port, key, "byte_rate")
             return
         own = self.own
         # Most datagrams stop at the set lookup: only one from a port echod
@@ -351,7 +372,7 @@ class UDPEcho(DatagramProtocol):
         # from that port costs at most datagram_rate probes a second.
         if port in own.ports and own.includes(host, port):
             stats.dropped_own += 1
-            self._dropped(host, port, key, "from one of echod's own listeners")
+            self._dropped(host, port, key, "own_listener")
             return
         try:
             self.transport.write(data, addr)
@@ -366,36 +387,73 @@ class UDPEcho(DatagramProtocol):
         """The port stops listening: the drops held back are said now, not lost."""
         self._drop_warnings.flush()
 
-    def _dropped(self, host: str, port: int, key: str | None, why: str) -> None:
+    def _dropped(self, host: str, port: int, key: str | None, reason: str) -> None:
         """
-        Warn that a datagram from C{host}:C{port} was dropped, C{why}, unless
-        the throttle counts it for a summary under C{key}, its source's
-        per-source bucket (computed here if the datagram never got that far).
+        Warn that a datagram from C{host}:C{port} was dropped for C{reason}
+        (one of L{DROP_REASONS}), unless the throttle counts it for a summary
+        under C{key}, its source's per-source bucket (computed here if the
+        datagram never got that far).
         """
         if key is None:
             key = peer_key(host, *self.peer_prefixes)
         if not self._drop_warnings.allow(key):
             return
-        stats = self.stats
+        self._said = self._drops()
         self.log.warn(
-            "{listener}: dropped a datagram from {peer} {why} (totals: {by_source:,} for their source, "
-            "{by_own:,} from echod's own listeners, {by_rate:,} over the rate limits)",
+            "{listener}: dropped a datagram from {peer}: {why} (dropped so far: {totals})",
             listener=self.name,
             peer=host_port(host, port),
-            why=why,
-            by_source=stats.dropped_source,
-            by_own=stats.dropped_own,
-            by_rate=stats.dropped_rate,
+            reason=reason,
+            why=self._why(reason, port, key),
+            totals=_count_by_reason(self._said),
         )
 
-    def _summarise_drops(self, summary: Summary) -> None:
+    def _why(self, reason: str, port: int, key: str) -> str:
+        """Why a datagram was dropped, and the key that would let the next one through, if any."""
+        section = f"[{LISTENER_PREFIX}{self.name}]"
+        if reason == "blocked_source_ports":
+            blocked = format_ranges(self.blocked_source_ports)
+            return (
+                f"its source port {port} is in blocked_source_ports ({blocked}); "
+                f"to answer that port, take it out of blocked_source_ports in {section}"
+            )
+        if reason == "unanswerable_source":
+            return "a broadcast, multicast or unspecified source is never answered"
+        if reason == "own_listener":
+            return "it comes from one of echod's own listeners, and answering would loop"
+        rate = self.rates[reason]
+        if reason == "datagram_rate_per_peer":
+            return (
+                f"over datagram_rate_per_peer = {rate} a second from {key}; "
+                f"if that source is wanted, raise datagram_rate_per_peer in {section}"
+            )
+        shown = format_size(rate) if reason == "byte_rate" else str(rate)
+        return (
+            f"over {reason} = {shown} a second from all sources together; "
+            f"if they are wanted, raise {reason} in {section}"
+        )
+
+    def _drops(self) -> dict[str, int]:
+        """The datagrams dropped so far, by reason."""
         stats = self.stats
+        return {reason: getattr(stats, attribute) for reason, attribute in DROP_REASONS}
+
+    def _summarise_drops(self, summary: Summary) -> None:
+        said, now = self._said, self._drops()
+        self._said = now
+        # The drops the summary counts: a full send buffer is not warned about, only counted.
+        since = {reason: now[reason] - said.get(reason, 0) for reason in now if reason != "send_buffer_full"}
         self.log.warn(
-            "{listener}: ... and {summary} (totals: {by_source:,} for their source, "
-            "{by_own:,} from echod's own listeners, {by_rate:,} over the rate limits)",
+            "{listener}: ... and {summary}: {since} (dropped so far: {totals})",
             listener=self.name,
             summary=summary.describe("datagrams dropped"),
-            by_source=stats.dropped_source,
-            by_own=stats.dropped_own,
-            by_rate=stats.dropped_rate,
+            since=_count_by_reason(since),
+            totals=_count_by_reason(now),
         )
+
+
+def _count_by_reason(counts: dict[str, int]) -> str:
+    """C{"2,995 over datagram_rate_per_peer, 3 from blocked_source_ports"}: the reasons that have any."""
+    return (
+        ", ".join(f"{count:,} {_COUNTED_AS[reason]}" for reason, count in counts.items() if count) or "none"
+    )

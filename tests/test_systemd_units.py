@@ -37,24 +37,58 @@ def installed_units(tmp_path):
     return tmp_path
 
 
-def test_units_verify_clean(installed_units):
+#: The units echod ships, under the names the test verifies them as.
+VERIFIED = ("echod.socket", "echod.service", "echod@1.socket", "echod@1.service")
+#: A line of systemd-analyze's output about one of them, by unit name or file path.
+ABOUT_ECHOD = re.compile(r"(?<![\w@.-])echod(@1)?\.(service|socket)\b")
+
+
+@pytest.fixture
+def noisy_neighbour(tmp_path_factory):
+    """
+    Another package's unit with a warning of its own, enabled where verify
+    looks (as Debian's irtt is, whose User=nobody verify warns about): the
+    host's units are none of echod's business.
+    """
+    directory = tmp_path_factory.mktemp("neighbour")
+    (directory / "neighbour.service").write_text(
+        "[Unit]\nDescription=another package's daemon\n[Service]\nUser=nobody\nExecStart=/bin/true\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    wants = directory / "multi-user.target.wants"
+    wants.mkdir()
+    (wants / "neighbour.service").symlink_to("../neighbour.service")
+    # The trailing colon keeps systemd's own search path after this directory.
+    return {"SYSTEMD_UNIT_PATH": f"{directory}:"}
+
+
+def verify(directory: Path, env: dict[str, str] | None = None) -> tuple[int, str, list[str]]:
+    """systemd-analyze verify of echod's units: its status, its output, and the lines about echod's units."""
     result = subprocess.run(
-        [
-            "systemd-analyze",
-            "verify",
-            "--man=no",
-            "echod.socket",
-            "echod.service",
-            "echod@1.socket",
-            "echod@1.service",
-        ],
-        cwd=installed_units,
+        ["systemd-analyze", "verify", "--man=no", *VERIFIED],
+        cwd=directory,
         capture_output=True,
         text=True,
-        env={**os.environ, "SYSTEMD_LOG_COLOR": "0"},
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0", **(env or {})},
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == ""
+    output = result.stdout + result.stderr
+    return result.returncode, output, [line for line in output.splitlines() if ABOUT_ECHOD.search(line)]
+
+
+def test_units_verify_clean_whatever_the_hosts_other_units_say(installed_units, noisy_neighbour):
+    status, output, ours = verify(installed_units, noisy_neighbour)
+    assert "neighbour.service" in output  # the neighbour was loaded, and warned
+    assert status == 0, output
+    assert ours == [], output
+
+
+def test_verify_still_reports_a_warning_in_echods_own_units(installed_units):
+    for name in ("echod.service", "echod@1.service"):
+        path = installed_units / name
+        path.write_text(path.read_text().replace("User=echod", "User=nobody"))
+    _, output, ours = verify(installed_units)
+    assert [line.split(":", 2)[0].rsplit("/", 1)[-1] for line in ours] == ["echod.service", "echod@1.service"]
+    assert all("Special user nobody configured" in line for line in ours), output
 
 
 @pytest.mark.parametrize("unit", ["echod.service", "echod@.service"])
@@ -94,10 +128,24 @@ def test_service_is_a_notify_service_that_does_not_retry_what_a_restart_cannot_c
     assert any(line.startswith("Documentation=") for line in lines)
 
 
+#: What echod@.service has that echod.service has not: the instance's name, for its metrics port.
+INSTANCE_LINES = [
+    "# The instance's name: echod@N serves its metrics at the metrics port + N (echod.conf(5)).",
+    "Environment=ECHOD_INSTANCE=%i",
+]
+
+
 def test_instances_run_exactly_like_the_single_service():
-    """echod@.service is echod.service per instance: only the names of its socket and itself differ."""
+    """
+    echod@.service is echod.service per instance: only the names of its
+    socket and itself differ, and it tells the daemon which instance it is.
+    """
     single = unit_lines("echod.service")
     template = [line.replace("echod@%i.socket", "echod.socket") for line in unit_lines("echod@.service")]
+    at = template.index(INSTANCE_LINES[0])
+    assert template[at : at + 2] == INSTANCE_LINES
+    assert template[at - 1] == "Environment=ECHOD_CONFIG=/etc/echod.conf"
+    del template[at : at + 2]
     differences = [(a, b) for a, b in zip(single, template, strict=True) if a != b]
     assert differences == [(single[1], template[1])]
     assert template[1] == single[1] + ", instance %i"

@@ -94,8 +94,9 @@ def test_privileged_source_ports_are_not_answered(udp_daemon):
         assert honest.recv(100) == b"hello"  # answered after the forged one was handled
         assert drain(forged) == []
     daemon.wait_for(
-        r"udp: dropped a datagram from 127\.0\.0\.1:1000 for its source \("
-        r"totals: 1 for their source, 0 from echod's own listeners, 0 over"
+        r"udp: dropped a datagram from 127\.0\.0\.1:1000: its source port 1000 is in blocked_source_ports "
+        r"\(0-1023\); to answer that port, take it out of blocked_source_ports in \[listener:udp\] "
+        r"\(dropped so far: 1 from blocked_source_ports\)"
     )
 
 
@@ -134,13 +135,16 @@ def test_flood_from_one_source_is_limited_and_honest_clients_are_all_served(udp_
     assert answered_honestly == 15
     assert 20 <= len(echoed) <= 40, len(echoed)  # the burst, and what refilled meanwhile
     assert daemon.rss_kib() - rss_before < 16 * 1024
-    daemon.wait_for(r"udp: dropped a datagram from 127\.0\.0\.2:\d+ over the rate limits")
+    daemon.wait_for(
+        r"udp: dropped a datagram from 127\.0\.0\.2:\d+: over datagram_rate_per_peer = 20 a second from "
+        r"127\.0\.0\.2; if that source is wanted, raise datagram_rate_per_peer in \[listener:udp\]"
+    )
     # The rest are summed up within 10s, or when echod stops if that is sooner:
     # before, the drops after the one line said were never logged.
     daemon.stop()  # as a SIGTERM ends it: how it exits is test_daemon's
     daemon.wait_for(
-        r"udp: \.\.\. and [\d,]+ more datagrams dropped from 127\.0\.0\.2 in the last [\d.]+s "
-        r"\(totals: 0 for their source, 0 from echod's own listeners, [\d,]+ over the rate limits\)"
+        r"udp: \.\.\. and ([\d,]+) more datagrams dropped from 127\.0\.0\.2 in the last [\d.]+s: "
+        r"\1 over datagram_rate_per_peer \(dropped so far: [\d,]+ over datagram_rate_per_peer\)"
     )
 
 
@@ -257,7 +261,8 @@ def test_a_datagram_forged_from_the_listeners_own_address_is_not_echoed(notified
     daemon.wait_for(r"udp: dropped a datagram", timeout=10)  # the loop's end, if there is one
     assert "udp 0 echoed, 1 dropped" in udp_counters(daemon, notify)
     daemon.wait_for(
-        rf"from 127\.0\.0\.1:{port} from one of echod's own listeners \(totals: 0 for their source, 1 from"
+        rf"from 127\.0\.0\.1:{port}: it comes from one of echod's own listeners, and answering would loop "
+        r"\(dropped so far: 1 from echod's own listeners\)"
     )
 
 

@@ -49,6 +49,7 @@ def test_ships_the_daemon_units_generator_config_manual_pages_and_examples(deb: 
         "/usr/share/man/man8/echod.8.gz",
         "/usr/share/man/man5/echod.conf.5.gz",
         "/usr/share/doc/echod/examples/prometheus-alerts.yml",
+        "/usr/share/doc/echod/examples/prometheus.yml",
         "/usr/share/doc/echod/examples/haproxy.cfg",
         "/usr/share/man/man1/echod-probe.1.gz",
         "/usr/lib/python3/dist-packages/echod/probe.py",
