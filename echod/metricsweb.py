@@ -150,6 +150,7 @@ class _Channel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # callLater: the site's reactor's, set by HTTPFactory.buildProtocol (Twisted 22.4 to 26.10).
         self._deadline = self.callLater(REQUEST_TIMEOUT, self._too_slow)
         self._first_byte = self.callLater(FIRST_BYTE_TIMEOUT, self._too_slow)
 
