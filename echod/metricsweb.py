@@ -1,14 +1,27 @@
 """
 The metrics endpoint: C{GET /metrics} (and C{/}) in the Prometheus text
-format, or OpenMetrics when the scraper asks for it, served by Twisted's web
-server in the daemon's own reactor.
+format, or OpenMetrics when the scraper asks for it (L{echod.metricsformat}),
+served by Twisted's web server in the daemon's own reactor.
 
-It shares that reactor with the echo listeners, so it is bounded: at most
-L{MAX_CONNECTIONS} connections, each given L{REQUEST_TIMEOUT} seconds to send
-a whole request (a slow sender is cut off, however it trickles), no request
-body, headers as small as Twisted's web server allows (16 KiB), and a page
-rendered at most once every L{FRESH} seconds however often it is asked for.
-No label or value ever holds a byte a client sent.
+It shares that reactor with the echo listeners, so it is bounded:
+
+  - one request a connection (C{Connection: close}): a client that pipelines
+    requests and reads no answer gets one answer, and at most one page waits
+    unsent for it, until its deadline;
+  - each connection has L{FIRST_BYTE_TIMEOUT} seconds to send its first byte
+    and L{REQUEST_TIMEOUT} from its start to send its whole request and take
+    the answer, however it trickles; then it is cut off;
+  - at most L{MAX_CONNECTIONS} connections at once, L{MAX_CONNECTIONS_PER_PEER}
+    of them from one address (an IPv6 /64), and L{CONNECTION_RATE_PER_PEER}
+    new ones a second from an address; the ones beyond are closed as they come,
+    with a warning (throttled, L{echod.logthrottle});
+  - no request body, headers as small as Twisted's web server allows (16 KiB);
+  - a page rendered at most once every L{FRESH} seconds per format however
+    often it is asked for, and no request that can log a traceback: a render
+    that fails is a 500, and one error line (throttled).
+
+No label or value ever holds a byte a client sent, nor does any header of
+the answer.
 
 echod binds the port itself (it is unprivileged, so the service needs no
 capability for it), rather than taking it from systemd: a reload can then
@@ -19,31 +32,35 @@ sees the scrape fail, which is the truth.
 
 from __future__ import annotations
 
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from echod.addresses import host_port
 from echod.descriptors import DescriptorShortage
+from echod.logthrottle import Summary, WarningThrottle
+from echod.metricsformat import TEXT, Format, choose
+from echod.metricslimits import CappedFactory, adopt_paced_port
 from echod.sockets import BindError, bind_stream
 from echod.status import Alerts
 
-#: Connections open at once; more are closed as they come. A few Prometheus servers need one each.
-MAX_CONNECTIONS = 16
-#: Seconds a connection has to send a whole request head, from its start or from the last response.
+#: Seconds a connection has to send its first byte: a scraper sends its request at once.
+FIRST_BYTE_TIMEOUT = 2.0
+#: Seconds a connection may last from its start: to send a whole request and take the answer.
 REQUEST_TIMEOUT = 10.0
 #: Seconds a rendered page is served again to whoever else asks: scrapes cost the reactor at
 #: most a few renders a second, however many come.
 FRESH = 0.25
 #: The paths that answer.
 PATHS = (b"/metrics", b"/")
+
+log = Logger(namespace="echod.metricsweb")
 
 
 class MetricsPage(Resource):
@@ -55,8 +72,8 @@ class MetricsPage(Resource):
         super().__init__()
         self._registry = registry
         self._clock = clock
-        #: By content type: when it was rendered, and the page.
-        self._pages: dict[str, tuple[float, bytes]] = {}
+        #: By format (two at most): when it was rendered, and the page.
+        self._pages: dict[Format, tuple[float, bytes]] = {}
 
     def render(self, request: Request) -> bytes:
         if request.method not in (b"GET", b"HEAD"):
@@ -67,24 +84,33 @@ class MetricsPage(Resource):
             return b"only GET and HEAD\n"
         return super().render(request)
 
+    def render_HEAD(self, request: Request) -> bytes:
+        # Twisted's server would drop the body itself, but log a line each time it does.
+        page = self.render_GET(request)
+        request.setHeader(b"content-length", b"%d" % len(page))
+        return b""
+
     def render_GET(self, request: Request) -> bytes:
         if request.path not in PATHS:
             request.setResponseCode(404)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"not found: the metrics are at /metrics\n"
-        accept = request.getHeader(b"accept")
-        encoder, content_type = choose_encoder(accept.decode("latin-1") if accept else "")
+        accepted = request.requestHeaders.getRawHeaders(b"accept")
+        format_ = choose(b",".join(accepted)) if accepted else TEXT
         now = self._clock.seconds()
-        rendered, page = self._pages.get(content_type, (None, b""))
+        rendered, page = self._pages.get(format_, (None, b""))
         if rendered is None or not 0 <= now - rendered < FRESH:
-            page = encoder(self._registry)
-            self._pages[content_type] = (now, page)
-        request.setHeader(b"content-type", content_type.encode("latin-1"))
+            page = format_.render(self._registry)
+            self._pages[format_] = (now, page)
+        request.setHeader(b"content-type", format_.content_type)
         return page
 
 
 class _Request(Request):
-    """A request that may have no body: reading one would hold memory or a temporary file for nothing."""
+    """
+    A request that may have no body (reading one would hold memory or a
+    temporary file for nothing), and whose failure logs no traceback.
+    """
 
     def gotLength(self, length: int | None) -> None:
         if length != 0:  # a Content-Length, or chunked (None)
@@ -96,49 +122,67 @@ class _Request(Request):
             length = 0
         super().gotLength(length)
 
+    def processingFailed(self, reason: Failure) -> None:
+        """
+        Answer 500, and say what failed in one line, throttled: Twisted's own
+        would log a traceback a request, as fast as a client can ask.
+        """
+        self.site.render_failed(reason)
+        body = b"the metrics could not be rendered: see echod's log\n"
+        self.setResponseCode(500)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
 
 class _Channel(HTTPChannel):
     """
-    Twisted's HTTP/1.1 channel with a deadline for each request head: its
+    Twisted's HTTP/1.1 channel, for one request, within deadlines: Twisted's
     own idle timeout restarts on every header line, so a client sending one
-    line at a time could hold its connection as long as it liked.
+    line at a time could hold its connection as long as it liked, and its
+    keep-alive answers a whole read of pipelined requests in one go, however
+    few the client reads.
     """
 
     _deadline = None
+    _first_byte = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._arm()
+        # callLater: the site's reactor's, set by HTTPFactory.buildProtocol (Twisted 22.4 to 26.10).
+        self._deadline = self.callLater(REQUEST_TIMEOUT, self._too_slow)
+        self._first_byte = self.callLater(FIRST_BYTE_TIMEOUT, self._too_slow)
 
-    def allHeadersReceived(self) -> None:
-        self._disarm()
-        super().allHeadersReceived()
+    def dataReceived(self, data: bytes) -> None:
+        if self._first_byte is not None:
+            self._first_byte.cancel()
+            self._first_byte = None
+        super().dataReceived(data)
 
-    def requestDone(self, request: Request) -> None:
-        super().requestDone(request)
-        # Waiting for the next request now (a pipelined one was already handled).
-        self._arm()
+    def checkPersistence(self, request: Request, version: bytes) -> bool:
+        # One request a connection: whatever else was sent on it is never read. The
+        # deadline then stays, for the answer: a client that does not read it is cut off.
+        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        return False
 
     def connectionLost(self, reason: object) -> None:
-        self._disarm()
+        for timer in (self._deadline, self._first_byte):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._deadline = self._first_byte = None
         super().connectionLost(reason)
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.callLater(REQUEST_TIMEOUT, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
-
     def _too_slow(self) -> None:
-        self._deadline = None
+        self._deadline = self._first_byte = None
         self.transport.abortConnection()
 
 
 class MetricsSite(Site):
-    """The site of one L{MetricsPage}: bounded channels, and no request log (a line per scrape)."""
+    """
+    The site of one L{MetricsPage}: bounded channels, no request log (a line
+    per scrape), and render failures told once an interval.
+    """
 
     protocol = _Channel
     requestFactory = _Request
@@ -148,29 +192,24 @@ class MetricsSite(Site):
     def __init__(self, page: MetricsPage, reactor: IReactorTime) -> None:
         # No idle timeout of Twisted's own: each channel's deadline covers it.
         super().__init__(page, timeout=None, reactor=reactor)
+        self._failures = WarningThrottle(reactor, self._summarise)
 
     def log(self, request: Request) -> None:
         pass
 
+    def render_failed(self, reason: Failure) -> None:
+        """Say, throttled, that rendering failed and why: no traceback, no byte of the request."""
+        if self._failures.allow():
+            # The error's own words, in repr's quoting: its text may not break the log line.
+            error = f"{reason.type.__name__}: {reason.getErrorMessage()}"
+            log.error("metrics: cannot render the metrics: {error}", error=ascii(error)[1:-1][:300])
 
-class CappedFactory(WrappingFactory):
-    """
-    C{factory}'s connections, at most C{limit} at once; the ones beyond are
-    closed as they come. Twisted's C{LimitTotalConnectionsFactory} cannot
-    stand in front of a L{Site}: it builds bare protocols that have it, not
-    the site, as their factory.
-    """
+    def _summarise(self, summary: Summary) -> None:
+        log.error("metrics: ... and {summary}", summary=summary.describe("failed renders"))
 
-    noisy = False
-
-    def __init__(self, factory: Site, limit: int = MAX_CONNECTIONS) -> None:
-        super().__init__(factory)
-        self.limit = limit
-
-    def buildProtocol(self, addr: object) -> object:
-        if len(self.protocols) >= self.limit:
-            return None
-        return super().buildProtocol(addr)
+    def stopFactory(self) -> None:
+        self._failures.flush()
+        super().stopFactory()
 
 
 def url(address: str, port: int) -> str:
@@ -202,7 +241,7 @@ class MetricsEndpoint(Service):
         self._reactor = reactor
         self._alerts = alerts if alerts is not None else Alerts(self.log)
         self._shortage = shortage
-        self.factory = CappedFactory(MetricsSite(MetricsPage(registry, reactor), reactor))
+        self.factory = CappedFactory(MetricsSite(MetricsPage(registry, reactor), reactor), reactor)
         self.port: IListeningPort | None = None
 
     @property
@@ -227,7 +266,7 @@ class MetricsEndpoint(Service):
             raise BindError(f"metrics: {e}") from e.__cause__
         try:
             # Twisted listens on a duplicate of the descriptor.
-            listening = self._reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)
+            listening = adopt_paced_port(self._reactor, sock.fileno(), sock.family, self.factory)
         except OSError as e:  # EMFILE, duplicating it
             raise BindError(f"metrics: cannot listen on {url(address, port)}: {e.strerror or e}") from e
         finally:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from echod.metricsweb import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
 from tests.integration.daemon import Daemon, environment
 from tests.integration.metrics import fetch, get, metrics_url, refused, scrape, total, until
@@ -271,51 +270,6 @@ def test_other_paths_and_methods_answer_404_and_405(run):
         urllib.request.urlopen(urllib.request.Request(url, data=b"x", method="POST"), timeout=10)
     assert caught.value.code in (405, 413)
     assert "echod_build_info" in fetch(url.replace("/metrics", "/"))
-
-
-def test_a_slowloris_against_the_metrics_port_does_not_stop_echoes(run):
-    daemon = run(config(echo={"protocol": "echo"}))
-    url = metrics_url(daemon)
-    host, port = url.split("/")[2].rsplit(":", 1)
-    slow = [socket.create_connection((host, int(port)), timeout=30) for _ in range(MAX_CONNECTIONS)]
-    stop = threading.Event()
-
-    def trickle() -> None:
-        # One header line a second on each: the pace of the attack, not a synchronisation.
-        for sock in slow:
-            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
-        while not stop.wait(1.0):
-            for sock in slow:
-                try:
-                    sock.sendall(b"X-Slow: 1\r\n")
-                except OSError:
-                    pass
-
-    attacker = threading.Thread(target=trickle, daemon=True)
-    attacker.start()
-    try:
-        started = time.monotonic()
-        # Every slot is taken: one more is closed at once.
-        with socket.create_connection((host, int(port)), timeout=10) as extra:
-            assert read_until_closed(extra, timeout=10) == b""
-        # Echoes go on as usual meanwhile.
-        rounds = 0
-        with connect(daemon.port("echo")) as sock:
-            while time.monotonic() - started < REQUEST_TIMEOUT - 2:
-                payload = pattern(1024, rounds)
-                assert exchange([(sock, payload)], half_close=False, timeout=5) == [payload]
-                rounds += 1
-        assert rounds > 100
-        # However they trickle, the server cuts them at the deadline, and scrapes are served again.
-        for sock in slow:
-            assert read_until_closed(sock, timeout=REQUEST_TIMEOUT + 10) == b""
-        assert time.monotonic() - started < REQUEST_TIMEOUT + 10
-        assert "echod_build_info" in fetch(url)
-    finally:
-        stop.set()
-        attacker.join(10)
-        for sock in slow:
-            sock.close()
 
 
 def limit_files(count: int):
