@@ -158,9 +158,10 @@ def json_report(
     return report
 
 
-def _over(value: float | None, threshold: float | None) -> bool:
-    # The guidelines' threshold "10" is the range 0..10: alert only above it.
-    return value is not None and threshold is not None and value > threshold
+def _reached(value: float | None, threshold: float | None) -> bool:
+    # At or above, as check_ping and check_icmp alert (their thresholds, not the guidelines'
+    # ranges, are the convention a check of round trips and loss is read by).
+    return value is not None and threshold is not None and value >= threshold
 
 
 def _threshold(thresholds: Thresholds | None, field: str) -> str:
@@ -178,7 +179,7 @@ def monitoring(
     CRITICAL when the service failed (refused, reset, a name that does not
     resolve: the guidelines keep UNKNOWN for the plugin's own failures) or
     any byte came back corrupted; else by the average round trip and the
-    loss against the thresholds (alert above them).
+    loss against the thresholds (alert at or above them, as check_ping).
     """
     loss = tally.loss_percent
     avg = tally.rtt.mean * 1000 if tally.rtt.count else None
@@ -204,10 +205,10 @@ def monitoring(
         if thresholds is None:
             continue
         crossed = []
-        if _over(avg, thresholds.rtt_ms):
-            crossed.append(f"rtt {avg:.3f} ms > {thresholds.rtt_ms:g}")
-        if _over(loss, thresholds.loss_percent):
-            crossed.append(f"loss {_percent(loss)} > {thresholds.loss_percent:g}%")
+        if _reached(avg, thresholds.rtt_ms):
+            crossed.append(f"rtt {avg:.3f} ms >= {thresholds.rtt_ms:g}")
+        if _reached(loss, thresholds.loss_percent):
+            crossed.append(f"loss {_percent(loss)} >= {thresholds.loss_percent:g}%")
         if crossed and level > status:
             status = level
             reasons += crossed

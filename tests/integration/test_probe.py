@@ -23,7 +23,7 @@ import pytest
 from tests.integration import netns
 from tests.integration.daemon import Daemon, config_text, environment
 from tests.integration.systemd import free_port
-from tests.test_probeoutput import parse_plugin_output
+from tests.test_probeoutput import STATUS_CODES, parse_plugin_output
 
 PROBE = [sys.executable, "-m", "echod", "probe"]
 #: What the servers of these tests answer within, on a machine however loaded: a probe
@@ -198,6 +198,36 @@ def test_monitoring_check_against_echod_is_ok_or_crosses_its_thresholds(echod):
         assert "5 of 5 answered intact in time" in parsed["text"]
 
 
+CHECK_PING = Path("/usr/lib/nagios/plugins/check_ping")
+
+
+@pytest.mark.parametrize(
+    ("warning", "critical"),
+    [
+        ("5000,0%", "10000,100%"),  # no loss, at a warning of 0%: WARNING
+        ("5000,0%", "10000,0%"),  # and CRITICAL at a critical of 0%
+        ("500,60%", "500,60%"),  # warning and critical equal: OK
+        ("600,20%", "500,60%"),  # the warning's round trip above the critical's: refused, UNKNOWN
+        ("100,70%", "500,60%"),  # the warning's loss above the critical's: refused, UNKNOWN
+    ],
+)
+def test_thresholds_mean_to_the_check_what_they_mean_to_check_ping(echod, warning, critical):
+    if not CHECK_PING.exists():
+        pytest.skip("monitoring-plugins-basic is not installed (make system-packages installs it)")
+    pinged = subprocess.run(
+        [str(CHECK_PING), "-H", "127.0.0.1", "-p", "1", "-t", "10", "-w", warning, "-c", critical],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if pinged.stdout.startswith("PING CRITICAL") and "Packet loss = 100%" in pinged.stdout:
+        pytest.skip(f"check_ping cannot ping 127.0.0.1 here: {pinged.stdout.strip()}")
+    done = probe("--warning", warning, "--critical", critical, "-c", "1", f"127.0.0.1:{echod.port('echo')}")
+    assert done.returncode == pinged.returncode, (pinged.stdout, done.stdout)
+    parsed = parse_plugin_output(done.stdout)
+    assert STATUS_CODES[parsed["status"]] == done.returncode
+
+
 # -- errors ---------------------------------------------------------------------------------------
 
 
@@ -269,6 +299,16 @@ def test_every_fifth_datagram_dropped_is_exactly_a_fifth_lost_and_status_1(fault
     assert status == 1
     assert counts(report) == {"sent": 20, "received": 16, "lost": 4}
     assert report["loss_percent"] == 20.0
+
+
+def test_exactly_the_warning_loss_is_a_warning(faulty):
+    target = faulty("udp", "drop", "5")  # 2 of 10: exactly the 20% of the threshold
+    done = probe(
+        "--udp", "--warning", "5000,20%", "--critical", "10000,60%", "-c", "10", "-i", "0.01", target
+    )
+    parsed = parse_plugin_output(done.stdout)
+    assert (done.returncode, parsed["status"], parsed["perfdata"]["loss"]["value"]) == (1, "WARNING", "20")
+    assert "loss 20% >= 20%" in parsed["text"]
 
 
 def test_a_late_echo_over_tcp_is_late_not_lost_nor_corrupted_and_status_1(faulty):
