@@ -24,6 +24,10 @@ from echod.probeoptions import ProbeOptions, check_size
 from echod.probepayload import Mismatch, Probe, make_payload
 from echod.probestats import STATUS_ERROR, Tally, Verdict
 
+#: Bytes on a stream that match no probe are told at most once in this many seconds: a server
+#: that floods the connection must not flood the output with a line per read().
+STRAY_REPORT_INTERVAL = 1.0
+
 
 class Reporter(TypingProtocol):
     """What L{Run} tells as it goes (see L{echod.probeoutput})."""
@@ -74,6 +78,8 @@ class Run:
         self._scheduled = 0
         self._tick = None
         self._deadline = None
+        self._stray_untold = 0
+        self._stray_told_at: float | None = None
         self.channel = channel_for(options.mode)(self)
 
     # -- the run's course ---------------------------------------------------
@@ -232,6 +238,27 @@ class Run:
         if self.finished:
             return
         self.tally.unexpected += 1
+        self.reporter.unexpected(size, detail)
+
+    def stray(self, size: int, detail: str) -> None:
+        """
+        C{size} bytes on a stream that match no probe: counted in bytes, told
+        when they begin and then at most once every L{STRAY_REPORT_INTERVAL}
+        (each line with the bytes since the last one).
+        """
+        if self.finished:
+            return
+        self.tally.unexpected_bytes += size
+        self._stray_untold += size
+        now = self.timer()
+        if self._stray_told_at is not None and now - self._stray_told_at < STRAY_REPORT_INTERVAL:
+            return
+        if self._stray_told_at is None:
+            detail += "; more are told at most once a second"
+        else:
+            detail += f" ({self.tally.unexpected_bytes} bytes so far)"
+        self._stray_told_at = now
+        size, self._stray_untold = self._stray_untold, 0
         self.reporter.unexpected(size, detail)
 
     def _expire(self, probe: Probe) -> None:

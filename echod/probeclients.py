@@ -110,7 +110,7 @@ class StreamProbe(Protocol):
         view = memoryview(data)
         while position < end:
             if not self.queue:
-                self.run.unexpected(end - position, f"{end - position} bytes after every probe's echo")
+                self.run.stray(end - position, "after every probe's echo")
                 return
             probe = self.queue[0]
             take = min(probe.size - self.offset, end - position)

@@ -116,6 +116,8 @@ def summary(options: ProbeOptions, tally: Tally, elapsed: float) -> list[str]:
     )
     if tally.unexpected:
         counts += f", {tally.unexpected} answers matching no probe"
+    if tally.unexpected_bytes:
+        counts += f", {tally.unexpected_bytes} bytes matching no probe"
     lines = [f"--- {options.target} echo statistics ---", first, counts]
     lines += _figures("rtt", tally.rtt)
     if options.new_connections:
@@ -146,6 +148,7 @@ def json_report(
         "duplicates": tally.duplicates,
         "reordered": tally.reordered,
         "unexpected": tally.unexpected,
+        "unexpected_bytes": tally.unexpected_bytes,
         "in_flight": tally.in_flight,
         "loss_percent": tally.loss_percent,
         "rtt_ms": tally.rtt.summary_ms(),
@@ -193,9 +196,12 @@ def monitoring(
         # Nothing was measured (a deadline shorter than the first answer could take): no verdict.
         status = UNKNOWN
         reasons.append(f"no probe was decided before the run ended ({tally.sent} sent)")
-    elif tally.corrupted or tally.unexpected:
+    elif tally.corrupted or tally.unexpected or tally.unexpected_bytes:
         status = CRITICAL
-        reasons.append(f"{tally.corrupted + tally.unexpected} answers corrupted")
+        corrupted = f"{tally.corrupted + tally.unexpected} answers corrupted"
+        if tally.unexpected_bytes:
+            corrupted += f", {tally.unexpected_bytes} bytes matching no probe"
+        reasons.append(corrupted)
     elif tally.failed:
         status = CRITICAL
         reasons.append(f"{tally.failed} probes failed")

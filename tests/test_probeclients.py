@@ -94,7 +94,29 @@ def test_persistent_tcp_bytes_beyond_every_probe_are_unexpected():
     assert recorder.kinds()[-1] == ("unexpected", 5)
     reactor.advance(1)
     protocol.dataReceived(expected(2))
-    assert (recorder.tally.received, recorder.tally.unexpected, recorder.status) == (2, 1, 3)
+    tally = recorder.tally
+    assert (tally.received, tally.unexpected_bytes, tally.unexpected, recorder.status) == (2, 5, 0, 3)
+
+
+def test_persistent_tcp_junk_is_counted_in_bytes_and_told_at_most_once_a_second():
+    run, recorder, reactor = start(count=3, interval=1, timeout=5)
+    protocol, _ = connect(reactor)
+    protocol.dataReceived(expected(1))
+    for _ in range(1000):  # a flood, read in a thousand chunks
+        protocol.dataReceived(b"x" * 100)
+    reactor.advance(0.5)
+    protocol.dataReceived(b"y" * 7)
+    assert [kind for kind in recorder.kinds() if kind[0] == "unexpected"] == [("unexpected", 100)]
+    reactor.advance(0.5)  # probe 2, a second after the first junk
+    protocol.dataReceived(expected(2) + b"z" * 3)
+    junk = [event for event in recorder.events if event[0] == "unexpected"]
+    assert [size for _, size, _ in junk] == [100, 99_910]
+    assert junk[0][2] == "after every probe's echo; more are told at most once a second"
+    assert junk[1][2] == "after every probe's echo (100010 bytes so far)"
+    run.stop()
+    tally = recorder.tally
+    assert (tally.received, tally.corrupted, tally.unexpected, tally.unexpected_bytes) == (2, 0, 0, 100_010)
+    assert recorder.status == 3
 
 
 def test_persistent_tcp_the_server_closing_mid_echo_ends_the_run_with_an_error():

@@ -212,6 +212,16 @@ def test_the_summary_counts_everything_then_gives_the_figures():
     assert lines[5] == "connect min/avg/max/mdev = 0.500/0.500/0.500/0.000 ms"
 
 
+def test_junk_on_a_stream_is_told_in_bytes_beside_the_answers_corrupted():
+    t = tally([1, 1], sent=3, received=2, corrupted=1, unexpected_bytes=4_194_240)
+    assert summary(make_options("h"), t, 1.0)[2].endswith(", 4194240 bytes matching no probe")
+    code, line = monitoring(OPTIONS, "192.0.2.1", t, None)
+    parsed = parse_plugin_output(line)
+    assert (code, parsed["status"]) == (CRITICAL, "CRITICAL")
+    assert "1 answers corrupted, 4194240 bytes matching no probe; 2 of 3 answered" in parsed["text"]
+    assert json_report(make_options("h"), "192.0.2.1", t, 1.0, None)["unexpected_bytes"] == 4_194_240
+
+
 def test_json_has_every_count_the_figures_and_the_status():
     options = make_options("localhost", mode="connect")
     t = tally([1, 3], sent=3, received=2, lost=1)

@@ -58,6 +58,7 @@ def counts(report: dict) -> dict[str, int]:
         "duplicates",
         "reordered",
         "unexpected",
+        "unexpected_bytes",
     )
     return {key: report[key] for key in keys if report[key] or key in ("sent", "received")}
 
@@ -270,6 +271,7 @@ def faulty():
         port = server.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
         return f"127.0.0.1:{port}"
 
+    start.servers = started
     yield start
     for server in started:
         server.kill()
@@ -291,6 +293,23 @@ def test_a_flipped_byte_in_a_datagram_is_one_corrupted_probe_and_status_3(faulty
     status, report = probe_json("--udp", "-c", "3", "-i", "0.05", "-W", TIMEOUT, target)
     assert status == 3
     assert counts(report) == {"sent": 3, "received": 2, "corrupted": 1}
+
+
+def test_junk_on_the_stream_is_counted_in_bytes_and_told_once_and_the_probes_stay_truthful(faulty):
+    # 4 MiB of junk in place of probe 1's echo: probe 1 is corrupted by its first 64 bytes, the
+    # rest matches no probe; probes 2 and 3 come back intact.
+    target = faulty("tcp", "junk", "64", str(4 << 20))
+    server = faulty.servers[-1]
+    status, report = probe_json("-c", "3", "-i", "0.5", "-W", TIMEOUT, target)
+    junk = int(server.wait_for(r"sent (\d+) bytes of junk").group(1))
+    assert status == 3
+    assert counts(report) == {"sent": 3, "received": 2, "corrupted": 1, "unexpected_bytes": junk - 64}
+    done = probe("-c", "3", "-i", "0.5", "-W", TIMEOUT, target)
+    server.wait_for(r"sent \d+ bytes of junk", nth=2)
+    told = [line for line in done.stdout.splitlines() if "match no probe sent" in line]
+    assert 1 <= len(told) <= 2, told  # once, and again at most once a second
+    assert f"{junk - 64} bytes matching no probe" in done.stdout
+    assert len(done.stdout.splitlines()) <= 12, done.stdout
 
 
 def test_every_fifth_datagram_dropped_is_exactly_a_fifth_lost_and_status_1(faulty):
