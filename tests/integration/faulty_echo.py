@@ -6,6 +6,8 @@ fault exactly. One fault a server; it echoes faithfully otherwise.
     python -m tests.integration.faulty_echo tcp late OFFSET SECS  # from OFFSET on, hold the echo SECS once
     python -m tests.integration.faulty_echo tcp close AFTER       # echo AFTER bytes of a connection, close it
     python -m tests.integration.faulty_echo tcp junk SKIP BYTES   # BYTES of junk, no echo, for the first SKIP
+    python -m tests.integration.faulty_echo tcp discard           # read everything, echo nothing
+    python -m tests.integration.faulty_echo tcp deaf              # read nothing at all
     python -m tests.integration.faulty_echo udp flip N OFFSET     # flip a byte of the Nth datagram
     python -m tests.integration.faulty_echo udp drop EVERY        # drop every EVERYth datagram
     python -m tests.integration.faulty_echo udp late N SECS       # answer the Nth datagram SECS late
@@ -36,8 +38,14 @@ class FaultyStream(Protocol):
         self.held: list[bytes] | None = None
         self.eof = False
 
+    def connectionMade(self) -> None:
+        if self.fault == "deaf":
+            self.transport.pauseProducing()
+
     def dataReceived(self, data: bytes) -> None:
         start, self.received = self.received, self.received + len(data)
+        if self.fault == "discard":
+            return
         if self.fault == "flip":
             at = int(self.args[0]) - start
             if 0 <= at < len(data):

@@ -384,6 +384,42 @@ def test_datagrams_answered_out_of_order_are_counted_as_such(faulty):
     assert counts(report) == {"sent": 6, "received": 6, "reordered": 1}
 
 
+def test_a_server_that_reads_and_never_echoes_does_not_make_the_probe_grow_with_its_lost_probes(faulty):
+    target = faulty("tcp", "discard")
+    running = Daemon(None, command=[*PROBE, "-i", "1ms", "-W", "0.1", "-s", "1000", target]).start()
+    try:
+        running.wait_for(r"^no answer yet for seq=1000 ")
+        before = running.rss_kib()
+        running.wait_for(r"^no answer yet for seq=4000 ")
+        grown = running.rss_kib() - before
+        assert running.stop(signal.SIGINT) == 1
+    finally:
+        running.kill()
+    # 3,000 more probes lost: they kept their payloads (1,000 bytes each, 3.9 MB in all); a
+    # lost probe now keeps its send time only.
+    assert grown < 1024, f"{grown} KiB more after 3,000 more lost probes"
+    assert re.search(r"^\d+ lost, 0 late, 0 corrupted, 0 failed", running.output, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [
+        ("discard", "the server reads them but does not echo"),
+        ("deaf", "the server is not reading them, or not as fast as they are sent"),
+    ],
+)
+def test_a_server_that_does_not_echo_is_given_up_on_saying_whether_it_reads(faulty, fault, why):
+    target = faulty("tcp", fault)
+    done = probe("-s", "16M", "-i", "0.3", "-W", "0.1", "-q", target)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (
+        done.stderr == f"echod probe: 4 probes (67108864 bytes) sent without their echo: {why}; giving up\n"
+    )
+    # The fifth, refused, fails with the run.
+    assert "5 probes sent, 0 answered intact in time, 100% loss" in done.stdout
+    assert "4 lost, 0 late, 0 corrupted, 1 failed" in done.stdout
+
+
 # -- other servers: socat, openbsd-inetd ----------------------------------------------------------
 
 
