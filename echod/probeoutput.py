@@ -198,10 +198,12 @@ def monitoring(
         reasons.append(f"no probe was decided before the run ended ({tally.sent} sent)")
     elif tally.corrupted or tally.unexpected or tally.unexpected_bytes:
         status = CRITICAL
-        corrupted = f"{tally.corrupted + tally.unexpected} answers corrupted"
+        corrupted = []
+        if tally.corrupted or tally.unexpected:
+            corrupted.append(f"{tally.corrupted + tally.unexpected} answers corrupted")
         if tally.unexpected_bytes:
-            corrupted += f", {tally.unexpected_bytes} bytes matching no probe"
-        reasons.append(corrupted)
+            corrupted.append(f"{tally.unexpected_bytes} bytes matching no probe")
+        reasons.append(", ".join(corrupted))
     elif tally.failed:
         status = CRITICAL
         reasons.append(f"{tally.failed} probes failed")

@@ -65,6 +65,7 @@ def tally(rtts_ms=(), **counts: int) -> Tally:
 
 
 OPTIONS = make_options("echo.example", warning=Thresholds(100, 20), critical=Thresholds(500, 60))
+OPTIONS_H = make_options("h", warning=Thresholds(100, 20))
 
 
 @pytest.mark.parametrize(
@@ -220,6 +221,11 @@ def test_junk_on_a_stream_is_told_in_bytes_beside_the_answers_corrupted():
     assert (code, parsed["status"]) == (CRITICAL, "CRITICAL")
     assert "1 answers corrupted, 4194240 bytes matching no probe; 2 of 3 answered" in parsed["text"]
     assert json_report(make_options("h"), "192.0.2.1", t, 1.0, None)["unexpected_bytes"] == 4_194_240
+    only_junk = tally([1], sent=1, received=1, unexpected_bytes=5)
+    assert (
+        "ECHO CRITICAL - h port 7 tcp: 5 bytes matching no probe; 1 of 1"
+        in monitoring(OPTIONS_H, None, only_junk, None)[1]
+    )
 
 
 def test_json_has_every_count_the_figures_and_the_status():
