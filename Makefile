@@ -16,7 +16,8 @@ VENV_PYTHON := $(VENV)/bin/python
 SYSTEM_PYTHON ?= /usr/bin/python3
 # prometheus: its promtool checks the metrics and the shipped alerting rules.
 SYSTEM_TEST_PACKAGES := python3-twisted python3-sdnotify python3-prometheus-client python3-pytest \
-	python3-hypothesis systemd prometheus haproxy iproute2 socat openbsd-inetd nftables
+	python3-hypothesis systemd prometheus haproxy iproute2 socat openbsd-inetd nftables \
+	monitoring-plugins-basic
 PYTEST_ARGS ?=
 
 RUN_DIR := .run

@@ -193,7 +193,7 @@ def add_probe_command(commands: argparse._SubParsersAction) -> _Parser:
             f"--{level}",
             type=_typed(parse_thresholds),
             metavar="RTT_MS,LOSS%",
-            help=f"monitoring check: {level.upper()} above this average round trip or loss",
+            help=f"monitoring check: {level.upper()} at or above this average round trip or loss",
         )
     probe.add_argument("target", metavar="HOST[:PORT]", help="IPv4, [IPv6] or a name; port 7 by default")
     return probe

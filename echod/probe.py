@@ -26,6 +26,10 @@ from echod.probepayload import Mismatch, Probe, make_payload
 from echod.proberesolve import ResolveError, resolve_in_thread
 from echod.probestats import STATUS_ERROR, Tally, Verdict
 
+#: Bytes on a stream that match no probe are told at most once in this many seconds: a server
+#: that floods the connection must not flood the output with a line per read().
+STRAY_REPORT_INTERVAL = 1.0
+
 
 class Reporter(TypingProtocol):
     """What L{Run} tells as it goes (see L{echod.probeoutput})."""
@@ -78,12 +82,16 @@ class Run:
         self._deadline = None
         #: timer() when L{start} was called: the deadline, and any wait told, count from there.
         self.started_at: float | None = None
+        #: Whether the deadline (-w) ended the run.
+        self._deadline_passed = False
         #: The name's resolution while it is under way (see L{start}).
         self.resolving: defer.Deferred | None = None
         #: Whether any connection to the server was ever made (the stream modes).
         self.reached = False
         #: Why the latest connection attempt failed, while none succeeded.
         self._attempt_failed: str | None = None
+        self._stray_untold = 0
+        self._stray_told_at: float | None = None
         self.channel = channel_for(options.mode)(self)
 
     # -- the run's course ---------------------------------------------------
@@ -182,21 +190,31 @@ class Run:
 
     def _deadline_reached(self) -> None:
         self._deadline = None
+        self._deadline_passed = True
         self.stop()
+
+    def _waited(self) -> float:
+        """
+        How long the run has waited: the deadline itself when that is what
+        ended the wait (on a busy machine the clock reads 1.01 s at a 1 s
+        deadline), else the time since the start (Ctrl-C, the last timeout).
+        """
+        if self._deadline_passed:
+            return self.options.deadline
+        return self.timer() - self.started_at if self.started_at is not None else 0.0
 
     def stop(self) -> None:
         """The deadline, or an interruption: end now, with the probes still awaited left undecided."""
         self._finish()
 
     def unreachable(self, reason: str | None) -> None:
-        """The run's one connection (--tcp) failed: C{reason}, or None for no answer in time."""
-        self.fatal(self._no_connection(reason))
+        """The run's one connection (--tcp) failed: C{reason}, or None for no answer within the timeout."""
+        self.fatal(self._no_connection(reason, self.options.timeout if reason is None else None))
 
-    def _no_connection(self, reason: str | None) -> str:
+    def _no_connection(self, reason: str | None, waited: float | None = None) -> str:
         where = host_port(self.options.host, self.options.port)
         if reason is None:
-            waited = self.timer() - self.started_at if self.started_at is not None else 0.0
-            return f"no connection to {where} within {waited:.3g} s"
+            return f"no connection to {where} within {self._waited() if waited is None else waited:.3g} s"
         if reason != REFUSED:
             return f"no connection to {where}: {reason}"
         text = f"connection refused by {where}"
@@ -215,8 +233,7 @@ class Run:
         if self.started_at is None and self.began is None:
             return "interrupted before the run began"
         if self.resolving is not None:
-            waited = self.timer() - self.started_at
-            return f"cannot resolve {self.options.host}: no answer within {waited:.3g} s"
+            return f"cannot resolve {self.options.host}: no answer within {self._waited():.3g} s"
         if self.options.stream and not self.reached:
             return self._no_connection(self._attempt_failed)
         return None
@@ -328,6 +345,27 @@ class Run:
         if self.finished:
             return
         self.tally.unexpected += 1
+        self.reporter.unexpected(size, detail)
+
+    def stray(self, size: int, detail: str) -> None:
+        """
+        C{size} bytes on a stream that match no probe: counted in bytes, told
+        when they begin and then at most once every L{STRAY_REPORT_INTERVAL}
+        (each line with the bytes since the last one).
+        """
+        if self.finished:
+            return
+        self.tally.unexpected_bytes += size
+        self._stray_untold += size
+        now = self.timer()
+        if self._stray_told_at is not None and now - self._stray_told_at < STRAY_REPORT_INTERVAL:
+            return
+        if self._stray_told_at is None:
+            detail += "; more are told at most once a second"
+        else:
+            detail += f" ({self.tally.unexpected_bytes} bytes so far)"
+        self._stray_told_at = now
+        size, self._stray_untold = self._stray_untold, 0
         self.reporter.unexpected(size, detail)
 
     def _expire(self, probe: Probe) -> None:

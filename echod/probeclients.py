@@ -11,13 +11,14 @@ back with what was sent and tells the run what became of the probe.
 from __future__ import annotations
 
 import errno
+import math
 import os
 from array import array
 from collections import deque
 from typing import TYPE_CHECKING
 
 from twisted.internet import error
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -32,6 +33,13 @@ if TYPE_CHECKING:
 #: Over one persistent connection, at most this much (or four probes' worth, if more) may be sent
 #: without its echo: a server that stops reading must not make the probe hold all it ever sent.
 MAX_UNECHOED = 64 << 20
+#: And at most this many probes (or those of two timeouts, if more): each keeps its send time
+#: until its echo, however late, so that a server that reads and never echoes is given up on
+#: instead of growing the probe for ever.
+MAX_UNECHOED_PROBES = 1 << 16
+#: Over UDP the state of the last this many probes (or those of two timeouts, if more) is kept, to
+#: tell a late answer or a duplicate; as ping(8)'s table of the last 65536 sequence numbers.
+DATAGRAM_WINDOW = 1 << 16
 #: Datagrams up to the largest IPv6 payload; Twisted's default (8192) would cut them silently.
 MAX_DATAGRAM = 65536
 
@@ -76,68 +84,125 @@ def describe_failure(reason: Failure, what: str = "connection") -> str:
     return f"{what} failed: {text}"
 
 
-@implementer(IHalfCloseableProtocol)
+def probes_in(run: Run, timeouts: int) -> int:
+    """How many probes the run sends in C{timeouts} of its timeouts."""
+    return math.ceil(timeouts * run.options.timeout / run.options.interval)
+
+
+def late_probe(run: Run, seq: int, sent_at: float) -> Probe:
+    """The record of probe C{seq}, timed out and let go already, to decide its late answer with."""
+    probe = Probe(seq, None, run.options.size, sent_at, sent_at=sent_at)
+    probe.timed_out = True
+    return probe
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class StreamProbe(Protocol):
     """
     --tcp: every probe on one connection. The echo is one ordered stream, so
     each byte that comes back is compared with the byte at the same position
     of what was sent: a corrupted byte is told from a late answer, which
     arrives in its place, only later.
+
+    The probes awaiting their echo are consecutive sequence numbers from
+    L{head}; of each only its send time is kept here (a lost one's payload is
+    made again from its number when its echo comes), and their number is
+    bounded. The protocol is the transport's producer only to learn whether
+    the kernel takes what is sent: whether the server reads.
     """
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.queue: deque[Probe] = deque()
-        self.offset = 0  # into queue[0].payload
+        #: The sequence number of the first probe not wholly echoed, and the send times of it
+        #: and of every later one sent.
+        self.head = 1
+        self.sent_times: deque[float] = deque()
+        self.offset = 0  # into the head's payload
+        self._payload: bytes | None = None  # the head's, once its probe has timed out
         self.mismatch = Mismatch()
-        self.unechoed = 0
         self.closing = False
+        #: Whether the transport holds more than the kernel would take (Twisted paused us).
+        self.paused = False
 
     def connectionMade(self) -> None:
         self.run.connected(None, self.run.received())
         self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
         self.run.ready()
 
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
     def send(self, probe: Probe) -> None:
-        limit = max(MAX_UNECHOED, 4 * probe.size)
-        if self.unechoed + probe.size > limit:
-            self.run.fatal(
-                f"{self.unechoed} bytes sent without their echo: the server is not reading; giving up"
-            )
+        size = probe.size
+        awaited = len(self.sent_times)
+        if (awaited + 1) * size > max(MAX_UNECHOED, 4 * size) or awaited + 1 > max(
+            MAX_UNECHOED_PROBES, probes_in(self.run, 2)
+        ):
+            self._give_up(awaited, size)
             return
-        self.queue.append(probe)
-        self.unechoed += probe.size
+        if not awaited:
+            self.head = probe.seq
         probe.sent_at = self.run.timer()
+        self.sent_times.append(probe.sent_at)
         send_at_once(self.transport, probe.payload)
+
+    def _give_up(self, awaited: int, size: int) -> None:
+        # Twisted pauses its producer when the kernel would take no more: the server's receive
+        # window is closed. Else the kernel took every byte, and the server read them.
+        if self.paused:
+            why = "the server is not reading them, or not as fast as they are sent"
+        else:
+            why = "the server reads them but does not echo"
+        self.run.fatal(f"{awaited} probes ({awaited * size} bytes) sent without their echo: {why}; giving up")
+
+    def _head_payload(self) -> bytes:
+        probe = self.run.pending.get(self.head)
+        if probe is not None and probe.payload is not None:
+            return probe.payload
+        if self._payload is None:
+            self._payload = make_payload(self.run.key, self.head, self.run.options.size)
+        return self._payload
 
     def dataReceived(self, data: bytes) -> None:
         now = self.run.received()
         position, end = 0, len(data)
         view = memoryview(data)
+        size = self.run.options.size
         while position < end:
-            if not self.queue:
-                self.run.unexpected(end - position, f"{end - position} bytes after every probe's echo")
+            if not self.sent_times:
+                self.run.stray(end - position, "after every probe's echo")
                 return
-            probe = self.queue[0]
-            take = min(probe.size - self.offset, end - position)
-            self.mismatch.compare(probe.payload, self.offset, view[position : position + take])
+            take = min(size - self.offset, end - position)
+            self.mismatch.compare(self._head_payload(), self.offset, view[position : position + take])
             self.offset += take
             position += take
-            if self.offset == probe.size:
-                self.queue.popleft()
-                self.unechoed -= probe.size
-                mismatch, self.mismatch, self.offset = self.mismatch, Mismatch(), 0
-                probe.payload = None
-                self.run.answer(probe, now, mismatch)
+            if self.offset == size:
+                self._echoed(now)
+
+    def _echoed(self, now: float) -> None:
+        """The head's whole echo is in: decide it, and the next probe is the head."""
+        seq, sent_at = self.head, self.sent_times.popleft()
+        self.head += 1
+        mismatch, self.mismatch, self.offset, self._payload = self.mismatch, Mismatch(), 0, None
+        probe = self.run.pending.get(seq) or late_probe(self.run, seq, sent_at)
+        probe.payload = None
+        self.run.answer(probe, now, mismatch)
 
     def expired(self, probe: Probe) -> str:
-        if self.queue and self.queue[0] is probe and self.offset:
+        if self.sent_times and self.head == probe.seq and self.offset:
             return f"{self.offset} of {probe.size} bytes so far"
         return ""
 
     def _partial(self) -> str:
-        if self.queue and self.offset:
-            return f" with {self.offset} of {self.queue[0].size} bytes of seq={self.queue[0].seq} echoed"
+        if self.sent_times and self.offset:
+            return f" with {self.offset} of {self.run.options.size} bytes of seq={self.head} echoed"
         return ""
 
     def readConnectionLost(self) -> None:
@@ -199,6 +264,8 @@ class StreamChannel:
     def close(self) -> None:
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.closing = True
+            # A paused producer would keep Twisted from closing once its buffer drains.
+            self.protocol.transport.unregisterProducer()
             self.protocol.transport.loseConnection()
         elif self.factory.connecting and self.connector is not None:
             self.connector.stopConnecting()
@@ -360,15 +427,21 @@ class DatagramProbe(DatagramProtocol):
     and intact, late, a duplicate, out of order, or corrupted; a datagram that
     never comes back is lost.
 
-    Each probe's send time and state stay known for the whole run, in two
-    compact arrays (9 bytes a probe), so that an answer or a duplicate that
-    arrives however late is still counted as what it is.
+    The send time and state of the last L{window} probes are kept, in two
+    compact rings (9 bytes a probe), so that an answer or a duplicate that
+    arrives late is still counted as what it is; the window is at least two
+    timeouts' probes, so every probe still awaited is in it. An answer to an
+    older probe, whose verdict is long final, changes none: it counts as a
+    duplicate (or, with bytes not its own, as matching no probe).
     """
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.sent_at = array("d", [0.0])  # by seq; seq 0 is never sent
+        self.window = max(DATAGRAM_WINDOW, probes_in(run, 2))
+        # By seq modulo the window; slot 0 (seq 0 is never sent) until the window wraps.
+        self.sent_at = array("d", [0.0])
         self.states = bytearray(1)
+        self.highest_sent = 0
         self.highest_answered = 0
         #: Why the socket could not be connected to the server (EINVAL, ENETUNREACH, ...), if so.
         self.unconnected: OSError | None = None
@@ -381,17 +454,27 @@ class DatagramProbe(DatagramProtocol):
             # port half started, failing again as it is closed.
             self.unconnected = e
 
+    def _slot(self, seq: int) -> int | None:
+        """Where probe C{seq}'s state is, or None if it is not one of the last L{window} sent."""
+        if max(0, self.highest_sent - self.window) < seq <= self.highest_sent:
+            return seq % self.window
+        return None
+
     def send(self, probe: Probe) -> None:
-        assert probe.seq == len(self.states), "probes are sent in order"
-        self.sent_at.append(0.0)
-        self.states.append(_IN_FLIGHT)
-        probe.sent_at = self.sent_at[probe.seq] = self.run.timer()
+        assert probe.seq == self.highest_sent + 1, "probes are sent in order"
+        self.highest_sent = probe.seq
+        slot = probe.seq % self.window
+        if slot == len(self.states):
+            self.sent_at.append(0.0)
+            self.states.append(_IN_FLIGHT)
+        self.states[slot] = _IN_FLIGHT
+        probe.sent_at = self.sent_at[slot] = self.run.timer()
         try:
             self.transport.write(probe.payload)
         except (OSError, error.MessageLengthError) as e:
             # As ping does on a failed send (a full buffer, a local firewall's EPERM): this probe
             # failed, the run goes on.
-            self.states[probe.seq] = _FAILED
+            self.states[slot] = _FAILED
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             self.run.failed(probe, f"not sent: {reason}")
 
@@ -399,20 +482,28 @@ class DatagramProbe(DatagramProtocol):
         now = self.run.received()
         run = self.run
         seq = int.from_bytes(data[:SEQ_BYTES], "big") if len(data) >= SEQ_BYTES else 0
-        if not 0 < seq < len(self.states):
+        if not 0 < seq <= self.highest_sent:
             run.unexpected(len(data), "no sequence number of this run")
             return
-        state = self.states[seq]
-        probe = run.pending.get(seq)
-        if state == _ANSWERED or state == _FAILED:
-            run.duplicate(seq, len(data), now - self.sent_at[seq])
+        slot = self._slot(seq)
+        if slot is not None and self.states[slot] in (_ANSWERED, _FAILED):
+            run.duplicate(seq, len(data), now - self.sent_at[slot])
             return
+        probe = run.pending.get(seq)
         expected = probe.payload if probe is not None else make_payload(run.key, seq, run.options.size)
         mismatch = compare_whole(expected, data)
+        if slot is None:
+            # Older than the window: whatever became of its probe is final, and no longer known.
+            if mismatch:
+                run.unexpected(
+                    len(data), f"seq={seq}, older than the last {self.window} probes, not its bytes"
+                )
+            else:
+                run.duplicate(seq, len(data), None)
+            return
         if probe is None:  # timed out already: late, or corrupted
-            probe = Probe(seq, None, run.options.size, self.sent_at[seq], sent_at=self.sent_at[seq])
-            probe.timed_out = True
-        self.states[seq] = _ANSWERED
+            probe = late_probe(run, seq, self.sent_at[slot])
+        self.states[slot] = _ANSWERED
         reordered = not probe.timed_out and not mismatch and seq < self.highest_answered
         if not probe.timed_out and not mismatch:
             self.highest_answered = max(self.highest_answered, seq)
@@ -430,12 +521,12 @@ class DatagramProbe(DatagramProtocol):
         run = self.run
         if run.pending:
             probe = run.pending[max(run.pending)]
-            self.states[probe.seq] = _FAILED
+            self.states[probe.seq % self.window] = _FAILED
             reason = "port unreachable" if code == errno.ECONNREFUSED else os.strerror(code).lower()
             run.failed(probe, reason)
 
     def expired(self, probe: Probe) -> str:
-        self.states[probe.seq] = _TIMED_OUT
+        self.states[probe.seq % self.window] = _TIMED_OUT
         probe.payload = None
         return ""
 

@@ -35,7 +35,10 @@ MONITORING_COUNT = 5
 
 @dataclass(frozen=True)
 class Thresholds:
-    """A monitoring threshold: average round trip in ms and loss in percent; alert above either."""
+    """
+    A monitoring threshold: average round trip in ms and loss in percent;
+    alert at or above either, as check_ping(8) and check_icmp(8) do.
+    """
 
     rtt_ms: float
     loss_percent: float
@@ -137,6 +140,8 @@ def make_options(
         raise ValueError(f"-w {deadline:g}: a deadline above 0")
     if json and (warning or critical):
         raise ValueError("--json and --warning/--critical each choose the output: use one")
+    if warning and critical:
+        check_threshold_order(warning, critical)
     if (warning or critical) and count is None:
         count = MONITORING_COUNT
     check_size(mode, size, family or literal_family(host))
@@ -167,6 +172,25 @@ def literal_family(host: str) -> int | None:
             continue
         return family
     return None
+
+
+def check_threshold_order(warning: Thresholds, critical: Thresholds) -> None:
+    """
+    Refuse a warning above the critical threshold, for the round trip or for
+    the loss, as check_ping(8) does: the check would go from OK to CRITICAL
+    and never warn.
+
+    @raise ValueError: naming the figure and both values.
+    """
+    for name, unit, warn, crit in (
+        ("round trip", " ms", warning.rtt_ms, critical.rtt_ms),
+        ("loss", "%", warning.loss_percent, critical.loss_percent),
+    ):
+        if warn > crit:
+            raise ValueError(
+                f"--warning's {name} ({warn:g}{unit}) is above --critical's ({crit:g}{unit}): "
+                "give a warning at most the critical threshold"
+            )
 
 
 def check_size(mode: str, size: int, family: int | None) -> None:

@@ -116,6 +116,8 @@ def summary(options: ProbeOptions, tally: Tally, elapsed: float) -> list[str]:
     )
     if tally.unexpected:
         counts += f", {tally.unexpected} answers matching no probe"
+    if tally.unexpected_bytes:
+        counts += f", {tally.unexpected_bytes} bytes matching no probe"
     lines = [f"--- {options.target} echo statistics ---", first, counts]
     lines += _figures("rtt", tally.rtt)
     if options.new_connections:
@@ -146,6 +148,7 @@ def json_report(
         "duplicates": tally.duplicates,
         "reordered": tally.reordered,
         "unexpected": tally.unexpected,
+        "unexpected_bytes": tally.unexpected_bytes,
         "in_flight": tally.in_flight,
         "loss_percent": tally.loss_percent,
         "rtt_ms": tally.rtt.summary_ms(),
@@ -158,9 +161,10 @@ def json_report(
     return report
 
 
-def _over(value: float | None, threshold: float | None) -> bool:
-    # The guidelines' threshold "10" is the range 0..10: alert only above it.
-    return value is not None and threshold is not None and value > threshold
+def _reached(value: float | None, threshold: float | None) -> bool:
+    # At or above, as check_ping and check_icmp alert (their thresholds, not the guidelines'
+    # ranges, are the convention a check of round trips and loss is read by).
+    return value is not None and threshold is not None and value >= threshold
 
 
 def _threshold(thresholds: Thresholds | None, field: str) -> str:
@@ -178,7 +182,7 @@ def monitoring(
     CRITICAL when the service failed (refused, reset, a name that does not
     resolve: the guidelines keep UNKNOWN for the plugin's own failures) or
     any byte came back corrupted; else by the average round trip and the
-    loss against the thresholds (alert above them).
+    loss against the thresholds (alert at or above them, as check_ping).
     """
     loss = tally.loss_percent
     avg = tally.rtt.mean * 1000 if tally.rtt.count else None
@@ -192,9 +196,14 @@ def monitoring(
         # Nothing was measured (a deadline shorter than the first answer could take): no verdict.
         status = UNKNOWN
         reasons.append(f"no probe was decided before the run ended ({tally.sent} sent)")
-    elif tally.corrupted or tally.unexpected:
+    elif tally.corrupted or tally.unexpected or tally.unexpected_bytes:
         status = CRITICAL
-        reasons.append(f"{tally.corrupted + tally.unexpected} answers corrupted")
+        corrupted = []
+        if tally.corrupted or tally.unexpected:
+            corrupted.append(f"{tally.corrupted + tally.unexpected} answers corrupted")
+        if tally.unexpected_bytes:
+            corrupted.append(f"{tally.unexpected_bytes} bytes matching no probe")
+        reasons.append(", ".join(corrupted))
     elif tally.failed:
         status = CRITICAL
         reasons.append(f"{tally.failed} probes failed")
@@ -204,10 +213,10 @@ def monitoring(
         if thresholds is None:
             continue
         crossed = []
-        if _over(avg, thresholds.rtt_ms):
-            crossed.append(f"rtt {avg:.3f} ms > {thresholds.rtt_ms:g}")
-        if _over(loss, thresholds.loss_percent):
-            crossed.append(f"loss {_percent(loss)} > {thresholds.loss_percent:g}%")
+        if _reached(avg, thresholds.rtt_ms):
+            crossed.append(f"rtt {avg:.3f} ms >= {thresholds.rtt_ms:g}")
+        if _reached(loss, thresholds.loss_percent):
+            crossed.append(f"loss {_percent(loss)} >= {thresholds.loss_percent:g}%")
         if crossed and level > status:
             status = level
             reasons += crossed

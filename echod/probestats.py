@@ -132,8 +132,11 @@ class Tally:
     failed: int = 0
     duplicates: int = 0
     reordered: int = 0
-    #: Answers, or bytes of a stream, that match no probe sent: counted as corruption.
+    #: Answers (datagrams) that match no probe sent: counted as corruption.
     unexpected: int = 0
+    #: Bytes on a stream beyond every probe's echo: counted as corruption, in bytes (a stream has
+    #: no answers to count, and its reads are cut anyhow).
+    unexpected_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.rtt = Distribution()
@@ -186,7 +189,7 @@ def exit_status(tally: Tally, error: bool) -> int:
     was sent at all, else 1 if any probe was lost or late, or none was
     answered at all; else 0.
     """
-    if tally.corrupted or tally.unexpected:
+    if tally.corrupted or tally.unexpected or tally.unexpected_bytes:
         return STATUS_CORRUPTED
     if error or tally.failed or not tally.sent:
         return STATUS_ERROR

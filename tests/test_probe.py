@@ -194,6 +194,15 @@ def test_a_bad_argument_to_a_monitoring_check_is_its_unknown(capsys):
     assert out.startswith("ECHO UNKNOWN - echod probe: argument -s/--size: 'huge' is not a size")
 
 
+def test_a_warning_above_the_critical_threshold_is_the_checks_unknown(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["probe", "--warning", "100,70%", "--critical", "500,60%", "192.0.2.1"])
+    assert exit_.value.code == 3
+    assert capsys.readouterr().out.startswith(
+        "ECHO UNKNOWN - echod probe: --warning's loss (70%) is above --critical's (60%)"
+    )
+
+
 def test_an_unknown_argument_to_a_monitoring_check_is_its_unknown_too(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["probe", "--warning", "100,20%", "--no-such-option", "192.0.2.1"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import socket
 import time
+import tracemalloc
 
 import pytest
 from twisted.internet import error
@@ -20,6 +21,7 @@ from tests.probehelpers import (
     ADDRESS,
     KEY,
     Recorder,
+    Silent,
     connect,
     expected,
     start,
@@ -100,7 +102,29 @@ def test_persistent_tcp_bytes_beyond_every_probe_are_unexpected():
     assert recorder.kinds()[-1] == ("unexpected", 5)
     reactor.advance(1)
     protocol.dataReceived(expected(2))
-    assert (recorder.tally.received, recorder.tally.unexpected, recorder.status) == (2, 1, 3)
+    tally = recorder.tally
+    assert (tally.received, tally.unexpected_bytes, tally.unexpected, recorder.status) == (2, 5, 0, 3)
+
+
+def test_persistent_tcp_junk_is_counted_in_bytes_and_told_at_most_once_a_second():
+    run, recorder, reactor = start(count=3, interval=1, timeout=5)
+    protocol, _ = connect(reactor)
+    protocol.dataReceived(expected(1))
+    for _ in range(1000):  # a flood, read in a thousand chunks
+        protocol.dataReceived(b"x" * 100)
+    reactor.advance(0.5)
+    protocol.dataReceived(b"y" * 7)
+    assert [kind for kind in recorder.kinds() if kind[0] == "unexpected"] == [("unexpected", 100)]
+    reactor.advance(0.5)  # probe 2, a second after the first junk
+    protocol.dataReceived(expected(2) + b"z" * 3)
+    junk = [event for event in recorder.events if event[0] == "unexpected"]
+    assert [size for _, size, _ in junk] == [100, 99_910]
+    assert junk[0][2] == "after every probe's echo; more are told at most once a second"
+    assert junk[1][2] == "after every probe's echo (100010 bytes so far)"
+    run.stop()
+    tally = recorder.tally
+    assert (tally.received, tally.corrupted, tally.unexpected, tally.unexpected_bytes) == (2, 0, 0, 100_010)
+    assert recorder.status == 3
 
 
 def test_persistent_tcp_the_server_closing_mid_echo_ends_the_run_with_an_error():
@@ -138,14 +162,70 @@ def test_persistent_tcp_a_refused_connection_is_an_error_before_any_probe():
 def test_persistent_tcp_gives_up_on_a_server_that_stops_reading(monkeypatch):
     monkeypatch.setattr(probeclients, "MAX_UNECHOED", 200)
     _run, recorder, reactor = start(interval=1, size=64, timeout=10)
-    connect(reactor)
+    protocol, _ = connect(reactor)
+    protocol.pauseProducing()  # what the transport does when the kernel takes no more
     reactor.advance(1)
     reactor.advance(1)  # 3 x 64 bytes unechoed; a fourth would pass 4 x 64
     assert recorder.tally is None
     reactor.advance(1)
     reactor.advance(1)
-    assert "without their echo: the server is not reading" in recorder.error
+    assert recorder.error == (
+        "4 probes (256 bytes) sent without their echo: the server is not reading them, "
+        "or not as fast as they are sent; giving up"
+    )
     assert recorder.status == 2
+
+
+def test_persistent_tcp_a_server_that_reads_but_never_echoes_is_told_so_after_a_count_of_probes(monkeypatch):
+    monkeypatch.setattr(probeclients, "MAX_UNECHOED_PROBES", 50)
+    _run, recorder, reactor = start(interval=0.01, size=64, timeout=0.1)
+    connect(reactor)
+    for _ in range(49):
+        reactor.advance(0.01)
+    assert recorder.tally is None  # 50 probes awaited, 40 of them lost
+    reactor.advance(0.01)  # the 51st is not sent, and fails with the run, as those awaited in time
+    assert recorder.error == (
+        "50 probes (3200 bytes) sent without their echo: the server reads them but does not echo; giving up"
+    )
+    tally = recorder.tally
+    assert (tally.sent, tally.lost, tally.failed, recorder.status) == (51, 40, 11, 2)
+
+
+def test_persistent_tcp_the_late_echo_of_a_lost_probe_is_still_checked_byte_for_byte():
+    run, recorder, reactor = start(count=200, interval=0.01, timeout=0.05)
+    protocol, _ = connect(reactor)
+    for _ in range(199):
+        reactor.advance(0.01)
+    # 195 probes lost, 5 within their timeout.
+    assert len(run.pending) == 5 and recorder.tally is None
+    stream = bytearray(b"".join(expected(seq) for seq in range(1, 201)))
+    stream[3 * 64 + 10] ^= 1  # probe 4, late and corrupted
+    protocol.dataReceived(bytes(stream))
+    tally = recorder.tally
+    assert (tally.late, tally.corrupted, tally.received, tally.lost) == (194, 1, 5, 0)
+    assert recorder.detail("late")["rtt"] == pytest.approx(1.99)
+
+
+def retained_per_probe(reactor, step: float, probes: int, answer=None) -> float:
+    """The memory the run keeps a probe, traced over C{probes} more probes (each answered by C{answer})."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(probes):
+            reactor.advance(step)
+            if answer is not None:
+                answer()
+        return (tracemalloc.get_traced_memory()[0] - before) / probes
+    finally:
+        tracemalloc.stop()
+
+
+def test_persistent_tcp_a_lost_probe_keeps_a_few_bytes_not_its_payload():
+    run, _recorder, reactor = start(interval=0.01, size=1000, timeout=0.05, reporter=Silent())
+    _, transport = connect(reactor)
+    reactor.advance(1)  # a hundred probes lost already
+    assert retained_per_probe(reactor, 0.01, 2000, transport.clear) < 64
+    assert not run.finished
 
 
 # -- a connection a probe -----------------------------------------------------------------------
@@ -335,6 +415,52 @@ def test_udp_port_unreachable_fails_the_latest_probe_and_the_run_goes_on():
     protocol.socketError(errno.EHOSTUNREACH)
     assert [e[2]["detail"] for e in recorder.events[1:]] == ["port unreachable", "no route to host"]
     assert (recorder.tally.failed, recorder.status) == (2, 2)
+
+
+def test_udp_state_is_kept_for_a_window_of_recent_probes_only(monkeypatch):
+    monkeypatch.setattr(probeclients, "DATAGRAM_WINDOW", 1024)
+    run, _recorder, reactor = start("udp", interval=0.01, timeout=0.02, reporter=Silent())
+    protocol = run.channel.protocol
+
+    def answer() -> None:
+        while protocol.transport.sent:
+            protocol.datagramReceived(protocol.transport.sent.pop(0), None)
+
+    for _ in range(2048):
+        reactor.advance(0.01)
+        answer()
+    assert retained_per_probe(reactor, 0.01, 5000, answer) < 1
+    tally = run.tally
+    assert tally.received == tally.sent > 7000 and not run.finished
+
+
+def test_udp_late_and_duplicate_answers_are_told_within_the_window_and_older_ones_change_no_verdict(
+    monkeypatch,
+):
+    monkeypatch.setattr(probeclients, "DATAGRAM_WINDOW", 8)
+    run, recorder, reactor, protocol = udp(interval=1, timeout=0.5)
+    protocol.datagramReceived(expected(1), None)
+    for _ in range(8):
+        reactor.advance(1)  # probes 2 to 9; 2 to 8 lost
+    protocol.datagramReceived(expected(2), None)  # seq 2 is within the last 8: late
+    protocol.datagramReceived(expected(2), None)  # and now a duplicate
+    protocol.datagramReceived(expected(1), None)  # older than the last 8: no verdict changes
+    bad = bytearray(expected(1))
+    bad[20] ^= 1
+    protocol.datagramReceived(bytes(bad), None)  # and not even its bytes: matches no probe
+    protocol.datagramReceived(expected(10), None)  # not sent yet
+    assert recorder.kinds()[-5:] == [
+        ("late", 2),
+        ("duplicate", 2),
+        ("duplicate", 1),
+        ("unexpected", 64),
+        ("unexpected", 64),
+    ]
+    assert recorder.events[-3][2] is None  # its send time is no longer known
+    run.stop()
+    tally = recorder.tally
+    assert (tally.received, tally.late, tally.lost, tally.duplicates, tally.unexpected) == (1, 1, 6, 2, 2)
+    assert len(protocol.states) <= 8
 
 
 def test_udp_a_send_the_system_refuses_fails_that_probe_only():

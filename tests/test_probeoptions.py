@@ -92,3 +92,25 @@ def test_a_datagram_too_large_for_the_family_resolved_is_refused_once_it_is_know
     check_size(options.mode, options.size, socket.AF_INET6)
     with pytest.raises(ValueError, match="over IPv4"):
         check_size(options.mode, options.size, socket.AF_INET)
+
+
+@pytest.mark.parametrize(
+    ("warning", "critical", "complaint"),
+    [
+        (
+            Thresholds(600, 20),
+            Thresholds(500, 60),
+            r"--warning's round trip \(600 ms\) is above --critical's \(500 ms\)",
+        ),
+        (Thresholds(100, 70), Thresholds(500, 60), r"--warning's loss \(70%\) is above --critical's \(60%\)"),
+    ],
+)
+def test_a_warning_above_the_critical_threshold_is_refused_as_check_ping_refuses_it(
+    warning, critical, complaint
+):
+    with pytest.raises(ValueError, match=complaint):
+        make_options("h", warning=warning, critical=critical)
+
+
+def test_a_warning_equal_to_the_critical_threshold_is_allowed():
+    assert make_options("h", warning=Thresholds(500, 60), critical=Thresholds(500, 60)).monitoring

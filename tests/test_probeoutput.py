@@ -8,6 +8,7 @@ from echod.probeoptions import Thresholds, make_options
 from echod.probeoutput import (
     CRITICAL,
     OK,
+    STATUS_WORDS,
     UNKNOWN,
     WARNING,
     JsonReporter,
@@ -64,16 +65,17 @@ def tally(rtts_ms=(), **counts: int) -> Tally:
 
 
 OPTIONS = make_options("echo.example", warning=Thresholds(100, 20), critical=Thresholds(500, 60))
+OPTIONS_H = make_options("h", warning=Thresholds(100, 20))
 
 
 @pytest.mark.parametrize(
     ("counts", "rtts", "error", "status"),
     [
         ({"sent": 5, "received": 5}, [1, 2, 3, 4, 5], None, OK),
-        ({"sent": 5, "received": 5}, [100, 100, 100, 100, 100], None, OK),  # at the threshold: not above
-        ({"sent": 5, "received": 5}, [100, 100, 100, 100, 101], None, WARNING),
-        ({"sent": 5, "received": 4, "lost": 1}, [1, 1, 1, 1], None, OK),  # 20%: not above
-        ({"sent": 4, "received": 3, "lost": 1}, [1, 1, 1], None, WARNING),  # 25%
+        ({"sent": 5, "received": 5}, [99, 100, 100, 100, 100], None, OK),  # just below the threshold
+        ({"sent": 5, "received": 5}, [100, 100, 100, 100, 100], None, WARNING),  # at it, as check_ping
+        ({"sent": 6, "received": 5, "lost": 1}, [1, 1, 1, 1, 1], None, OK),  # 16.7%
+        ({"sent": 5, "received": 4, "lost": 1}, [1, 1, 1, 1], None, WARNING),  # 20%: at the threshold
         ({"sent": 5, "received": 5}, [600] * 5, None, CRITICAL),
         ({"sent": 5, "received": 1, "late": 4}, [1], None, CRITICAL),  # late counts as loss: 80%
         ({"sent": 5, "received": 4, "corrupted": 1}, [1, 1, 1, 1], None, CRITICAL),
@@ -91,6 +93,23 @@ def test_monitoring_status_follows_the_thresholds_and_the_guidelines(counts, rtt
     assert parsed["service"] == "ECHO"
     if error:
         assert error in parsed["text"]
+
+
+@pytest.mark.parametrize("level", ["warning", "critical"])
+@pytest.mark.parametrize("figure", ["rtt", "loss"])
+@pytest.mark.parametrize(("offset", "alerts"), [(0, True), (0.001, False), (-0.001, True)])
+def test_a_threshold_alerts_at_or_above_its_value_as_check_ping_does(level, figure, offset, alerts):
+    # An average round trip of exactly 125 ms and a loss of exactly 20% (1 of 5), against a
+    # threshold at the value, just above it (the value just below: no alert) or just below it.
+    t = tally([125, 125, 125, 125], sent=5, received=4, lost=1)
+    rtt, loss = (125 + offset, 100) if figure == "rtt" else (10_000, 20 + offset)
+    options = make_options("h", **{level: Thresholds(rtt, loss)})
+    code, line = monitoring(options, "192.0.2.1", t, None)
+    expected = {"warning": WARNING, "critical": CRITICAL}[level] if alerts else OK
+    assert (code, parse_plugin_output(line)["status"]) == (expected, STATUS_WORDS[expected])
+    if alerts:
+        said = "rtt 125.000 ms >= " if figure == "rtt" else "loss 20% >= "
+        assert said + f"{rtt if figure == 'rtt' else loss:g}" in line
 
 
 def test_monitoring_perfdata_carries_the_average_rtt_the_loss_and_the_thresholds():
@@ -192,6 +211,21 @@ def test_the_summary_counts_everything_then_gives_the_figures():
     assert lines[3] == "rtt min/avg/max/mdev = 1.000/2.500/4.000/1.118 ms"
     assert lines[4].startswith("rtt p50/p90/p99 = 2.00")
     assert lines[5] == "connect min/avg/max/mdev = 0.500/0.500/0.500/0.000 ms"
+
+
+def test_junk_on_a_stream_is_told_in_bytes_beside_the_answers_corrupted():
+    t = tally([1, 1], sent=3, received=2, corrupted=1, unexpected_bytes=4_194_240)
+    assert summary(make_options("h"), t, 1.0)[2].endswith(", 4194240 bytes matching no probe")
+    code, line = monitoring(OPTIONS, "192.0.2.1", t, None)
+    parsed = parse_plugin_output(line)
+    assert (code, parsed["status"]) == (CRITICAL, "CRITICAL")
+    assert "1 answers corrupted, 4194240 bytes matching no probe; 2 of 3 answered" in parsed["text"]
+    assert json_report(make_options("h"), "192.0.2.1", t, 1.0, None)["unexpected_bytes"] == 4_194_240
+    only_junk = tally([1], sent=1, received=1, unexpected_bytes=5)
+    assert (
+        "ECHO CRITICAL - h port 7 tcp: 5 bytes matching no probe; 1 of 1"
+        in monitoring(OPTIONS_H, None, only_junk, None)[1]
+    )
 
 
 def test_json_has_every_count_the_figures_and_the_status():

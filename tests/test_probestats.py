@@ -145,6 +145,7 @@ def test_loss_is_the_share_of_decided_probes_not_answered_intact_in_time():
         ({"sent": 0}, False, STATUS_ERROR),  # nothing sent is never a success, whatever the reason
         ({"sent": 3, "received": 1, "lost": 1, "corrupted": 1}, True, STATUS_CORRUPTED),
         ({"sent": 3, "received": 3, "unexpected": 1}, False, STATUS_CORRUPTED),
+        ({"sent": 3, "received": 3, "unexpected_bytes": 1}, False, STATUS_CORRUPTED),
     ],
 )
 def test_exit_status_ranks_corruption_over_errors_over_loss(counts, error, status):

@@ -5,6 +5,9 @@ fault exactly. One fault a server; it echoes faithfully otherwise.
     python -m tests.integration.faulty_echo tcp flip OFFSET       # flip the byte at OFFSET of each stream
     python -m tests.integration.faulty_echo tcp late OFFSET SECS  # from OFFSET on, hold the echo SECS once
     python -m tests.integration.faulty_echo tcp close AFTER       # echo AFTER bytes of a connection, close it
+    python -m tests.integration.faulty_echo tcp junk SKIP BYTES   # BYTES of junk, no echo, for the first SKIP
+    python -m tests.integration.faulty_echo tcp discard           # read everything, echo nothing
+    python -m tests.integration.faulty_echo tcp deaf              # read nothing at all
     python -m tests.integration.faulty_echo udp flip N OFFSET     # flip a byte of the Nth datagram
     python -m tests.integration.faulty_echo udp drop EVERY        # drop every EVERYth datagram
     python -m tests.integration.faulty_echo udp late N SECS       # answer the Nth datagram SECS late
@@ -12,11 +15,13 @@ fault exactly. One fault a server; it echoes faithfully otherwise.
     python -m tests.integration.faulty_echo udp swap N            # answer the Nth datagram after the next
 
 It listens on 127.0.0.1, on a free port, and prints "listening on 127.0.0.1:PORT".
+`junk` prints "sent BYTES bytes of junk" when it has written them.
 Datagrams are counted from 1, in the order they arrive.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.internet import reactor
@@ -33,8 +38,14 @@ class FaultyStream(Protocol):
         self.held: list[bytes] | None = None
         self.eof = False
 
+    def connectionMade(self) -> None:
+        if self.fault == "deaf":
+            self.transport.pauseProducing()
+
     def dataReceived(self, data: bytes) -> None:
         start, self.received = self.received, self.received + len(data)
+        if self.fault == "discard":
+            return
         if self.fault == "flip":
             at = int(self.args[0]) - start
             if 0 <= at < len(data):
@@ -46,6 +57,14 @@ class FaultyStream(Protocol):
             if self.received >= self.args[0]:
                 self.transport.loseConnection()
             return
+        elif self.fault == "junk":
+            skip = int(self.args[0]) - start
+            if skip > 0:
+                # These bytes get no echo; once they are all in, the junk goes in their place.
+                data = data[skip:]
+                if self.received >= self.args[0]:
+                    self.transport.write(os.urandom(int(self.args[1])))
+                    print(f"sent {int(self.args[1])} bytes of junk", flush=True)
         elif self.fault == "late":
             if self.held is not None:
                 self.held.append(data)

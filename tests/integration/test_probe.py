@@ -25,7 +25,7 @@ import pytest
 from tests.integration import netns
 from tests.integration.daemon import Daemon, config_text, environment
 from tests.integration.systemd import free_port
-from tests.test_probeoutput import parse_plugin_output
+from tests.test_probeoutput import STATUS_CODES, parse_plugin_output
 
 PROBE = [sys.executable, "-m", "echod", "probe"]
 #: What the servers of these tests answer within, on a machine however loaded: a probe
@@ -60,6 +60,7 @@ def counts(report: dict) -> dict[str, int]:
         "duplicates",
         "reordered",
         "unexpected",
+        "unexpected_bytes",
     )
     return {key: report[key] for key in keys if report[key] or key in ("sent", "received")}
 
@@ -237,6 +238,37 @@ def test_connect_times_are_of_the_order_of_a_plain_connect(echod):
     assert plain_ms / 3 < probe_ms < 3 * plain_ms + 0.2, (probe_ms, plain_ms)
 
 
+CHECK_PING = Path("/usr/lib/nagios/plugins/check_ping")
+
+
+@pytest.mark.parametrize(
+    ("warning", "critical"),
+    [
+        ("5000,0%", "10000,100%"),  # no loss, at a warning of 0%: WARNING
+        ("5000,0%", "10000,0%"),  # and CRITICAL at a critical of 0%
+        ("500,60%", "500,60%"),  # warning and critical equal: OK
+        ("600,20%", "500,60%"),  # the warning's round trip above the critical's: refused, UNKNOWN
+        ("100,70%", "500,60%"),  # the warning's loss above the critical's: refused, UNKNOWN
+    ],
+)
+def test_thresholds_mean_to_the_check_what_they_mean_to_check_ping(echod, warning, critical):
+    if not CHECK_PING.exists():
+        pytest.skip("monitoring-plugins-basic is not installed (make system-packages installs it)")
+
+    def check_ping(warning: str, critical: str) -> subprocess.CompletedProcess:
+        command = [str(CHECK_PING), "-H", "127.0.0.1", "-p", "1", "-t", "10", "-w", warning, "-c", critical]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+    works = check_ping("5000,80%", "10000,90%")
+    if works.returncode != 0:
+        pytest.skip(f"check_ping cannot ping 127.0.0.1 here: {works.stdout.strip()}")
+    pinged = check_ping(warning, critical)
+    done = probe("--warning", warning, "--critical", critical, "-c", "1", f"127.0.0.1:{echod.port('echo')}")
+    assert done.returncode == pinged.returncode, (pinged.stdout, done.stdout)
+    parsed = parse_plugin_output(done.stdout)
+    assert STATUS_CODES[parsed["status"]] == done.returncode
+
+
 # -- errors ---------------------------------------------------------------------------------------
 
 
@@ -280,6 +312,7 @@ def faulty():
         port = server.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
         return f"127.0.0.1:{port}"
 
+    start.servers = started
     yield start
     for server in started:
         server.kill()
@@ -303,12 +336,39 @@ def test_a_flipped_byte_in_a_datagram_is_one_corrupted_probe_and_status_3(faulty
     assert counts(report) == {"sent": 3, "received": 2, "corrupted": 1}
 
 
+def test_junk_on_the_stream_is_counted_in_bytes_and_told_once_and_the_probes_stay_truthful(faulty):
+    # 1 MiB of junk (16 reads at least) in place of probe 1's echo: probe 1 is corrupted by its
+    # first 64 bytes, the rest matches no probe; probes 2 and 3, sent a second apart (loopback
+    # carries the junk in milliseconds), come back intact.
+    target = faulty("tcp", "junk", "64", str(1 << 20))
+    done = probe("-c", "3", "-i", "1", "-W", TIMEOUT, target)
+    junk = int(faulty.servers[-1].wait_for(r"sent (\d+) bytes of junk").group(1))
+    assert done.returncode == 3, done.stdout
+    lines = done.stdout.splitlines()
+    told = [line for line in lines if "match no probe sent" in line]
+    assert 1 <= len(told) <= 2, told  # once, and again at most once a second
+    assert "3 probes sent, 2 answered intact in time, 33.3% loss" in done.stdout
+    summary = "0 lost, 0 late, 1 corrupted, 0 failed, 0 duplicates, 0 out of order"
+    assert f"{summary}, {junk - 64} bytes matching no probe" in lines
+    assert len(lines) <= 12, done.stdout
+
+
 def test_every_fifth_datagram_dropped_is_exactly_a_fifth_lost_and_status_1(faulty):
     target = faulty("udp", "drop", "5")
     status, report = probe_json("--udp", "-c", "20", "-i", "0.01", "-W", "1", target)
     assert status == 1
     assert counts(report) == {"sent": 20, "received": 16, "lost": 4}
     assert report["loss_percent"] == 20.0
+
+
+def test_exactly_the_warning_loss_is_a_warning(faulty):
+    target = faulty("udp", "drop", "5")  # 2 of 10: exactly the 20% of the threshold
+    done = probe(
+        "--udp", "--warning", "5000,20%", "--critical", "10000,60%", "-c", "10", "-i", "0.01", target
+    )
+    parsed = parse_plugin_output(done.stdout)
+    assert (done.returncode, parsed["status"], parsed["perfdata"]["loss"]["value"]) == (1, "WARNING", "20")
+    assert "loss 20% >= 20%" in parsed["text"]
 
 
 def test_a_late_echo_over_tcp_is_late_not_lost_nor_corrupted_and_status_1(faulty):
@@ -363,6 +423,43 @@ def test_datagrams_answered_out_of_order_are_counted_as_such(faulty):
     status, report = probe_json("--udp", "-c", "6", "-i", "0.05", "-W", TIMEOUT, target)
     assert status == 0
     assert counts(report) == {"sent": 6, "received": 6, "reordered": 1}
+
+
+def test_a_server_that_reads_and_never_echoes_does_not_make_the_probe_grow_with_its_lost_probes(faulty):
+    target = faulty("tcp", "discard")
+    running = Daemon(None, command=[*PROBE, "-i", "1ms", "-W", "0.1", "-s", "1000", target]).start()
+    try:
+        running.wait_for(r"^no answer yet for seq=1000 ", timeout=60)
+        before = running.rss_kib()
+        running.wait_for(r"^no answer yet for seq=4000 ", timeout=60)
+        grown = running.rss_kib() - before
+        assert running.stop(signal.SIGINT) == 1
+    finally:
+        running.kill()
+    # 3,000 more probes lost: had each kept its payload (1,000 bytes) and record, 3.9 MB more;
+    # a lost probe keeps its send time only.
+    assert grown < 1024, f"{grown} KiB more after 3,000 more lost probes"
+    assert re.search(r"^\d+ lost, 0 late, 0 corrupted, 0 failed", running.output, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("fault", "interval", "why"),
+    [
+        # A second for the server to read each 16 MiB, however loaded the machine.
+        ("discard", "1", "the server reads them but does not echo"),
+        ("deaf", "0.2", "the server is not reading them, or not as fast as they are sent"),
+    ],
+)
+def test_a_server_that_does_not_echo_is_given_up_on_saying_whether_it_reads(faulty, fault, interval, why):
+    target = faulty("tcp", fault)
+    done = probe("-s", "16M", "-i", interval, "-W", "0.1", "-q", target)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (
+        done.stderr == f"echod probe: 4 probes (67108864 bytes) sent without their echo: {why}; giving up\n"
+    )
+    # The fifth, refused, fails with the run.
+    assert "5 probes sent, 0 answered intact in time, 100% loss" in done.stdout
+    assert "4 lost, 0 late, 0 corrupted, 1 failed" in done.stdout
 
 
 # -- other servers: socat, openbsd-inetd ----------------------------------------------------------
