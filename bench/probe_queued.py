@@ -1,12 +1,13 @@
 """
 `echod probe` with Twisted's own write(), which queues every probe until the next turn of the loop,
-instead of sending it at once (echod/probeclients.py, send_at_once): what sending at once saves, measured by
+instead of sending it at once (echod/probe/channels.py, send_at_once): what sending at once saves, measured by
 `make bench` in the same run. Arguments as `echod probe`'s.
 """
 
 import sys
 
-from echod import cli, probeclients
+from echod import cli
+from echod.probe import channels as probeclients
 
 
 def queued(transport, data: bytes) -> None:

@@ -1,6 +1,6 @@
 """
 The C{echod} command: run the daemon under twistd, check a configuration, or
-probe an echo server (the client end, L{echod.probe}).
+probe an echo server (the client end, L{echod.probe.run}).
 
 Bookworm ships twistd only as C{twistd3}; running it from here, in-process,
 works the same on every Twisted and Python installation.
@@ -18,8 +18,8 @@ from typing import IO, NoReturn, TypeVar
 from echod import __version__
 from echod.addresses import host_port
 from echod.config import DEFAULT_PATH, EX_CONFIG, ConfigError, Settings, load
+from echod.daemon.signals import defer_early_signals
 from echod.instances import instance_name
-from echod.signals import defer_early_signals
 
 #: The environment variable naming the configuration file for the .tac file.
 CONFIG_ENV = "ECHOD_CONFIG"
@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 def report(error: ConfigError, stream: IO[str]) -> None:
     """Write every problem of C{error}, one a line, as errors."""
-    from echod.logs import is_journal
+    from echod.daemon.logs import is_journal
 
     prefix = "<3>" if is_journal(stream) else ""
     for problem in error.problems:
@@ -96,7 +96,7 @@ def run(path: str) -> None:
     os.environ[CONFIG_ENV] = path
     defer_early_signals()
     keep_readline_out()
-    from echod import activation
+    from echod.systemd import activation
 
     # Before twistd: its plugins import Twisted's systemd support, which
     # takes LISTEN_FDS out of the environment for itself.
@@ -118,7 +118,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         if self.unknown_on_error:
-            from echod.probeoutput import UNKNOWN, unknown_line
+            from echod.probe.output import UNKNOWN, unknown_line
 
             print(unknown_line(f"{self.prog}: {message}"))
             self.exit(UNKNOWN)
@@ -146,7 +146,7 @@ def _count(text: str) -> int:
 
 def add_probe_command(commands: argparse._SubParsersAction) -> _Parser:
     """The C{probe} subcommand's options, in the manner of ping(8)."""
-    from echod.probeoptions import parse_thresholds
+    from echod.probe.options import parse_thresholds
     from echod.units import parse_duration, parse_size
 
     text = "measure an echo server: round trips, loss, every byte checked"
@@ -201,9 +201,9 @@ def add_probe_command(commands: argparse._SubParsersAction) -> _Parser:
 
 def probe(args: argparse.Namespace, parser: _Parser) -> int:
     """Run C{echod probe}: its exit status, or the monitoring check's."""
-    from echod.probe import run
-    from echod.probeoptions import make_options
-    from echod.probeoutput import reporter
+    from echod.probe.options import make_options
+    from echod.probe.output import reporter
+    from echod.probe.run import run
 
     try:
         options = make_options(

@@ -13,7 +13,7 @@ except ImportError:
 from echod.cli import CONFIG_ENV, load_or_exit  # noqa: E402
 from echod.config import DEFAULT_PATH  # noqa: E402
 from echod.instances import instance_name  # noqa: E402
-from echod.service import make_application  # noqa: E402
+from echod.daemon.service import make_application  # noqa: E402
 
 # echod@N.service names its instance in $ECHOD_INSTANCE: it serves its metrics at their port + N.
 application = make_application(load_or_exit(os.environ.get(CONFIG_ENV, DEFAULT_PATH), instance_name()))

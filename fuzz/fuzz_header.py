@@ -12,7 +12,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from echod.bytecount import HeaderError, HeaderParser
+    from echod.protocols.bytecount import HeaderError, HeaderParser
 
 
 def one_input(data: bytes) -> None:

@@ -12,11 +12,12 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from echod.bytecount import HeaderError, HeaderParser
+from echod.accounting.stats import ListenerStats
 from echod.config import ConfigError, Settings, parse
-from echod.echo import EchoFactory
-from echod.limits import LimitedFactory
-from echod.proxy import (
+from echod.protocols.bytecount import HeaderError, HeaderParser
+from echod.protocols.echo import EchoFactory
+from echod.protocols.limits import LimitedFactory
+from echod.protocols.proxy import (
     DEFAULT_MAX_V2_LENGTH,
     V1_MAX_LENGTH,
     V2_SIGNATURE,
@@ -24,7 +25,6 @@ from echod.proxy import (
     ProxyHeaderError,
     ProxyHeaderParser,
 )
-from echod.stats import ListenerStats
 
 KEYS = [
     "log_level", "access_log", "shutdown_grace", "protocol", "transport", "address", "port",

@@ -28,7 +28,10 @@ from pathlib import Path
 import pytest
 
 import echod
-from echod import cli, config, probeoptions, probeoutput, probestats
+from echod import cli, config
+from echod.probe import options as probeoptions
+from echod.probe import output as probeoutput
+from echod.probe import tally as probestats
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_PAGE = ROOT / "man" / "echod.conf.5"
@@ -185,10 +188,10 @@ def test_the_shipped_configuration_sets_only_real_keys():
 def exit_constants() -> dict[str, int]:
     """Every C{EX_*} constant of every echod module: the statuses echod exits with on errors."""
     found: dict[str, int] = {}
-    for module in pkgutil.iter_modules(echod.__path__):
-        if module.name == "__main__":
+    for module in pkgutil.walk_packages(echod.__path__, "echod."):
+        if module.name == "echod.__main__":
             continue
-        namespace = vars(importlib.import_module(f"echod.{module.name}"))
+        namespace = vars(importlib.import_module(module.name))
         found.update({k: v for k, v in namespace.items() if k.startswith("EX_") and isinstance(v, int)})
     return found
 
@@ -234,8 +237,8 @@ def exported_metrics() -> set[str]:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from echod.metrics import DaemonView, ListenerView, make_registry
-    from echod.stats import ListenerStats
+    from echod.accounting.stats import ListenerStats
+    from echod.metrics.collector import DaemonView, ListenerView, make_registry
 
     listeners = [
         ListenerView(name, "echo", transport, "::", 7, ListenerStats(), 0, 0)

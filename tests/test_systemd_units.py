@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from echod.config import EX_CONFIG
-from echod.service import EX_CANTCREAT, EX_NOPERM
+from echod.daemon.service import EX_CANTCREAT, EX_NOPERM
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"

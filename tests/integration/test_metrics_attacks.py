@@ -16,13 +16,13 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from echod.metricslimits import (
+from echod.metrics.endpoint import FIRST_BYTE_TIMEOUT, REQUEST_TIMEOUT
+from echod.metrics.limits import (
     ACCEPT_RATE,
     CONNECTION_RATE_PER_PEER,
     MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_PEER,
 )
-from echod.metricsweb import FIRST_BYTE_TIMEOUT, REQUEST_TIMEOUT
 from tests.integration.clients import connect, exchange, pattern, read_until_closed
 from tests.integration.daemon import Daemon
 from tests.integration.metrics import metrics_url

@@ -25,7 +25,7 @@ import pytest
 from tests.integration import netns
 from tests.integration.daemon import Daemon, config_text, environment
 from tests.integration.systemd import free_port
-from tests.test_probeoutput import STATUS_CODES, parse_plugin_output
+from tests.probe.test_output import STATUS_CODES, parse_plugin_output
 
 PROBE = [sys.executable, "-m", "echod", "probe"]
 #: What the servers of these tests answer within, on a machine however loaded: a probe

@@ -20,7 +20,7 @@ import pytest
 from tests.integration import netns
 from tests.integration.daemon import Daemon
 from tests.integration.test_probe import PROBE, probe, probe_json
-from tests.test_probeoutput import parse_plugin_output
+from tests.probe.test_output import parse_plugin_output
 
 # -- a server whose SYNs go unanswered ------------------------------------------------------------
 

@@ -52,7 +52,13 @@ def test_ships_the_daemon_units_generator_config_manual_pages_and_examples(deb: 
         "/usr/share/doc/echod/examples/prometheus.yml",
         "/usr/share/doc/echod/examples/haproxy.cfg",
         "/usr/share/man/man1/echod-probe.1.gz",
-        "/usr/lib/python3/dist-packages/echod/probe.py",
+        # One module a subpackage: setup.cfg finds them all.
+        "/usr/lib/python3/dist-packages/echod/accounting/stats.py",
+        "/usr/lib/python3/dist-packages/echod/protocols/echo.py",
+        "/usr/lib/python3/dist-packages/echod/systemd/activation.py",
+        "/usr/lib/python3/dist-packages/echod/metrics/endpoint.py",
+        "/usr/lib/python3/dist-packages/echod/daemon/service.py",
+        "/usr/lib/python3/dist-packages/echod/probe/run.py",
     ):
         assert path in files, path
     assert not [f for f in files if "site-packages" in f or "/twisted/" in f], "no vendored dependencies"

@@ -1,0 +1,290 @@
+"""
+The probe's run (its schedule, deadline, interruption, the time of its
+answers) against a clock, and its command line.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock
+
+from echod import cli
+from echod.probe import run as probe
+from echod.probe.options import make_options
+from echod.probe.run import Run
+from tests.probe.helpers import (
+    ADDRESS,
+    KEY,
+    Recorder,
+    connect,
+    expected,
+    start,
+    udp,
+)
+
+# -- the schedule -------------------------------------------------------------------------------
+
+
+def test_probes_keep_to_their_interval_and_a_stalled_run_does_not_burst():
+    run, _recorder, reactor = start(interval=1, timeout=0.5)
+    connect(reactor)
+    assert run.tally.sent == 1
+    reactor.advance(1)
+    reactor.advance(1)
+    assert run.tally.sent == 3
+    reactor.advance(10)  # the machine stalled: one probe now, the next an interval later
+    assert run.tally.sent == 4
+    reactor.advance(0.99)
+    assert run.tally.sent == 4
+    reactor.advance(0.01)
+    assert run.tally.sent == 5
+
+
+def test_the_deadline_ends_the_run_leaving_the_probe_in_flight_undecided():
+    _run, recorder, reactor = start(interval=1, deadline=2.5, timeout=2)
+    protocol, _ = connect(reactor)
+    protocol.dataReceived(expected(1))
+    reactor.advance(1)
+    protocol.dataReceived(expected(2))
+    reactor.advance(1)  # probe 3, unanswered
+    reactor.advance(0.5)
+    tally = recorder.tally
+    assert (tally.sent, tally.received, tally.in_flight, tally.loss_percent) == (3, 2, 1, 0.0)
+    assert recorder.status == 0
+    assert not reactor.getDelayedCalls()
+
+
+def test_an_interruption_ends_the_run_at_once_with_the_status_so_far():
+    run, recorder, reactor = start(interval=1, timeout=0.5)
+    protocol, _ = connect(reactor)
+    protocol.dataReceived(expected(1))
+    reactor.advance(1)  # probe 2, unanswered
+    reactor.advance(0.5)  # lost
+    reactor.advance(0.5)  # probe 3, in flight
+    run.stop()
+    tally = recorder.tally
+    assert (tally.received, tally.lost, tally.in_flight, recorder.status) == (1, 1, 1, 1)
+    assert run.done.called and not reactor.getDelayedCalls()
+
+
+def test_with_a_deadline_the_count_is_of_answers_as_pings():
+    # ping -c 2 -w 10: probes go on past the second until two answers came back.
+    run, recorder, reactor, protocol = udp(count=2, deadline=10, interval=1, timeout=0.5)
+    protocol.datagramReceived(expected(1), None)
+    reactor.advance(1)  # probe 2, never answered
+    reactor.advance(0.5)
+    assert recorder.tally is None  # one answer of two so far: the run goes on
+    reactor.advance(0.5)  # probe 3
+    protocol.datagramReceived(expected(3), None)
+    tally = recorder.tally
+    assert (tally.sent, tally.received, tally.lost, recorder.status) == (3, 2, 1, 1)
+    assert run.done.called and not reactor.getDelayedCalls()
+
+
+def test_with_a_deadline_the_count_of_answers_may_leave_probes_in_flight():
+    _run, recorder, reactor = start(count=1, deadline=10, interval=0.1, timeout=5)
+    protocol, _ = connect(reactor)
+    reactor.advance(0.1)  # probe 2 is sent before probe 1's answer
+    protocol.dataReceived(expected(1))
+    tally = recorder.tally
+    assert (tally.sent, tally.received, tally.in_flight, recorder.status) == (2, 1, 1, 0)
+
+
+def test_without_a_deadline_the_count_is_of_probes_sent():
+    _run, recorder, reactor = start(count=2, interval=1, timeout=0.5)
+    protocol, _ = connect(reactor)
+    protocol.dataReceived(expected(1))
+    reactor.advance(1)
+    reactor.advance(0.5)  # probe 2 lost: the run is over
+    tally = recorder.tally
+    assert (tally.sent, tally.received, tally.lost, recorder.status) == (2, 1, 1, 1)
+
+
+# -- runs that never reach the server ------------------------------------------------------------
+
+
+def test_the_deadline_while_connecting_is_an_error_not_a_success():
+    _run, recorder, reactor = start(deadline=2, timeout=10)
+    reactor.advance(2)  # the connection attempt never finished
+    assert recorder.error == "no connection to 192.0.2.1:7 within 2 s"
+    assert (recorder.tally.sent, recorder.status) == (0, 2)
+    assert reactor.connectors[0].stoppedConnecting
+
+
+def test_connect_probes_that_never_connect_are_an_error_not_only_loss():
+    _run, recorder, reactor = start("connect", count=2, interval=1, timeout=0.5)
+    reactor.advance(1)
+    reactor.advance(0.5)
+    assert (recorder.tally.lost, recorder.status) == (2, 2)
+    assert recorder.error == "no connection to 192.0.2.1:7 within 1.5 s"
+
+
+def test_a_run_that_connected_once_has_no_such_error():
+    _run, recorder, reactor = start("connect", count=2, interval=1, timeout=0.5)
+    protocol, _ = connect(reactor)
+    protocol.dataReceived(expected(1))
+    protocol.readConnectionLost()
+    reactor.advance(1)
+    reactor.advance(0.5)  # probe 2's connection never came
+    assert (recorder.error, recorder.status) == (None, 1)
+
+
+def test_the_deadline_or_an_interruption_while_resolving_ends_the_run_with_an_error():
+    for end in ("deadline", "interruption"):
+        reactor = MemoryReactorClock()
+        recorder = Recorder()
+        options = make_options("echo.example", deadline=1)
+        run = Run(options, options.host, recorder, reactor, reactor.seconds, KEY)
+        resolving = defer.Deferred()
+        run.start(resolving)
+        reactor.advance(0.25)
+        if end == "deadline":
+            reactor.advance(0.75)
+        else:
+            run.stop()
+        waited = "1" if end == "deadline" else "0.25"
+        assert recorder.error == f"cannot resolve echo.example: no answer within {waited} s"
+        assert (recorder.status, reactor.tcpClients) == (2, [])
+        resolving.callback((socket.AF_INET, "192.0.2.1"))  # the answer, too late: nothing more
+        assert reactor.tcpClients == [] and recorder.events == []
+
+
+def test_a_resolved_name_is_probed_at_its_address():
+    reactor = MemoryReactorClock()
+    recorder = Recorder()
+    options = make_options("echo.example:7007", count=1)
+    run = Run(options, options.host, recorder, reactor, reactor.seconds, KEY)
+    resolving = defer.Deferred()
+    run.start(resolving)
+    assert reactor.tcpClients == []
+    resolving.callback((socket.AF_INET6, "2001:db8::7"))
+    assert recorder.events == [("started", "2001:db8::7")]
+    assert reactor.tcpClients[0][:2] == ("2001:db8::7", 7007)
+
+
+def test_a_name_that_fails_to_resolve_ends_the_run_with_its_error():
+    reactor = MemoryReactorClock()
+    recorder = Recorder()
+    options = make_options("echo.example", mode="udp", size=65520)
+    run = Run(options, options.host, recorder, reactor, reactor.seconds, KEY)
+    resolving = defer.Deferred()
+    run.start(resolving)
+    resolving.callback((socket.AF_INET, "192.0.2.1"))  # too small a family for 65520 bytes
+    assert recorder.error == "-s 65520: 8 to 65507 bytes a datagram over IPv4"
+    assert recorder.status == 2
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_a_bad_argument_is_a_usage_error_with_status_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["probe", "-i", "0.0001", "192.0.2.1"])
+    assert exit_.value.code == 2
+    assert "-i 0.0001: at least 0.001 s" in capsys.readouterr().err
+
+
+def test_a_bad_argument_to_a_monitoring_check_is_its_unknown(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["probe", "--critical", "100,20%", "-s", "huge", "192.0.2.1"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 3
+    assert out.startswith("ECHO UNKNOWN - echod probe: argument -s/--size: 'huge' is not a size")
+
+
+def test_a_warning_above_the_critical_threshold_is_the_checks_unknown(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["probe", "--warning", "100,70%", "--critical", "500,60%", "192.0.2.1"])
+    assert exit_.value.code == 3
+    assert capsys.readouterr().out.startswith(
+        "ECHO UNKNOWN - echod probe: --warning's loss (70%) is above --critical's (60%)"
+    )
+
+
+def test_an_unknown_argument_to_a_monitoring_check_is_its_unknown_too(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["probe", "--warning", "100,20%", "--no-such-option", "192.0.2.1"])
+    assert exit_.value.code == 3
+    assert capsys.readouterr().out.startswith(
+        "ECHO UNKNOWN - echod: unrecognized arguments: --no-such-option"
+    )
+
+
+def test_a_name_that_does_not_resolve_is_an_error_with_status_2(capsys):
+    assert cli.main(["probe", "-c", "1", "no-such-host.invalid"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("echod probe: cannot resolve no-such-host.invalid: ")
+    assert captured.out == ""
+
+
+# -- the time of answers ----------------------------------------------------------------------
+
+
+class FakePoller:
+    def __init__(self) -> None:
+        self.registered: list[int] = []
+
+    def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
+        return [(3, 1)]
+
+    def register(self, fd: int, events: int) -> None:
+        self.registered.append(fd)
+
+
+class Ticking:
+    """A clock that moves a second each time it is read."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+def test_answers_are_stamped_when_the_reactors_wait_returns():
+    reactor = type("Reactor", (), {})()
+    poller = reactor._poller = FakePoller()
+    clock = probe.ReceiveClock(reactor, Ticking())
+    assert clock.now() == 1.0  # the time it was made, until a wait returns
+    assert reactor._poller.poll(0.5, 10) == [(3, 1)]
+    assert clock.now() == clock.now() == 2.0  # reading it does not move it
+    reactor._poller.register(7, 1)  # the rest is the poller's own
+    assert poller.registered == [7]
+
+
+def test_without_a_poller_answers_are_stamped_when_handled():
+    timer = Ticking()
+    clock = probe.ReceiveClock(object(), timer)
+    assert (clock.now(), clock.now()) == (2.0, 3.0)
+
+
+def test_a_stamp_older_than_the_send_is_never_used():
+    reactor = MemoryReactorClock()
+    recorder = Recorder()
+    run = Run(
+        make_options(ADDRESS, count=1),
+        ADDRESS,
+        recorder,
+        reactor,
+        reactor.seconds,
+        KEY,
+        received=lambda: -1.0,
+    )
+    run.start()
+    protocol, _ = connect(reactor)
+    reactor.advance(0.25)
+    protocol.dataReceived(expected(1))
+    assert recorder.detail("ok")["rtt"] == pytest.approx(0.25)
+
+
+def test_an_interruption_before_the_run_began_ends_it_without_a_probe():
+    reactor = MemoryReactorClock()
+    recorder = Recorder()
+    run = Run(make_options(ADDRESS), ADDRESS, recorder, reactor, reactor.seconds, KEY)
+    run.stop()
+    assert run.start() is run.done and run.done.called
+    assert reactor.tcpClients == [] and recorder.tally.sent == 0

@@ -1,0 +1,83 @@
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, formatEvent
+
+from echod.systemd.unwanted import TurnAwayFactory
+
+WHERE = "tcp 127.0.0.1:7 (fd 3)"
+FIX = "systemctl daemon-reload && systemctl restart echod.socket"
+
+
+class TCPTransport(StringTransport):
+    """A connection as far as L{TurnAway} may ask: its peer and an abort, not its socket."""
+
+    def getHandle(self):
+        raise AssertionError("the reset is abortConnection's: TurnAway leaves the socket alone")
+
+
+def factory_and_log(clock: Clock) -> tuple[TurnAwayFactory, list[str]]:
+    factory = TurnAwayFactory(WHERE, FIX, clock)
+    events: list[dict] = []
+    factory.log = Logger(observer=events.append)
+    factory.doStart()  # as the port does when it starts listening
+    return factory, events
+
+
+def said(events: list[dict]) -> list[str]:
+    return [formatEvent(event) for event in events]
+
+
+def connect(factory: TurnAwayFactory, host: str = "192.0.2.1", port: int = 50000) -> StringTransport:
+    """A client connects to the unwanted socket; its transport."""
+    address = IPv6Address("TCP", host, port) if ":" in host else IPv4Address("TCP", host, port)
+    protocol = factory.buildProtocol(address)
+    transport = TCPTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    return transport
+
+
+def test_every_connection_is_aborted_and_nothing_more():
+    # Twisted's abort closes with SO_LINGER (1, 0), which sends the reset; that
+    # clients are reset is tests/integration/test_systemd.py's to prove.
+    factory, _ = factory_and_log(Clock())
+    assert connect(factory).disconnecting
+
+
+def test_the_first_reset_is_said_in_full_and_those_that_follow_are_summed_up_at_the_end_of_the_minute():
+    # Before, they were said only when another client came after the minute:
+    # the last of them were never logged.
+    clock = Clock()
+    factory, events = factory_and_log(clock)
+    connect(factory, port=50000)
+    assert len(events) == 1
+    for port in range(50001, 50004):
+        connect(factory, port=port)
+    connect(factory, "2001:db8::1")
+    clock.advance(59.9)
+    assert len(events) == 1
+    clock.advance(0.1)
+    assert said(events)[1:] == [
+        f"... and 4 more connections reset on {WHERE} from 2 sources, 3 from 192.0.2.1 in the last 60s; "
+        f"to make systemd's sockets follow the configuration run: {FIX}"
+    ]
+    clock.advance(60)  # a quiet minute: the next is said in full again
+    connect(factory, "2001:db8::1", 40000)
+    assert said(events)[2].startswith("reset a connection from [2001:db8::1]:40000 to ")
+    assert said(events)[0] == (
+        f"reset a connection from 192.0.2.1:50000 to {WHERE}, a socket systemd passed that no listener "
+        f"uses; to make systemd's sockets follow the configuration run: {FIX}"
+    )
+
+
+def test_the_resets_held_back_are_said_when_the_socket_stops_being_served():
+    clock = Clock()
+    factory, events = factory_and_log(clock)
+    for _ in range(3):
+        connect(factory)
+    clock.advance(5)
+    factory.doStop()  # what the port does when it stops listening
+    assert said(events)[1].startswith(
+        f"... and 2 more connections reset on {WHERE} from 192.0.2.1 in the last 5s"
+    )
+    assert not clock.getDelayedCalls()
