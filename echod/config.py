@@ -22,7 +22,22 @@ from typing import Any
 from echod import endpoints
 from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port
 from echod.instances import instance_metrics
-from echod.units import format_duration, format_size, parse_duration, parse_size
+from echod.units import (
+    Network,
+    did_you_mean,
+    duration_within,
+    format_duration,
+    format_networks,
+    format_port_ranges,
+    format_size,
+    one_of,
+    optional_absolute_path,
+    parse_boolean,
+    parse_networks,
+    parse_port_ranges,
+    size_within,
+    whole_number,
+)
 
 DEFAULT_PATH = "/etc/echod.conf"
 
@@ -32,8 +47,6 @@ EX_CONFIG = 78
 PROTOCOLS = ("echo", "bytecount")
 TRANSPORTS = ("tcp", "udp")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 GLOBAL_SECTION = "echod"
 LISTENER_PREFIX = "listener:"
@@ -99,7 +112,7 @@ class ListenerSettings:
         if self.transport == "udp":
             return (
                 f"listener {self.name}: {self.protocol}/{self.transport} on {where}, "
-                f"blocked_source_ports={format_ranges(self.blocked_source_ports) or 'none'}, "
+                f"blocked_source_ports={format_port_ranges(self.blocked_source_ports) or 'none'}, "
                 f"datagram_rate_per_peer={self.datagram_rate_per_peer}, datagram_rate={self.datagram_rate}, "
                 f"byte_rate={format_size(self.byte_rate)}, {self._peer_prefixes()}"
             )
@@ -115,7 +128,7 @@ class ListenerSettings:
                 f", max_header_length={self.max_header_length}"
             )
         if self.proxy_protocol:
-            text += f", proxy_protocol=yes from {_format_networks(self.trusted_proxies)}"
+            text += f", proxy_protocol=yes from {format_networks(self.trusted_proxies)}"
         return text
 
     def _peer_prefixes(self) -> str:
@@ -138,131 +151,11 @@ class Settings:
     instance: str | None = None
 
 
-# -- value grammars --------------------------------------------------------
+# -- the keys --------------------------------------------------------------
 #
-# Each converter takes the text of a value and returns the typed value, or
-# raises ValueError whose text says what is allowed.
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def convert(text: str) -> str:
-        if text.lower() not in options:
-            hint = _did_you_mean(text.lower(), options)
-            raise ValueError(f"{text!r} is not one of: {', '.join(options)}{hint}")
-        return text.lower()
-
-    convert.options = options  # type: ignore[attr-defined]  # what the man page lists
-    return convert
-
-
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        if not re.fullmatch(r"\d+", text):
-            raise ValueError(f"{text!r} is not a whole number; expected {low} to {high}")
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"{value} is out of range; expected {low} to {high}")
-        return value
-
-    return convert
-
-
-def _size(low: int, high: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        value = parse_size(text)
-        if not low <= value <= high:
-            raise ValueError(f"{text} is out of range; expected {format_size(low)} to {format_size(high)}")
-        return value
-
-    return convert
-
-
-def _duration(low: float, high: float, zero_means: str = "") -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        value = parse_duration(text)
-        if not (low <= value <= high or (zero_means and value == 0)):
-            allowed = f"{format_duration(low)} to {format_duration(high)}"
-            if zero_means:
-                allowed += f", or 0 for {zero_means}"
-            raise ValueError(f"{text} is out of range; expected {allowed}")
-        return value
-
-    return convert
-
-
-def _port_ranges(text: str) -> tuple[tuple[int, int], ...]:
-    ranges = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-        if not match:
-            raise ValueError(f"{part!r} is not a port or a range of ports; write e.g. 0-1023, 1900, 5353")
-        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
-        if not 0 <= low <= high <= 65535:
-            raise ValueError(f"{part!r} is not a range of ports from 0 to 65535, low to high")
-        ranges.append((low, high))
-    return tuple(ranges)
-
-
-def format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
-    """Port ranges as the file writes them: C{0-1023, 1900}."""
-    return ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
-
-
-def _networks(text: str) -> tuple[Network, ...]:
-    networks = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        written = part.replace("[", "").replace("]", "")
-        try:
-            network = ipaddress.ip_network(written)
-            mapped = getattr(network.network_address, "ipv4_mapped", None)
-            if mapped is not None and network.prefixlen >= 96:
-                # echod counts an IPv4-mapped peer (::ffff:192.0.2.1, as a dual-stack socket
-                # shows an IPv4 client) as its IPv4 address: so is such an entry.
-                network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
-            networks.append(network)
-        except ValueError:
-            try:
-                network = ipaddress.ip_network(written, strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{part!r} is not an address or a network; write e.g. 127.0.0.0/8, ::1, 198.18.0.0/15"
-                ) from None
-            raise ValueError(
-                f"{part!r} has bits set past its prefix length; did you mean {network}?"
-            ) from None
-    return tuple(networks)
-
-
-def _format_networks(networks: tuple[Network, ...]) -> str:
-    return (
-        ", ".join(str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n) for n in networks)
-        or "nowhere"
-    )
-
-
-def _boolean(text: str) -> bool:
-    value = {
-        "yes": True,
-        "true": True,
-        "on": True,
-        "1": True,
-        "no": False,
-        "false": False,
-        "off": False,
-        "0": False,
-    }
-    try:
-        return value[text.lower()]
-    except KeyError:
-        raise ValueError(f"{text!r} is not yes or no") from None
-
-
-def _optional_path(text: str) -> str | None:
-    if not text:
-        return None
-    if not os.path.isabs(text):
-        raise ValueError(f"{text!r} is not an absolute path; write one, or leave it empty for off")
-    return text
+# Each key's converter turns its text into the typed value or raises a
+# ValueError saying what is allowed (echod.units, echod.endpoints); the reader
+# adds where the value is.
 
 
 def _optional_endpoint(text: str) -> tuple[str, int] | None:
@@ -278,37 +171,34 @@ class _Key:
 
 
 _GLOBAL_KEYS: dict[str, _Key] = {
-    "log_level": _Key(_choice(*LOG_LEVELS), "info"),
-    "access_log": _Key(_optional_path, ""),
-    "shutdown_grace": _Key(_duration(0, 3600), "10s"),
+    "log_level": _Key(one_of(*LOG_LEVELS), "info"),
+    "access_log": _Key(optional_absolute_path, ""),
+    "shutdown_grace": _Key(duration_within(0, 3600), "10s"),
     "metrics": _Key(_optional_endpoint, ""),
 }
 
 _LISTENER_KEYS: dict[str, _Key] = {
-    "protocol": _Key(_choice(*PROTOCOLS), None),
-    "transport": _Key(_choice(*TRANSPORTS), "tcp"),
+    "protocol": _Key(one_of(*PROTOCOLS), None),
+    "transport": _Key(one_of(*TRANSPORTS), "tcp"),
     "address": _Key(endpoints.address, "::"),
     "port": _Key(functools.partial(endpoints.port, 0, 65535), None),
-    "max_connections": _Key(_integer(1, 1_000_000), "1024", transports=("tcp",)),
-    "max_connections_per_peer": _Key(_integer(1, 1_000_000), "64", transports=("tcp",)),
-    "idle_timeout": _Key(_duration(0.001, 86400 * 7, zero_means="no timeout"), "5m", transports=("tcp",)),
-    "max_message_size": _Key(_size(1, 1 << 40), "16M", ("bytecount",)),
-    "max_header_length": _Key(_integer(1, 64), "20", ("bytecount",)),
-    "blocked_source_ports": _Key(_port_ranges, "0-1023", transports=("udp",)),
-    "datagram_rate_per_peer": _Key(_integer(1, 10_000_000), "1000", transports=("udp",)),
-    "datagram_rate": _Key(_integer(1, 10_000_000), "10000", transports=("udp",)),
-    "byte_rate": _Key(_size(1, 1 << 40), "16M", transports=("udp",)),
-    "reuse_port": _Key(_boolean, "no"),
-    "peer_prefix_ipv4": _Key(_integer(0, 32), str(DEFAULT_PREFIX_IPV4)),
-    "peer_prefix_ipv6": _Key(_integer(0, 128), str(DEFAULT_PREFIX_IPV6)),
-    "proxy_protocol": _Key(_boolean, "no", transports=("tcp",)),
-    "trusted_proxies": _Key(_networks, "127.0.0.0/8, ::1", transports=("tcp",)),
+    "max_connections": _Key(whole_number(1, 1_000_000), "1024", transports=("tcp",)),
+    "max_connections_per_peer": _Key(whole_number(1, 1_000_000), "64", transports=("tcp",)),
+    "idle_timeout": _Key(
+        duration_within(0.001, 86400 * 7, zero_means="no timeout"), "5m", transports=("tcp",)
+    ),
+    "max_message_size": _Key(size_within(1, 1 << 40), "16M", ("bytecount",)),
+    "max_header_length": _Key(whole_number(1, 64), "20", ("bytecount",)),
+    "blocked_source_ports": _Key(parse_port_ranges, "0-1023", transports=("udp",)),
+    "datagram_rate_per_peer": _Key(whole_number(1, 10_000_000), "1000", transports=("udp",)),
+    "datagram_rate": _Key(whole_number(1, 10_000_000), "10000", transports=("udp",)),
+    "byte_rate": _Key(size_within(1, 1 << 40), "16M", transports=("udp",)),
+    "reuse_port": _Key(parse_boolean, "no"),
+    "peer_prefix_ipv4": _Key(whole_number(0, 32), str(DEFAULT_PREFIX_IPV4)),
+    "peer_prefix_ipv6": _Key(whole_number(0, 128), str(DEFAULT_PREFIX_IPV6)),
+    "proxy_protocol": _Key(parse_boolean, "no", transports=("tcp",)),
+    "trusted_proxies": _Key(parse_networks, "127.0.0.0/8, ::1", transports=("tcp",)),
 }
-
-
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 # -- the file --------------------------------------------------------------
@@ -403,7 +293,7 @@ class _Reader:
             return message + f"; it belongs in the [{GLOBAL_SECTION}] section"
         if keys is _GLOBAL_KEYS and key in _LISTENER_KEYS:
             return message + f"; it belongs in a [{LISTENER_PREFIX}NAME] section"
-        hint = _did_you_mean(key, keys)
+        hint = did_you_mean(key, keys)
         return message + (hint or f"; known keys: {', '.join(keys)}")
 
     def settings(self) -> Settings:
@@ -461,7 +351,7 @@ class _Reader:
         if colon and difflib.get_close_matches(prefix, [LISTENER_PREFIX[:-1]], cutoff=0.6):
             hint = f"; did you mean [{LISTENER_PREFIX}{rest}]?"
         else:
-            hint = _did_you_mean(section, [GLOBAL_SECTION])
+            hint = did_you_mean(section, [GLOBAL_SECTION])
             hint = hint.replace(f"'{GLOBAL_SECTION}'", f"[{GLOBAL_SECTION}]")
         self.problem(
             f"unknown section{hint or f'; expected [{GLOBAL_SECTION}] or [{LISTENER_PREFIX}NAME]'}",

@@ -357,10 +357,6 @@ def test_udp_listener_keys():
     )
 
 
-def test_udp_may_block_no_source_port():
-    assert parse(UDP + "blocked_source_ports =\n").listeners[0].blocked_source_ports == ()
-
-
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -407,13 +403,6 @@ def test_shipped_udp_example_is_valid_once_uncommented():
         7,
         ((0, 1023),),
     )
-
-
-@pytest.mark.parametrize(
-    ("text", "value"), [("yes", True), ("On", True), ("1", True), ("no", False), ("off", False)]
-)
-def test_reuse_port_is_a_boolean(text, value):
-    assert parse(ECHO + f"reuse_port = {text}\n").listeners[0].reuse_port is value
 
 
 def test_reuse_port_must_be_yes_or_no():
@@ -542,13 +531,3 @@ def test_metrics_on_a_tcp_listeners_port_are_refused_and_on_a_udp_ones_allowed()
     udp = "[listener:u]\nprotocol = echo\ntransport = udp\nport = 9207\n"
     assert parse("[echod]\nmetrics = 127.0.0.1:9207\n" + udp).metrics == ("127.0.0.1", 9207)
     assert parse("[echod]\nmetrics = 127.0.0.1:8\n" + ECHO).metrics == ("127.0.0.1", 8)
-
-
-def test_ipv4_mapped_trusted_proxies_are_the_ipv4_addresses_echod_counts_peers_as():
-    settings = parse(
-        ECHO + "proxy_protocol = yes\ntrusted_proxies = ::ffff:198.18.0.1, ::ffff:198.18.0.0/112\n"
-    )
-    assert settings.listeners[0].trusted_proxies == (
-        ipaddress.ip_network("198.18.0.1/32"),
-        ipaddress.ip_network("198.18.0.0/16"),
-    )

@@ -34,8 +34,8 @@ from echod.accounting.rates import PeerBuckets, TokenBucket
 from echod.accounting.stats import DROP_REASONS, ListenerStats
 from echod.accounting.throttle import Summary, WarningThrottle
 from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port, peer_key
-from echod.config import LISTENER_PREFIX, format_ranges
-from echod.units import format_size
+from echod.config import LISTENER_PREFIX
+from echod.units import format_port_ranges, format_size
 
 #: The most datagrams one read turn handles before the reactor serves its other sockets and timers.
 #: At a few microseconds each, a turn stays around a millisecond.
@@ -345,7 +345,7 @@ class UDPEcho(DatagramProtocol):
         """Why a datagram was dropped, and the key that would let the next one through, if any."""
         section = f"[{LISTENER_PREFIX}{self.name}]"
         if reason == "blocked_source_ports":
-            blocked = format_ranges(self.blocked_source_ports)
+            blocked = format_port_ranges(self.blocked_source_ports)
             return (
                 f"its source port {port} is in blocked_source_ports ({blocked}); "
                 f"to answer that port, take it out of blocked_source_ports in {section}"
