@@ -27,15 +27,16 @@ class Alerts:
         #: Every family ever raised, for the metrics: one whose alerts were cleared counts 0.
         self._families: dict[str, None] = {}
 
-    def raise_(self, family: str, name: str | None, message: str, summary: str) -> None:
-        """Log C{message} as a warning and keep C{summary} in the status line until cleared."""
-        self.set(family, name, summary)
-        self.log.warn("{message}", message=message)
-
-    def set(self, family: str, name: str | None, summary: str) -> None:
-        """Keep C{summary} in the status line until cleared, without logging anything."""
+    def raise_(self, family: str, name: str | None, summary: str, *, log: str | None = None) -> None:
+        """
+        Keep C{summary} in the status line until cleared; and log C{log}, the
+        whole story, as a warning. C{log=None} logs nothing: for a caller that
+        tells it its own way (with fields of its own, or as an error).
+        """
         self._summaries[(family, name)] = summary
         self._families[family] = None
+        if log is not None:
+            self.log.warn("{message}", message=log)
 
     def clear(self, family: str, name: str | None = None) -> None:
         """Clear the one alert C{(family, name)}, if it stands."""

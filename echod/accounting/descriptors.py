@@ -125,7 +125,7 @@ class DescriptorShortage:
         self.ongoing = True
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if self._alerts is not None:
-            self._alerts.set(REASON, None, ALERT)
+            self._alerts.raise_(REASON, None, ALERT)  # logged below, with its fields
         self.log.warn(
             "{listener}: out of file descriptors (limit {limit}): {what}; raise LimitNOFILE= "
             "(or ulimit -n) or lower max_connections",

@@ -130,9 +130,9 @@ class EchodService(MultiService):
             self.alerts.raise_(
                 "unmatched",
                 sock.describe(),
-                f"systemd passed socket {sock.describe()}, which no listener in {self.settings.path} "
-                f"uses; its clients are reset; to make them agree run: {APPLY_SOCKETS}",
                 f"systemd's sockets differ from {self.settings.path}: run '{APPLY_SOCKETS}'",
+                log=f"systemd passed socket {sock.describe()}, which no listener in {self.settings.path} "
+                f"uses; its clients are reset; to make them agree run: {APPLY_SOCKETS}",
             )
             if sock.transport == "tcp":
                 port, _ = turn_away(sock.sock, sock.describe(), APPLY_SOCKETS, self._reactor)
@@ -231,9 +231,9 @@ class EchodService(MultiService):
             self.alerts.raise_(
                 "access_log",
                 None,
-                f"cannot reopen access_log {self.access_log.path}: {e.strerror or e}; "
-                "still writing to the file it had open",
                 "access log cannot be reopened, see the log",
+                log=f"cannot reopen access_log {self.access_log.path}: {e.strerror or e}; "
+                "still writing to the file it had open",
             )
         else:
             self.alerts.clear("access_log")
@@ -299,7 +299,7 @@ class EchodService(MultiService):
             level=LogLevel.error,
             error=failure.value,
         )
-        self.alerts.set("reload", None, f"reload failed ({failure.value}), see the log")
+        self.alerts.raise_("reload", None, f"reload failed ({failure.value}), see the log")
         self.reload_successful = False
 
     def _reloaded(self, _: object) -> None:
@@ -325,8 +325,8 @@ class EchodService(MultiService):
             self.alerts.raise_(
                 "reload",
                 None,
-                f"reload failed, still serving the previous configuration: {e.problems[0]}",
                 f"reload failed, previous configuration kept: {e.problems[0]}",
+                log=f"reload failed, still serving the previous configuration: {e.problems[0]}",
             )
             self.reload_successful = False
             return
@@ -372,9 +372,9 @@ class EchodService(MultiService):
         self.alerts.raise_(
             "moved",
             settings.name,
-            f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
-            f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
             f"systemd's sockets differ from {path}: run '{APPLY_SOCKETS}'",
+            log=f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
+            f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
         )
         kept = {"transport": listener.settings.transport, "address": listener.settings.address}
         listener.reconfigure(replace(settings, port=listener.settings.port, **kept))
@@ -405,8 +405,8 @@ class EchodService(MultiService):
             self.alerts.raise_(
                 "access_log",
                 None,
-                f"reload: cannot open access_log {path}: {e.strerror or e}; keeping {current or 'none'}",
                 "new access_log cannot be opened, see the log",
+                log=f"reload: cannot open access_log {path}: {e.strerror or e}; keeping {current or 'none'}",
             )
             return
         old, self.access_log = self.access_log, new
@@ -483,7 +483,10 @@ class EchodService(MultiService):
 
     def _bind_failed(self, settings: ListenerSettings, message: str, could_not: str) -> None:
         self.alerts.raise_(
-            "bind", settings.name, message, f"{settings.name} {could_not} {endpoint(settings)}, see the log"
+            "bind",
+            settings.name,
+            f"{settings.name} {could_not} {endpoint(settings)}, see the log",
+            log=message,
         )
 
     def _socket_for(self, settings: ListenerSettings) -> tuple[socket.socket, bool]:

@@ -316,7 +316,7 @@ class MetricsEndpoint(Service):
             if not in_the_way:
                 kept = f"still served at {url(*self.bound)}" if self.port is not None else "not served"
                 self._alerts.raise_(
-                    "metrics", None, f"reload: {e}; metrics {kept}", f"metrics not moved to {url(*where)}"
+                    "metrics", None, f"metrics not moved to {url(*where)}", log=f"reload: {e}; metrics {kept}"
                 )
                 return
             yield self._close()
@@ -327,8 +327,8 @@ class MetricsEndpoint(Service):
                 self._alerts.raise_(
                     "metrics",
                     None,
-                    f"reload: {e}; metrics not served",
                     f"metrics not served at {url(*where)}",
+                    log=f"reload: {e}; metrics not served",
                 )
                 return
         else:
