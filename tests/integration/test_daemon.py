@@ -403,40 +403,6 @@ def test_privileged_port_without_privilege_says_what_to_do(tmp_path):
     )
 
 
-def test_check_config_summarises_or_lists_every_problem(tmp_path):
-    good = tmp_path / "good.conf"
-    good.write_text(
-        config_text(echo={"protocol": "echo", "port": "7"}, bc={"protocol": "bytecount", "port": "9"})
-    )
-    run = [sys.executable, "-m", "echod", "check-config", "-c"]
-    result = subprocess.run([*run, str(good)], capture_output=True, text=True, env=environment(), timeout=60)
-    assert result.returncode == 0, result
-    lines = result.stdout.splitlines()
-    assert lines[0] == f"{good}: OK, log_level=info, access_log=off, metrics=off"
-    assert lines[1].startswith("listener echo: echo/tcp on 127.0.0.1:7, max_connections=1024")
-    assert lines[2].endswith("max_message_size=16M, max_header_length=20")
-    bad = tmp_path / "bad.conf"
-    bad.write_text(BAD_CONFIG + "port = 8\n")
-    result = subprocess.run([*run, str(bad)], capture_output=True, text=True, env=environment(), timeout=60)
-    assert result.returncode == 78
-    assert result.stdout == ""
-    assert "this key appears twice" in result.stderr
-
-
-def test_version(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "echod", "--version"],
-        capture_output=True,
-        text=True,
-        env=environment(),
-        timeout=60,
-    )
-    from echod import __version__
-
-    assert result.returncode == 0
-    assert result.stdout.startswith(f"echod {__version__} (Twisted ")
-
-
 def test_per_peer_cap_counts_a_prefix_as_one_peer_and_logs_full_addresses(start_daemon, tmp_path):
     log = tmp_path / "access.log"
     daemon = start_daemon(

@@ -1,6 +1,6 @@
 """
 The probe's run (its schedule, deadline, interruption, the time of its
-answers) against a clock, and its command line.
+answers) against a clock; its command line: tests/test_cli.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
-from echod import cli
 from echod.probe import run as probe
 from echod.probe.options import make_options
 from echod.probe.run import Run
@@ -175,49 +174,6 @@ def test_a_name_that_fails_to_resolve_ends_the_run_with_its_error():
     resolving.callback((socket.AF_INET, "192.0.2.1"))  # too small a family for 65520 bytes
     assert recorder.error == "-s 65520: 8 to 65507 bytes a datagram over IPv4"
     assert recorder.status == 2
-
-
-# -- the command line ---------------------------------------------------------------------------
-
-
-def test_a_bad_argument_is_a_usage_error_with_status_2(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["probe", "-i", "0.0001", "192.0.2.1"])
-    assert exit_.value.code == 2
-    assert "-i 0.0001: at least 0.001 s" in capsys.readouterr().err
-
-
-def test_a_bad_argument_to_a_monitoring_check_is_its_unknown(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["probe", "--critical", "100,20%", "-s", "huge", "192.0.2.1"])
-    out = capsys.readouterr().out
-    assert exit_.value.code == 3
-    assert out.startswith("ECHO UNKNOWN - echod probe: argument -s/--size: 'huge' is not a size")
-
-
-def test_a_warning_above_the_critical_threshold_is_the_checks_unknown(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["probe", "--warning", "100,70%", "--critical", "500,60%", "192.0.2.1"])
-    assert exit_.value.code == 3
-    assert capsys.readouterr().out.startswith(
-        "ECHO UNKNOWN - echod probe: --warning's loss (70%) is above --critical's (60%)"
-    )
-
-
-def test_an_unknown_argument_to_a_monitoring_check_is_its_unknown_too(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["probe", "--warning", "100,20%", "--no-such-option", "192.0.2.1"])
-    assert exit_.value.code == 3
-    assert capsys.readouterr().out.startswith(
-        "ECHO UNKNOWN - echod: unrecognized arguments: --no-such-option"
-    )
-
-
-def test_a_name_that_does_not_resolve_is_an_error_with_status_2(capsys):
-    assert cli.main(["probe", "-c", "1", "no-such-host.invalid"]) == 2
-    captured = capsys.readouterr()
-    assert captured.err.startswith("echod probe: cannot resolve no-such-host.invalid: ")
-    assert captured.out == ""
 
 
 # -- the time of answers ----------------------------------------------------------------------
