@@ -129,7 +129,7 @@ class ListenerService(Service):
         # Binding here rather than in startService lets twistd bind a
         # privileged port before it drops root for --uid. A listener added
         # on reload is started before it joins the daemon (see
-        # EchodService._add); it is not started twice.
+        # Reconciler._start in reconcile.py); it is not started twice.
         if self.port is None:
             self._start_listening()
         super().privilegedStartService()

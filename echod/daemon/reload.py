@@ -1,6 +1,6 @@
 """
 What a reload does to the listeners: the running ones and the new
-configuration's, matched, as a L{Plan} of actions for L{echod.daemon.service} to
+configuration's, matched, as a L{Plan} of actions for L{echod.daemon.reconcile} to
 carry out. Pure: no sockets, no Twisted.
 
 Listeners are matched by their socket first (transport, address, port) and

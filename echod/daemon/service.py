@@ -1,38 +1,31 @@
 """
 Composition: from L{Settings} to running Twisted services.
 
-L{EchodService} owns one L{ListenerService} (listeners.py) per configured listener, tells
-systemd how it is doing, reloads on SIGHUP, and on stop stops listening,
-then gives the connections still open up to C{shutdown_grace} to finish.
+L{EchodService} owns one L{ListenerService} (listeners.py) per configured listener and
+the metrics endpoint, its child services; tells systemd how it is doing, reloads on
+SIGHUP (carried out by reconcile.py), and on stop stops listening, then gives the
+connections still open up to C{shutdown_grace} to finish.
 """
 
 from __future__ import annotations
 
 import signal
-import socket
 from collections.abc import Generator
-from dataclasses import replace
 
-from twisted.application.service import Application, MultiService
+from twisted.application.service import Application, MultiService, Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.failure import Failure
 
 from echod.accounting.accesslog import AccessLog
 from echod.accounting.alerts import Alerts
 from echod.accounting.descriptors import DescriptorShortage
-from echod.config import ConfigError, ListenerSettings, Settings, load
-from echod.daemon.listeners import (
-    DatagramListener,
-    ListenerService,
-    bind_for,
-    endpoint,
-    make_listener,
-    successor,
-)
+from echod.config import ConfigError, Settings, load
+from echod.daemon.listeners import DatagramListener, ListenerService, make_listener
 from echod.daemon.logs import DaemonLog
 from echod.daemon.memory import tune_malloc
+from echod.daemon.reconcile import Reconciler, listeners_of
 from echod.daemon.reload import plan
 from echod.daemon.signals import defer_early_signals, take_pending
 from echod.daemon.status import status_line, stopping_line
@@ -40,14 +33,11 @@ from echod.metrics.collector import DaemonView, ListenerView, make_registry
 from echod.metrics.endpoint import MetricsEndpoint
 from echod.protocols.limits import LimitedFactory
 from echod.protocols.udp import OwnEndpoints
-from echod.sockets import (
-    BindError,
-    describe_bind_failure,
-    raise_fd_limit,
-)
+from echod.sockets import BindError, raise_fd_limit
 from echod.systemd import activation
+from echod.systemd.activation import APPLY_SOCKETS
 from echod.systemd.notify import Notifier
-from echod.systemd.unwanted import turn_away
+from echod.systemd.unwanted import Unclaimed
 from echod.units import format_duration
 
 #: Exit status when a listener cannot be set up (sysexits.h EX_OSERR).
@@ -61,14 +51,11 @@ EX_NOPERM = 77
 #: Seconds asked of systemd beyond shutdown_grace to close what is left and flush the logs.
 STOP_MARGIN = 10.0
 
-#: What an admin runs so that systemd's sockets follow /etc/echod.conf again.
-APPLY_SOCKETS = "systemctl daemon-reload && systemctl restart echod.socket"
-
 
 class EchodService(MultiService):
     """
-    The whole daemon: every listener, systemd notifications, reload on
-    SIGHUP, and the graceful stop.
+    The whole daemon: every listener and the metrics endpoint (its child
+    services), systemd notifications, reload on SIGHUP, and the graceful stop.
     """
 
     log = Logger()
@@ -87,7 +74,6 @@ class EchodService(MultiService):
         self.notifier = notifier if notifier is not None else Notifier(reactor, {})
         self._reactor = reactor
         self._activated = bool(inherited)
-        self._retired: list[LimitedFactory] = []
         self.access_log: AccessLog | None = None
         self.alerts = Alerts(self.log)
         #: Connections Twisted drops for want of file descriptors: counted, and told once.
@@ -95,26 +81,29 @@ class EchodService(MultiService):
         #: Whether the last reload applied, and when the configuration last loaded (for the metrics).
         self.reload_successful = True
         self.reload_success_time = reactor.seconds()
-        self.metrics = MetricsEndpoint(
-            make_registry(self.metrics_view), reactor, settings.metrics, self.alerts, self.shortage
-        )
         self._stopping = False
         self._reloading: defer.Deferred | None = None  # the reload under way
         self._reload_again = False  # a reload was asked for while one was under way
-        #: The ports resetting the clients of unmatched sockets, by descriptor.
-        self._turned_away: dict[int, IListeningPort] = {}
         #: Where echod's UDP listeners are bound, shared by all of them: sources never answered.
         self._own = OwnEndpoints()
-        pairs, self._unmatched = activation.match(settings.listeners, inherited)
+        pairs, unmatched = activation.match(settings.listeners, inherited)
+        #: The sockets systemd passed that no listener claimed.
+        self.unclaimed = Unclaimed(unmatched, reactor, self.alerts)
         for listener in settings.listeners:
             found = pairs.get(listener.name)
             make_listener(
                 listener, reactor, sock=found.sock if found else None, inherited=found is not None
             ).setServiceParent(self)
+        # Joined after the listeners, so that they bind first at start.
+        self.metrics = MetricsEndpoint(
+            make_registry(self.metrics_view), reactor, settings.metrics, self.alerts, self.shortage
+        )
+        self.metrics.setServiceParent(self)
+        self._reconciler = Reconciler(self, reactor, self.alerts, self.unclaimed, self.metrics, self.shortage)
 
     @property
     def listeners(self) -> list[ListenerService]:
-        return list(self)
+        return listeners_of(self)
 
     def privilegedStartService(self) -> None:
         files = raise_fd_limit()
@@ -126,17 +115,7 @@ class EchodService(MultiService):
                 files=files,
                 needed=needed,
             )
-        for sock in self._unmatched:
-            self.alerts.raise_(
-                "unmatched",
-                sock.describe(),
-                f"systemd's sockets differ from {self.settings.path}: run '{APPLY_SOCKETS}'",
-                log=f"systemd passed socket {sock.describe()}, which no listener in {self.settings.path} "
-                f"uses; its clients are reset; to make them agree run: {APPLY_SOCKETS}",
-            )
-            if sock.transport == "tcp":
-                port, _ = turn_away(sock.sock, sock.describe(), APPLY_SOCKETS, self._reactor)
-                self._turned_away[sock.sock.fileno()] = port
+        self.unclaimed.start(self.settings.path)
         if self.settings.access_log:
             # Opened here, like the sockets, so that twistd --uid can still open it as root.
             try:
@@ -150,16 +129,14 @@ class EchodService(MultiService):
                 )
                 raise SystemExit(EX_CANTCREAT) from None
         self._share_logs()
-        try:
-            super().privilegedStartService()
-        except BindError as e:
-            self.log.critical("{error}{hint}", error=e, hint=self._bind_hint())
-            raise SystemExit(EX_NOPERM if e.not_permitted else EX_OSERR) from None
-        try:
-            self.metrics.privilegedStartService()
-        except BindError as e:
-            self.log.critical("{error}; or set metrics = (empty) to turn the metrics off", error=e)
-            raise SystemExit(EX_NOPERM if e.not_permitted else EX_OSERR) from None
+        # MultiService's, but for the hint of what failed to bind.
+        Service.privilegedStartService(self)
+        for child in self:
+            try:
+                child.privilegedStartService()
+            except BindError as e:
+                self.log.critical("{error}{hint}", error=e, hint=self._bind_hint(child))
+                raise SystemExit(EX_NOPERM if e.not_permitted else EX_OSERR) from None
         self._share_own_endpoints()
 
     def _share_logs(self) -> None:
@@ -181,7 +158,10 @@ class EchodService(MultiService):
         for listener in datagram:
             listener.protocol.own = self._own
 
-    def _bind_hint(self) -> str:
+    def _bind_hint(self, child: Service) -> str:
+        """What to do about C{child} not binding at start."""
+        if child is self.metrics:
+            return "; or set metrics = (empty) to turn the metrics off"
         if not self._activated:
             return ""
         return (
@@ -331,7 +311,6 @@ class EchodService(MultiService):
             self.reload_successful = False
             return
         self.alerts.clear("reload")
-        self.alerts.clear_family("moved")
         yield self._apply(new)
         self.reload_successful = True
         self.reload_success_time = self._reactor.seconds()
@@ -342,58 +321,13 @@ class EchodService(MultiService):
         if self.daemon_log is not None:
             self.daemon_log.set_level(new.log_level)
         self._switch_access_log(new.access_log)
-        actions = plan([listener.as_running() for listener in self.listeners], new.listeners)
-        current = {listener.name: listener for listener in self.listeners}
-        # Removed first: their sockets are wanted by no one, and their names may be taken by a rename.
-        removed = [self._remove(current[name]) for name in actions.remove]
-        self._rename([(current[old], name) for old, name in actions.renames])
-        for old, settings in actions.keep:
-            current[old].reconfigure(settings)
-        for old, settings in actions.pin:
-            self._pin(current[old], settings, new.path)
-        # Twisted closes a port in a later turn: a socket bound before then on
-        # an address a removed one overlaps (0.0.0.0:P, then 127.0.0.1:P) fails.
-        yield defer.gatherResults(removed, consumeErrors=True)
-        for old, settings in actions.move:
-            if not self._stopping:
-                yield self._move(current[old], settings)
-        for settings in actions.add:
-            if not self._stopping:
-                self._add(settings)
-        self.alerts.keep_only("bind", {settings.name for settings in new.listeners})
-        if not self._stopping:
-            yield self.metrics.move(new.metrics)
+        self._reconciler.access_log = self.access_log
+        yield self._reconciler.carry_out(
+            plan([each.as_running() for each in self.listeners], new.listeners), new
+        )
         self.settings = new
         self._share_logs()
         self._share_own_endpoints()
-
-    def _pin(self, listener: ListenerService, settings: ListenerSettings, path: str) -> None:
-        """Apply C{settings} but its address to C{listener}, whose socket systemd alone can move."""
-        self.alerts.raise_(
-            "moved",
-            settings.name,
-            f"systemd's sockets differ from {path}: run '{APPLY_SOCKETS}'",
-            log=f"{settings.name}: the configuration now says {endpoint(settings)}, but its socket "
-            f"comes from systemd and is {endpoint(listener.settings)}; to move it run: {APPLY_SOCKETS}",
-        )
-        kept = {"transport": listener.settings.transport, "address": listener.settings.address}
-        listener.reconfigure(replace(settings, port=listener.settings.port, **kept))
-
-    def _rename(self, renames: list[tuple[ListenerService, str]]) -> None:
-        """Give listeners new names; all at once, as names may be swapped."""
-        for listener, _ in renames:
-            del self.namedServices[listener.name]
-        for listener, name in renames:
-            old = listener.name
-            listener.rename(name)
-            self.namedServices[name] = listener
-            self.alerts.clear("bind", old)
-            self.log.info(
-                "{name}: renamed from {old}, still listening on {where}",
-                name=name,
-                old=old,
-                where=endpoint(replace(listener.settings, port=listener.as_running().bound_port)),
-            )
 
     def _switch_access_log(self, path: str | None) -> None:
         current = self.access_log.path if self.access_log is not None else None
@@ -414,149 +348,6 @@ class EchodService(MultiService):
             old.close()
         self.alerts.clear("access_log")
 
-    def _add(self, settings: ListenerSettings) -> None:
-        """Start a new listener for C{settings}, or say why it cannot listen."""
-        try:
-            self._start(settings).setServiceParent(self)
-        except BindError as e:
-            self._bind_failed(settings, f"reload: {settings.name} not added: {e}", "could not listen on")
-        else:
-            self.alerts.clear("bind", settings.name)
-
-    @defer.inlineCallbacks
-    def _move(
-        self, old: ListenerService, settings: ListenerSettings
-    ) -> Generator[defer.Deferred, object, None]:
-        """
-        Move C{old} to C{settings}' socket with its counters and limits; it
-        keeps its old socket if the new one cannot be had, unless the old one
-        was in the way.
-        """
-        try:
-            sock, inherited = self._socket_for(settings)
-        except BindError as e:
-            if not (e.address_in_use and old.holds_port(settings)):
-                self._bind_failed(
-                    settings, f"reload: {old.name} keeps its previous socket: {e}", "could not move to"
-                )
-                return
-            # E.g. 0.0.0.0:P to 127.0.0.1:P: both cannot be bound at once, so
-            # the old one closes first, and clients are refused until the new one listens.
-            self.log.info(
-                "{name}: {where} overlaps its socket {old}: closing that one first",
-                name=old.name,
-                where=endpoint(settings),
-                old=endpoint(old.settings),
-            )
-            yield self._remove(old)
-            try:
-                self._start(settings, predecessor=old).setServiceParent(self)
-            except BindError as e:
-                self._bind_failed(
-                    settings,
-                    f"reload: {settings.name} is not served: its socket {endpoint(old.settings)} was "
-                    f"closed to make way for {endpoint(settings)}, which then failed too: {e}",
-                    "is not served: could not move to",
-                )
-                return
-        else:
-            if old.settings.transport == "udp":
-                # One datagram protocol serves one port at a time (Twisted's
-                # makeConnection); meanwhile datagrams queue in the new socket.
-                yield self._remove(old)
-            try:
-                listener = self._start(settings, sock, inherited, predecessor=old)
-            except BindError as e:
-                still = old.parent is not None
-                self._bind_failed(
-                    settings,
-                    f"reload: {settings.name} "
-                    f"{'keeps its previous socket' if still else 'is not served'}: {e}",
-                    "could not move to" if still else "is not served: could not move to",
-                )
-                return
-            # The new listener may have the old one's name only once that one left.
-            removed = self._remove(old) if old.parent is not None else None
-            listener.setServiceParent(self)
-            yield removed
-        self.alerts.clear("bind", settings.name)
-
-    def _bind_failed(self, settings: ListenerSettings, message: str, could_not: str) -> None:
-        self.alerts.raise_(
-            "bind",
-            settings.name,
-            f"{settings.name} {could_not} {endpoint(settings)}, see the log",
-            log=message,
-        )
-
-    def _socket_for(self, settings: ListenerSettings) -> tuple[socket.socket, bool]:
-        """
-        A listening socket for C{settings}, and whether it is systemd's: one
-        systemd passed that no listener wanted until now (the admin reverted
-        a port, say), else one of its own, which binding beside systemd's would fail.
-        """
-        pairs, _ = activation.match([settings], self._unmatched)
-        found = pairs.get(settings.name)
-        if found is None:
-            return bind_for(settings), False
-        self._unmatched.remove(found)
-        self.alerts.clear("unmatched", found.describe())
-        turned_away = self._turned_away.pop(found.sock.fileno(), None)
-        if turned_away is not None:
-            turned_away.stopListening()  # accepts no more at once; Twisted closes only its duplicate
-        self.log.info("{name}: takes over {socket}", name=settings.name, socket=found.describe())
-        return found.sock, True
-
-    def _start(
-        self,
-        settings: ListenerSettings,
-        sock: socket.socket | None = None,
-        inherited: bool = False,
-        predecessor: ListenerService | None = None,
-    ) -> ListenerService:
-        """
-        A listener for C{settings} listening on C{sock} (by default a socket
-        of its own), taking over what C{predecessor} served with; not yet
-        part of the daemon.
-
-        @raise BindError: if it cannot listen; C{sock} is then closed.
-        """
-        if sock is None:
-            sock, inherited = self._socket_for(settings)
-        if predecessor is not None:
-            listener = successor(predecessor, settings, self._reactor, sock=sock, inherited=inherited)
-        else:
-            listener = make_listener(settings, self._reactor, sock=sock, inherited=inherited)
-        listener.access_log = self.access_log
-        listener.shortage = self.shortage
-        try:
-            listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
-        except OSError as e:
-            # E.g. EMFILE as Twisted duplicates the descriptor.
-            if listener.port is not None:
-                listener.port.stopListening()
-            sock.close()
-            raise BindError(
-                describe_bind_failure(e, settings.address, settings.port, settings.transport)
-            ) from e
-        return listener
-
-    def _remove(self, listener: ListenerService) -> defer.Deferred:
-        """Stop C{listener}; the Deferred fires once its socket is closed."""
-        stopped = defer.maybeDeferred(listener.disownServiceParent)
-        self._retire(listener.factory)
-        self.log.info(
-            "{name}: stopped listening on {where}", name=listener.name, where=endpoint(listener.settings)
-        )
-        return stopped
-
-    def _retire(self, factory: LimitedFactory | None) -> None:
-        """Keep counting a factory that no longer accepts, until its last connection ends."""
-        if factory is None or not factory.protocols:
-            return
-        self._retired.append(factory)
-        factory.when_empty().addCallback(lambda _: self._retired.remove(factory))
-
     # -- stop ---------------------------------------------------------------
 
     def _factories(self) -> list[LimitedFactory]:
@@ -564,7 +355,7 @@ class EchodService(MultiService):
         return list(
             dict.fromkeys(
                 [listener.factory for listener in self.listeners if listener.factory is not None]
-                + self._retired
+                + self._reconciler.retired
             )
         )
 
@@ -574,12 +365,15 @@ class EchodService(MultiService):
         return sum(len(factory.protocols) for factory in self._factories())
 
     def stopService(self) -> defer.Deferred:
-        self._stopping = True
+        self._stopping = self._reconciler.stopping = True
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.notifier.stopping(self.status())
-        for port in self._turned_away.values():
-            port.stopListening()
-        stopped = super().stopService()
+        self.unclaimed.stop()
+        # Not MultiService's, which would stop the metrics endpoint with the listeners.
+        Service.stopService(self)
+        stopped = defer.DeferredList(
+            [defer.maybeDeferred(each.stopService) for each in reversed(self.listeners)]
+        )
         stopped.addCallback(lambda _: self._drain())
         # Served until the connections are drained: a scrape meanwhile sees them finish.
         stopped.addBoth(self._stop_metrics)

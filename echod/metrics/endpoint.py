@@ -217,17 +217,24 @@ def url(address: str, port: int) -> str:
     return f"http://{host_port(address, port)}/metrics"
 
 
+class _Owner:
+    """What the port's connections dropped for want of descriptors count against: no listener's counters."""
+
+    name = "metrics"
+    stats = None
+    access_log = None
+
+
 class MetricsEndpoint(Service):
     """
     The metrics port: listening where the configuration says (C{None}: off),
     and moved, opened or closed by L{move} on reload.
+
+    A child service of the daemon's, beside its listeners; nameless, since
+    any name may be a listener's.
     """
 
     log = Logger()
-    name = "metrics"
-    #: Count dropped connections in nothing: the endpoint is no listener.
-    stats = None
-    access_log = None
 
     def __init__(
         self,
@@ -272,7 +279,7 @@ class MetricsEndpoint(Service):
         finally:
             sock.close()
         if self._shortage is not None:
-            self._shortage.install(listening, self)
+            self._shortage.install(listening, _Owner())
         host = listening.getHost()
         self.log.info("metrics: serving Prometheus metrics at {url}", url=url(host.host, host.port))
         return listening

@@ -26,6 +26,9 @@ from echod.config import ListenerSettings
 #: The first inherited descriptor, SD_LISTEN_FDS_START.
 LISTEN_FDS_START = 3
 
+#: What an admin runs so that systemd's sockets follow /etc/echod.conf again.
+APPLY_SOCKETS = "systemctl daemon-reload && systemctl restart echod.socket"
+
 _KINDS = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}
 
 

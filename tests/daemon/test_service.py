@@ -117,3 +117,14 @@ def test_a_reload_asked_for_during_one_runs_after_it_and_each_ends_with_ready(tm
         "READY=1 STATUS=b 0 open, 0 served, 0 refused; c 0 open, 0 served, 0 refused; 0 B echoed",
     ]
     service.getServiceNamed("c").socket.close()
+
+
+def test_the_metrics_endpoint_is_a_child_service_beside_a_listener_named_metrics(tmp_path):
+    path = tmp_path / "echod.conf"
+    path.write_text(
+        "[echod]\nmetrics = 127.0.0.1:0\n[listener:metrics]\nprotocol = echo\naddress = 127.0.0.1\nport = 0\n"
+    )
+    service = EchodService(load(str(path)), MemoryReactorClock(), notifier=RecordingNotifier())
+    assert service.metrics.parent is service and service.metrics in list(service)
+    assert [listener.name for listener in service.listeners] == ["metrics"]
+    assert service.getServiceNamed("metrics") is service.listeners[0]

@@ -1,9 +1,14 @@
+import socket
+
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, formatEvent
 
-from echod.systemd.unwanted import TurnAwayFactory
+from echod.accounting.alerts import Alerts
+from echod.config import parse
+from echod.systemd.activation import APPLY_SOCKETS, InheritedSocket
+from echod.systemd.unwanted import TurnAwayFactory, Unclaimed
 
 WHERE = "tcp 127.0.0.1:7 (fd 3)"
 FIX = "systemctl daemon-reload && systemctl restart echod.socket"
@@ -81,3 +86,64 @@ def test_the_resets_held_back_are_said_when_the_socket_stops_being_served():
         f"... and 2 more connections reset on {WHERE} from 192.0.2.1 in the last 5s"
     )
     assert not clock.getDelayedCalls()
+
+
+class Port:
+    """A port of the fake reactor's, which says whether it was stopped."""
+
+    stopped = False
+
+    def stopListening(self) -> None:
+        self.stopped = True
+
+
+class Reactor(MemoryReactorClock):
+    def adoptStreamPort(self, fileno, addressFamily, factory):
+        super().adoptStreamPort(fileno, addressFamily, factory)
+        self.adoptedPorts[-1] = (Port(), factory)
+        return self.adoptedPorts[-1][0]
+
+
+def passed(kind: int) -> InheritedSocket:
+    """A socket as systemd would pass it, on a free loopback port."""
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.bind(("127.0.0.1", 0))
+    transport = "tcp" if kind == socket.SOCK_STREAM else "udp"
+    return InheritedSocket(sock, None, transport, "127.0.0.1", sock.getsockname()[1])
+
+
+def listener(passed: InheritedSocket, name: str = "x") -> object:
+    text = f"[listener:{name}]\nprotocol = echo\ntransport = {passed.transport}\naddress = 127.0.0.1\n"
+    return parse(text + f"port = {passed.port}\n").listeners[0]
+
+
+def test_each_unclaimed_socket_is_an_alert_and_the_clients_of_a_stream_one_are_reset():
+    reactor, alerts = Reactor(), Alerts(Logger(observer=lambda event: None))
+    stream, datagram = passed(socket.SOCK_STREAM), passed(socket.SOCK_DGRAM)
+    unclaimed = Unclaimed([stream, datagram], reactor, alerts)
+    unclaimed.start("/etc/echod.conf")
+    assert alerts.keys() == [("unmatched", stream.describe()), ("unmatched", datagram.describe())]
+    assert alerts.summaries() == [f"systemd's sockets differ from /etc/echod.conf: run '{APPLY_SOCKETS}'"]
+    ((port, factory),) = reactor.adoptedPorts
+    assert isinstance(factory, TurnAwayFactory) and factory.where == stream.describe()
+    assert not stream.sock.getblocking()
+    unclaimed.stop()
+    assert port.stopped
+    for each in (stream, datagram):
+        each.sock.close()
+
+
+def test_a_listener_claims_its_socket_which_is_then_no_alert_and_no_longer_resets():
+    reactor, alerts = Reactor(), Alerts(Logger(observer=lambda event: None))
+    stream, other = passed(socket.SOCK_STREAM), passed(socket.SOCK_STREAM)
+    unclaimed = Unclaimed([stream, other], reactor, alerts)
+    unclaimed.start("/etc/echod.conf")
+    (turned_away, _), (still, _) = reactor.adoptedPorts
+    assert unclaimed.claim(listener(stream)) is stream
+    assert turned_away.stopped and not still.stopped
+    assert alerts.keys() == [("unmatched", other.describe())]
+    assert unclaimed.sockets == [other]
+    elsewhere = passed(socket.SOCK_DGRAM)
+    assert unclaimed.claim(listener(elsewhere)) is None
+    for each in (stream, other, elsewhere):
+        each.sock.close()
