@@ -38,7 +38,7 @@ from echod.daemon.signals import defer_early_signals, take_pending
 from echod.daemon.status import status_line, stopping_line
 from echod.metrics.collector import DaemonView, ListenerView, make_registry
 from echod.metrics.endpoint import MetricsEndpoint
-from echod.protocols.limits import LimitedFactory
+from echod.protocols.limits import LimitedFactory, ListenerContext
 from echod.protocols.udp import OwnEndpoints
 from echod.sockets import (
     BindError,
@@ -88,10 +88,12 @@ class EchodService(MultiService):
         self._reactor = reactor
         self._activated = bool(inherited)
         self._retired: list[LimitedFactory] = []
-        self.access_log: AccessLog | None = None
         self.alerts = Alerts(self.log)
         #: Connections Twisted drops for want of file descriptors: counted, and told once.
         self.shortage = DescriptorShortage(reactor, self.alerts)
+        #: The access log, the connection-logging switch and the shortage, which every listener
+        #: and factory reads here: set once, for all of them.
+        self.context = ListenerContext(log_connections=settings.log_level == "debug", shortage=self.shortage)
         #: Whether the last reload applied, and when the configuration last loaded (for the metrics).
         self.reload_successful = True
         self.reload_success_time = reactor.seconds()
@@ -109,8 +111,21 @@ class EchodService(MultiService):
         for listener in settings.listeners:
             found = pairs.get(listener.name)
             make_listener(
-                listener, reactor, sock=found.sock if found else None, inherited=found is not None
+                listener,
+                reactor,
+                sock=found.sock if found else None,
+                inherited=found is not None,
+                context=self.context,
             ).setServiceParent(self)
+
+    @property
+    def access_log(self) -> AccessLog | None:
+        """The access log, if any: the listeners' factories write to it through C{context}."""
+        return self.context.access_log
+
+    @access_log.setter
+    def access_log(self, access_log: AccessLog | None) -> None:
+        self.context.access_log = access_log
 
     @property
     def listeners(self) -> list[ListenerService]:
@@ -149,7 +164,6 @@ class EchodService(MultiService):
                     error=e.strerror or e,
                 )
                 raise SystemExit(EX_CANTCREAT) from None
-        self._share_logs()
         try:
             super().privilegedStartService()
         except BindError as e:
@@ -161,17 +175,6 @@ class EchodService(MultiService):
             self.log.critical("{error}; or set metrics = (empty) to turn the metrics off", error=e)
             raise SystemExit(EX_NOPERM if e.not_permitted else EX_OSERR) from None
         self._share_own_endpoints()
-
-    def _share_logs(self) -> None:
-        """Hand the access log and the connection-logging switch to every listener and factory."""
-        debug = self.settings.log_level == "debug"
-        for listener in self.listeners:
-            listener.access_log = self.access_log
-            listener.log_connections = debug
-            listener.shortage = self.shortage
-        for factory in self._factories():
-            factory.access_log = self.access_log
-            factory.log_connections = debug
 
     def _share_own_endpoints(self) -> None:
         """Tell every UDP listener where all of them are bound, so that none answers another, or itself."""
@@ -364,7 +367,7 @@ class EchodService(MultiService):
         if not self._stopping:
             yield self.metrics.move(new.metrics)
         self.settings = new
-        self._share_logs()
+        self.context.log_connections = new.log_level == "debug"
         self._share_own_endpoints()
 
     def _pin(self, listener: ListenerService, settings: ListenerSettings, path: str) -> None:
@@ -521,11 +524,13 @@ class EchodService(MultiService):
         if sock is None:
             sock, inherited = self._socket_for(settings)
         if predecessor is not None:
-            listener = successor(predecessor, settings, self._reactor, sock=sock, inherited=inherited)
+            listener = successor(
+                predecessor, settings, self._reactor, sock=sock, inherited=inherited, context=self.context
+            )
         else:
-            listener = make_listener(settings, self._reactor, sock=sock, inherited=inherited)
-        listener.access_log = self.access_log
-        listener.shortage = self.shortage
+            listener = make_listener(
+                settings, self._reactor, sock=sock, inherited=inherited, context=self.context
+            )
         try:
             listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
         except OSError as e:

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -8,13 +10,24 @@ from twisted.logger import LogLevel, capturedLogs
 
 from echod.accounting.stats import ListenerStats
 from echod.protocols.echo import EchoFactory
-from echod.protocols.limits import LimitedFactory
+from echod.protocols.limits import ConnectionLimits, LimitedFactory
 
 
 def limited(inner: Factory | None = None, **limits) -> LimitedFactory:
     options = {"max_connections": 100, "max_connections_per_peer": 100, "idle_timeout": 0}
     options.update(limits)
-    return LimitedFactory(inner or EchoFactory(), name="l", stats=ListenerStats(), clock=Clock(), **options)
+    return LimitedFactory(
+        inner or EchoFactory(),
+        name="l",
+        limits=ConnectionLimits(**options),
+        stats=ListenerStats(),
+        clock=Clock(),
+    )
+
+
+def change(factory: LimitedFactory, **limits) -> None:
+    """Replace C{factory}'s limits with a copy with C{limits} changed, as a reload does."""
+    factory.limits = dataclasses.replace(factory.limits, **limits)
 
 
 def connect(factory: LimitedFactory, host: str = "10.0.0.1", port: int = 1000):
@@ -121,7 +134,7 @@ def test_input_keeps_a_connection_open():
 def test_a_new_idle_timeout_applies_to_open_connections_from_the_next_sweep(before):
     factory = limited(idle_timeout=before)
     _, transport = connect(factory)
-    factory.idle_timeout = 4
+    change(factory, idle_timeout=4)
     assert closed_at(factory, transport, 100) <= 5
 
 
@@ -209,7 +222,7 @@ def logged(tmp_path, **limits):
     from echod.accounting.accesslog import AccessLog
 
     factory = limited(**limits)
-    factory.access_log = AccessLog(str(tmp_path / "access.log"), factory.clock)
+    factory.context.access_log = AccessLog(str(tmp_path / "access.log"), factory.clock)
     return factory
 
 
@@ -349,7 +362,7 @@ def test_bytecount_lingers_after_its_reply_until_the_client_ends(tmp_path):
 
 
 def test_lingering_stops_after_linger_bytes(tmp_path):
-    from echod.protocols.limits import LINGER_BYTES
+    from echod.protocols.connection import LINGER_BYTES
 
     factory = bytecount_factory(tmp_path)
     protocol, transport = connect_socket_like(factory)
@@ -471,11 +484,11 @@ def test_peer_prefixes_apply_to_the_connections_already_open():
     factory = limited(max_connections_per_peer=2)
     first, _ = connect(factory, "192.0.2.1")
     connect(factory, "192.0.2.2")
-    factory.set_peer_prefixes(24, 64)
+    change(factory, peer_prefix_ipv4=24, peer_prefix_ipv6=64)
     assert connect(factory, "192.0.2.3") == (None, None)  # two already open from 192.0.2.0/24
     first.connectionLost(None)
     assert connect(factory, "192.0.2.3")[0] is not None
-    factory.set_peer_prefixes(32, 64)
+    change(factory, peer_prefix_ipv4=32, peer_prefix_ipv6=64)
     assert connect(factory, "192.0.2.3")[0] is not None  # 192.0.2.3 alone has one open
 
 
@@ -483,7 +496,7 @@ def aborted_while_setting(factory, transport, values) -> float | None:
     """Set idle_timeout to each of C{values}, half a second apart; when was the connection aborted?"""
     for value in values:
         factory.clock.advance(0.5)
-        factory.idle_timeout = value
+        change(factory, idle_timeout=value)
         if transport.disconnected:
             return factory.clock.seconds()
     return None
