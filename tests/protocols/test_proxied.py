@@ -1,5 +1,5 @@
 """
-The PROXY header applied to connections (echod.protocols.limits with proxy_protocol):
+The PROXY header applied to connections (echod.protocols.proxied, with proxy_protocol):
 who the peer is, when the caps apply, and what closes a connection. The
 header's own grammar is tested in test_proxy.py.
 """
