@@ -60,8 +60,9 @@ class ConnectionLimits:
 class ListenerContext:
     """
     What the daemon shares with every listener and its factory. Held by
-    reference: set here once, it changes for all of them at once, those
-    retired with their last connections too.
+    reference: the daemon sets a field once and every listener and factory
+    reads the new value at its next use, a factory retired with its last
+    connections too.
     """
 
     #: Where each connection gets its line, if anywhere.
