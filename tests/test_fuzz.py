@@ -16,7 +16,7 @@ from echod.accounting.stats import ListenerStats
 from echod.config import ConfigError, Settings, parse
 from echod.protocols.bytecount import HeaderError, HeaderParser
 from echod.protocols.echo import EchoFactory
-from echod.protocols.limits import LimitedFactory
+from echod.protocols.limits import ConnectionLimits, LimitedFactory
 from echod.protocols.proxy import (
     DEFAULT_MAX_V2_LENGTH,
     V1_MAX_LENGTH,
@@ -162,17 +162,14 @@ def test_proxy_parser_never_crashes_nor_buffers_past_its_bounds_and_splitting_ch
     cuts=st.lists(st.integers(0, 400), max_size=10),
 )
 def test_a_proxy_listener_echoes_exactly_what_follows_a_good_header_and_closes_on_a_bad_one(data, cuts):
-    factory = LimitedFactory(
-        EchoFactory(),
-        name="l",
+    limits = ConnectionLimits(
         max_connections=10,
         max_connections_per_peer=10,
         idle_timeout=0,
-        stats=ListenerStats(),
-        clock=Clock(),
         proxy_protocol=True,
         trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
     )
+    factory = LimitedFactory(EchoFactory(), name="l", limits=limits, stats=ListenerStats(), clock=Clock())
     address = IPv4Address("TCP", "127.0.0.1", 1)
     protocol = factory.buildProtocol(address)
     transport = StringTransport(peerAddress=address)

@@ -17,15 +17,13 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from echod.accounting.accesslog import AccessLog
-from echod.accounting.descriptors import DescriptorShortage
 from echod.accounting.stats import ListenerStats
 from echod.addresses import host_port
 from echod.config import ListenerSettings
 from echod.daemon.reload import Running
 from echod.protocols.bytecount import BytecountFactory
 from echod.protocols.echo import EchoFactory
-from echod.protocols.limits import LimitedFactory
+from echod.protocols.limits import ConnectionLimits, LimitedFactory, ListenerContext
 from echod.protocols.udp import UDPEcho, adopt_datagram_port
 from echod.sockets import MAX_DATAGRAM, bind_datagram, bind_stream
 
@@ -61,10 +59,6 @@ class ListenerService(Service):
     log = Logger()
     #: The connection factory, for listeners that have connections.
     factory: LimitedFactory | None = None
-    #: Whether connections opened and closed are logged (at debug level).
-    log_connections = False
-    #: Where the connections Twisted drops for want of file descriptors are counted and told.
-    shortage: DescriptorShortage | None = None
 
     def __init__(
         self,
@@ -73,10 +67,11 @@ class ListenerService(Service):
         stats: ListenerStats | None = None,
         sock: socket.socket | None = None,
         inherited: bool = False,
-        access_log: AccessLog | None = None,
+        context: ListenerContext | None = None,
     ) -> None:
         self.settings = settings
-        self.access_log = access_log
+        #: What the daemon shares with every listener (the access log, ...), read when wanted.
+        self.context = context if context is not None else ListenerContext()
         self.name = settings.name
         self.stats = stats if stats is not None else ListenerStats()
         self.socket = sock
@@ -173,17 +168,10 @@ class StreamListener(ListenerService):
         return LimitedFactory(
             protocol_factory(settings, self.stats),
             name=settings.name,
-            max_connections=settings.max_connections,
-            max_connections_per_peer=settings.max_connections_per_peer,
-            idle_timeout=settings.idle_timeout,
+            limits=ConnectionLimits.of(settings),
             stats=self.stats,
             clock=self._reactor,
-            access_log=self.access_log,
-            log_connections=self.log_connections,
-            peer_prefix_ipv4=settings.peer_prefix_ipv4,
-            peer_prefix_ipv6=settings.peer_prefix_ipv6,
-            proxy_protocol=settings.proxy_protocol,
-            trusted_proxies=settings.trusted_proxies,
+            context=self.context,
         )
 
     def take_over(self, old: ListenerService) -> None:
@@ -195,8 +183,8 @@ class StreamListener(ListenerService):
 
     def _adopt(self) -> None:
         self.port = self._reactor.adoptStreamPort(self.socket.fileno(), self.socket.family, self.factory)
-        if self.shortage is not None:
-            self.shortage.install(self.port, self.factory)
+        if self.context.shortage is not None:
+            self.context.shortage.install(self.port, self.factory)
 
     def counters(self) -> str:
         return self.stats.stream_summary()
@@ -220,13 +208,7 @@ class StreamListener(ListenerService):
             # The same factory serves the new protocol, so that the caps keep
             # counting the connections open under the old one.
             factory.serve(protocol_factory(settings, self.stats))
-        factory.max_connections = settings.max_connections
-        factory.max_connections_per_peer = settings.max_connections_per_peer
-        factory.idle_timeout = settings.idle_timeout  # the setter leaves an unchanged one alone
-        factory.set_peer_prefixes(settings.peer_prefix_ipv4, settings.peer_prefix_ipv6)
-        # For new connections: those open keep the header they were or were not sent.
-        factory.proxy_protocol = settings.proxy_protocol
-        factory.trusted_proxies = settings.trusted_proxies
+        factory.limits = ConnectionLimits.of(settings)  # for those open too, as far as they can
         if isinstance(factory.wrappedFactory, BytecountFactory):
             factory.wrappedFactory.max_message_size = settings.max_message_size
             factory.wrappedFactory.max_header_length = settings.max_header_length

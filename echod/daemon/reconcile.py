@@ -20,14 +20,12 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
-from echod.accounting.accesslog import AccessLog
 from echod.accounting.alerts import Alerts
-from echod.accounting.descriptors import DescriptorShortage
 from echod.config import ListenerSettings, Settings
 from echod.daemon.listeners import ListenerService, bind_for, endpoint, make_listener, successor
 from echod.daemon.reload import Plan
 from echod.metrics.endpoint import MetricsEndpoint
-from echod.protocols.limits import LimitedFactory
+from echod.protocols.limits import LimitedFactory, ListenerContext
 from echod.sockets import BindError, describe_bind_failure
 from echod.systemd.activation import APPLY_SOCKETS
 from echod.systemd.unwanted import Unclaimed
@@ -54,18 +52,17 @@ class Reconciler:
         alerts: Alerts,
         unclaimed: Unclaimed,
         metrics: MetricsEndpoint,
-        shortage: DescriptorShortage | None = None,
+        context: ListenerContext | None = None,
     ) -> None:
         self._daemon = daemon
         self._reactor = reactor
         self._alerts = alerts
         self._unclaimed = unclaimed
         self._metrics = metrics
-        self._shortage = shortage
+        #: What every listener started from now on reads (the access log, ...).
+        self._context = context if context is not None else ListenerContext()
         #: The factories of listeners removed or moved, with connections still open.
         self.retired: list[LimitedFactory] = []
-        #: Where the listeners started from now on write their connections.
-        self.access_log: AccessLog | None = None
         #: Set once the daemon stops: nothing more is bound.
         self.stopping = False
 
@@ -226,11 +223,13 @@ class Reconciler:
         if sock is None:
             sock, inherited = self._socket_for(settings)
         if predecessor is not None:
-            listener = successor(predecessor, settings, self._reactor, sock=sock, inherited=inherited)
+            listener = successor(
+                predecessor, settings, self._reactor, sock=sock, inherited=inherited, context=self._context
+            )
         else:
-            listener = make_listener(settings, self._reactor, sock=sock, inherited=inherited)
-        listener.access_log = self.access_log
-        listener.shortage = self._shortage
+            listener = make_listener(
+                settings, self._reactor, sock=sock, inherited=inherited, context=self._context
+            )
         try:
             listener.privilegedStartService()  # Twisted takes the socket: it needs a descriptor too
         except OSError as e:

@@ -31,7 +31,7 @@ from echod.daemon.signals import defer_early_signals, take_pending
 from echod.daemon.status import status_line, stopping_line
 from echod.metrics.collector import DaemonView, ListenerView, make_registry
 from echod.metrics.endpoint import MetricsEndpoint
-from echod.protocols.limits import LimitedFactory
+from echod.protocols.limits import LimitedFactory, ListenerContext
 from echod.protocols.udp import OwnEndpoints
 from echod.sockets import BindError, raise_fd_limit
 from echod.systemd import activation
@@ -74,10 +74,11 @@ class EchodService(MultiService):
         self.notifier = notifier if notifier is not None else Notifier(reactor, {})
         self._reactor = reactor
         self._activated = bool(inherited)
-        self.access_log: AccessLog | None = None
         self.alerts = Alerts(self.log)
         #: Connections Twisted drops for want of file descriptors: counted, and told once.
         self.shortage = DescriptorShortage(reactor, self.alerts)
+        #: What every listener and factory reads when it needs it: set here once, never copied.
+        self.context = ListenerContext(log_connections=settings.log_level == "debug", shortage=self.shortage)
         #: Whether the last reload applied, and when the configuration last loaded (for the metrics).
         self.reload_successful = True
         self.reload_success_time = reactor.seconds()
@@ -92,14 +93,27 @@ class EchodService(MultiService):
         for listener in settings.listeners:
             found = pairs.get(listener.name)
             make_listener(
-                listener, reactor, sock=found.sock if found else None, inherited=found is not None
+                listener,
+                reactor,
+                sock=found.sock if found else None,
+                inherited=found is not None,
+                context=self.context,
             ).setServiceParent(self)
         # Joined after the listeners, so that they bind first at start.
         self.metrics = MetricsEndpoint(
             make_registry(self.metrics_view), reactor, settings.metrics, self.alerts, self.shortage
         )
         self.metrics.setServiceParent(self)
-        self._reconciler = Reconciler(self, reactor, self.alerts, self.unclaimed, self.metrics, self.shortage)
+        self._reconciler = Reconciler(self, reactor, self.alerts, self.unclaimed, self.metrics, self.context)
+
+    @property
+    def access_log(self) -> AccessLog | None:
+        """The access log, if any: the listeners' factories write to it through C{context}."""
+        return self.context.access_log
+
+    @access_log.setter
+    def access_log(self, access_log: AccessLog | None) -> None:
+        self.context.access_log = access_log
 
     @property
     def listeners(self) -> list[ListenerService]:
@@ -128,7 +142,6 @@ class EchodService(MultiService):
                     error=e.strerror or e,
                 )
                 raise SystemExit(EX_CANTCREAT) from None
-        self._share_logs()
         # MultiService's, but for the hint of what failed to bind.
         Service.privilegedStartService(self)
         for child in self:
@@ -138,17 +151,6 @@ class EchodService(MultiService):
                 self.log.critical("{error}{hint}", error=e, hint=self._bind_hint(child))
                 raise SystemExit(EX_NOPERM if e.not_permitted else EX_OSERR) from None
         self._share_own_endpoints()
-
-    def _share_logs(self) -> None:
-        """Hand the access log and the connection-logging switch to every listener and factory."""
-        debug = self.settings.log_level == "debug"
-        for listener in self.listeners:
-            listener.access_log = self.access_log
-            listener.log_connections = debug
-            listener.shortage = self.shortage
-        for factory in self._factories():
-            factory.access_log = self.access_log
-            factory.log_connections = debug
 
     def _share_own_endpoints(self) -> None:
         """Tell every UDP listener where all of them are bound, so that none answers another, or itself."""
@@ -321,12 +323,11 @@ class EchodService(MultiService):
         if self.daemon_log is not None:
             self.daemon_log.set_level(new.log_level)
         self._switch_access_log(new.access_log)
-        self._reconciler.access_log = self.access_log
         yield self._reconciler.carry_out(
             plan([each.as_running() for each in self.listeners], new.listeners), new
         )
         self.settings = new
-        self._share_logs()
+        self.context.log_connections = new.log_level == "debug"
         self._share_own_endpoints()
 
     def _switch_access_log(self, path: str | None) -> None:

@@ -20,6 +20,7 @@ from echod.daemon.listeners import ListenerService, make_listener
 from echod.daemon.reconcile import Reconciler, listeners_of
 from echod.daemon.reload import plan
 from echod.metrics.endpoint import MetricsEndpoint
+from echod.protocols.limits import ListenerContext
 from echod.systemd.activation import APPLY_SOCKETS, InheritedSocket
 from echod.systemd.unwanted import Unclaimed
 
@@ -81,7 +82,10 @@ class Daemon:
         self.unclaimed.start(self.settings.path)
         self.parent.privilegedStartService()
         self.parent.startService()
-        self.reconciler = Reconciler(self.parent, self.reactor, self.alerts, self.unclaimed, self.metrics)
+        self.context = ListenerContext()
+        self.reconciler = Reconciler(
+            self.parent, self.reactor, self.alerts, self.unclaimed, self.metrics, self.context
+        )
 
     def reload(self, text: str) -> Settings:
         new = parse(text)
@@ -125,7 +129,7 @@ def test_a_listener_moved_keeps_its_counters_and_its_factory_and_its_old_socket_
     assert new is not old and listeners_of(daemon.parent) == [new]
     assert new.socket.getsockname()[0] == "127.0.0.2"
     assert (new.stats, new.factory) == (old.stats, old.factory)
-    assert new.factory.max_connections == 5
+    assert new.factory.limits.max_connections == 5
     assert old.port is None and old_socket.fileno() == -1
     assert daemon.alerts.keys() == []
     daemon.close()
@@ -194,7 +198,7 @@ def test_a_listener_on_systemds_socket_moved_in_the_configuration_stays_and_says
     daemon.reload(section("x", 0, extra="max_connections = 3\n").replace("127.0.0.1", "127.0.0.2"))
     assert daemon.named("x") is listener and not listener.port.stopped
     assert (listener.settings.address, port_of(listener)) == ("127.0.0.1", where)
-    assert listener.factory.max_connections == 3
+    assert listener.factory.limits.max_connections == 3
     assert daemon.alerts.summaries() == [f"systemd's sockets differ from <string>: run '{APPLY_SOCKETS}'"]
     assert daemon.log[-1]["message"].endswith(f"to move it run: {APPLY_SOCKETS}")
     daemon.close()
@@ -223,4 +227,14 @@ def test_once_stopping_nothing_more_is_bound():
     daemon.reload("[echod]\nmetrics = 127.0.0.1:0\n" + keep + section("y", 0))
     assert [listener.name for listener in listeners_of(daemon.parent)] == ["x"]
     assert daemon.metrics.bound is None
+    daemon.close()
+
+
+def test_listeners_added_or_moved_share_the_daemons_context():
+    daemon = Daemon(section("a", 0))
+    moved = section("a", 0).replace("127.0.0.1", "127.0.0.2")
+    daemon.reload(moved + section("b", 0).replace("127.0.0.1", "127.0.0.3"))
+    a, b = daemon.named("a"), daemon.named("b")
+    assert a.socket.getsockname()[0] == "127.0.0.2" and a.context is daemon.context
+    assert b.context is daemon.context and b.factory.context is daemon.context
     daemon.close()

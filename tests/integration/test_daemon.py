@@ -226,6 +226,26 @@ def test_reload_and_reopen_signals_while_starting_do_not_kill_it(tmp_path):
         daemon.kill()
 
 
+def test_a_reload_turning_on_the_access_log_and_debug_applies_to_a_connection_already_open(
+    start_daemon, tmp_path
+):
+    daemon = start_daemon({}, echo={"protocol": "echo"})
+    log = tmp_path / "access.log"
+    with connect(daemon.port("echo")) as sock:
+        assert exchange([(sock, b"before")], half_close=False) == [b"before"]
+        client = "{}:{}".format(*sock.getsockname())
+        general = {"access_log": str(log), "log_level": "debug"}
+        daemon.config_path.write_text(config_text(general, echo={"protocol": "echo"}))
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for(r"reloaded: serving 1 listener")
+        assert exchange([(sock, b"after")], half_close=True) == [b"after"]
+    daemon.wait_for(rf"echo: closed connection from {re.escape(client)}$")
+    assert_clean_exit(daemon.stop(), signal.SIGTERM, daemon.output)
+    (line,) = log.read_text().splitlines()  # the one connection, its bytes from before the reload too
+    fields = line.split()[1:]
+    assert fields[:4] + fields[5:] == ["echo", client, "in=11", "out=11", "closed=client"]
+
+
 def test_stop_lets_an_open_connection_finish_within_the_grace_period(start_daemon):
     daemon = start_daemon({"shutdown_grace": "30s"}, echo={"protocol": "echo"})
     with connect(daemon.port("echo")) as sock:

@@ -107,7 +107,7 @@ class Entry:
     peer: tuple[str, int]
     received: int
     sent: int
-    closed: str
+    cause: str
     via: tuple[str, int] | None
 
 
@@ -427,7 +427,7 @@ def test_each_backend_access_log_names_the_client_via_the_balancer(quiet: Site):
         assert not others, found
         client = ends[host, port]
         assert host in (client.ipv4, client.ipv6)
-        assert entry.peer == (host, port) and entry.closed == "client", entry
+        assert entry.peer == (host, port) and entry.cause == "client", entry
         # The balancer's own end of its connection to the backend: its IPv4
         # address, as the example reaches the backends over IPv4.
         assert entry.via is not None and entry.via[0] == balancer.ipv4, entry
@@ -474,7 +474,7 @@ def test_per_peer_cap_holds_per_client_behind_the_balancer(quiet: Site):
             sock.close()
     (_, entry), *others = site.find([refused_end])[refused_end]
     assert not others
-    assert entry.closed == "refused-max_connections_per_peer", entry
+    assert entry.cause == "refused-max_connections_per_peer", entry
     assert entry.peer == refused_end and entry.via[0] == site.balancer.host.ipv4, entry
 
 
@@ -607,7 +607,7 @@ def test_forged_header_from_outside_trusted_proxies_is_refused(quiet: Site, head
     assert echoed == b""
     (_, entry), *others = site.find([end])[end]
     assert not others
-    assert entry.closed == "untrusted-proxy" and entry.via is None, entry
+    assert entry.cause == "untrusted-proxy" and entry.via is None, entry
     assert not [e for e in site.backends[0].entries() if e.peer == made_up]
 
 
@@ -621,4 +621,4 @@ def test_forged_header_from_a_trusted_proxy_is_believed(quiet: Site, header, fam
     assert echoed == b"believe me"
     found = site.find([made_up])[made_up]
     assert [(name, entry.via) for name, entry in found] == [("echod1", end)], found
-    assert found[0][1].closed == "client"
+    assert found[0][1].cause == "client"

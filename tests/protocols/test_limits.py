@@ -1,50 +1,7 @@
 import pytest
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs
 
-from echod.accounting.stats import ListenerStats
-from echod.protocols.echo import EchoFactory
-from echod.protocols.limits import LimitedFactory
-
-
-def limited(inner: Factory | None = None, **limits) -> LimitedFactory:
-    options = {"max_connections": 100, "max_connections_per_peer": 100, "idle_timeout": 0}
-    options.update(limits)
-    return LimitedFactory(inner or EchoFactory(), name="l", stats=ListenerStats(), clock=Clock(), **options)
-
-
-def connect(factory: LimitedFactory, host: str = "10.0.0.1", port: int = 1000):
-    address = IPv6Address("TCP", host, port) if ":" in host else IPv4Address("TCP", host, port)
-    protocol = factory.buildProtocol(address)
-    if protocol is None:
-        return None, None
-    transport = StringTransport(peerAddress=address)
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
-def test_wrapped_protocol_sees_the_data_and_writes_through():
-    factory = limited()
-    protocol, transport = connect(factory)
-    protocol.dataReceived(b"ping")
-    assert transport.value() == b"ping"
-    assert factory.totals() == (4, 4)
-    assert (factory.stats.active, factory.stats.accepted) == (1, 1)
-
-
-def test_backpressure_reaches_the_real_transport():
-    factory = limited()
-    protocol, transport = connect(factory)
-    assert transport.producer is protocol
-    assert transport.streaming
-    protocol.pauseProducing()
-    assert transport.producerState == "paused"
-    protocol.resumeProducing()
-    assert transport.producerState == "producing"
+from tests.protocols.limited import change, closed_at, connect, connect_socket_like, entries, limited, logged
 
 
 def test_total_cap_refuses_the_extra_connection_and_warns_once():
@@ -90,15 +47,6 @@ def test_closing_frees_the_peers_slot():
     assert factory.stats.active == 1
 
 
-def closed_at(factory, transport, until: int) -> int | None:
-    """Advance the clock a second at a time; when was the connection aborted?"""
-    for second in range(int(factory.clock.seconds()) + 1, until + 1):
-        factory.clock.advance(1)
-        if transport.disconnected:  # aborted, not politely closed
-            return second
-    return None
-
-
 def test_idle_connection_is_aborted_between_the_timeout_and_a_quarter_more():
     factory = limited(idle_timeout=40)
     protocol, transport = connect(factory)
@@ -121,7 +69,7 @@ def test_input_keeps_a_connection_open():
 def test_a_new_idle_timeout_applies_to_open_connections_from_the_next_sweep(before):
     factory = limited(idle_timeout=before)
     _, transport = connect(factory)
-    factory.idle_timeout = 4
+    change(factory, idle_timeout=4)
     assert closed_at(factory, transport, 100) <= 5
 
 
@@ -169,23 +117,6 @@ def test_zero_idle_timeout_never_times_out():
     assert not factory.clock.getDelayedCalls()
 
 
-def test_half_close_reaches_the_wrapped_protocol():
-    factory = limited()
-    protocol, transport = connect(factory)
-    assert IHalfCloseableProtocol.providedBy(protocol)
-    protocol.dataReceived(b"bye")
-    protocol.readConnectionLost()
-    assert transport.value() == b"bye"
-    assert transport.disconnecting
-
-
-def test_half_close_closes_a_protocol_that_does_not_handle_it():
-    factory = limited(Factory.forProtocol(Protocol))
-    protocol, transport = connect(factory)
-    protocol.readConnectionLost()
-    assert transport.disconnecting
-
-
 def test_when_empty_fires_once_the_last_connection_closes():
     factory = limited()
     assert factory.when_empty().called
@@ -203,19 +134,6 @@ def test_abort_all_aborts_every_open_connection():
     transports = [connect(factory, f"10.0.0.{i}")[1] for i in range(3)]
     assert factory.abort_all() == 3
     assert all(t.disconnected for t in transports)
-
-
-def logged(tmp_path, **limits):
-    from echod.accounting.accesslog import AccessLog
-
-    factory = limited(**limits)
-    factory.access_log = AccessLog(str(tmp_path / "access.log"), factory.clock)
-    return factory
-
-
-def entries(factory, tmp_path) -> list[list[str]]:
-    factory.access_log.flush()
-    return [line.split()[1:] for line in (tmp_path / "access.log").read_text().splitlines()]
 
 
 def test_access_log_has_a_line_per_connection_with_its_cause(tmp_path):
@@ -257,159 +175,6 @@ def test_access_log_has_a_line_per_connection_with_its_cause(tmp_path):
     assert entries(bad, tmp_path / "b")[-1][-1] == "closed=bad-request"
 
 
-def test_a_client_that_half_closed_and_then_timed_out_is_logged_as_timed_out(tmp_path):
-    from twisted.internet import error
-    from twisted.python.failure import Failure
-
-    factory = logged(tmp_path, idle_timeout=10)
-    protocol, transport = connect(factory)
-    protocol.dataReceived(b"echo still queued")
-    protocol.readConnectionLost()  # the client is done sending; its echo cannot be delivered
-    closed_at(factory, transport, 100)
-    protocol.connectionLost(Failure(error.ConnectionAborted()))
-    assert entries(factory, tmp_path)[-1][-1] == "closed=idle-timeout"
-
-
-def test_a_client_that_half_closed_and_then_reset_is_logged_as_reset(tmp_path):
-    from twisted.internet import error
-    from twisted.python.failure import Failure
-
-    factory = logged(tmp_path)
-    protocol, _ = connect(factory)
-    protocol.readConnectionLost()
-    protocol.connectionLost(Failure(error.ConnectionLost()))
-    assert entries(factory, tmp_path)[-1][-1] == "closed=reset"
-
-
-class SocketLikeTransport(StringTransport):
-    """
-    Just enough of Twisted's TCP transport for what limits does with it: a
-    write buffer it can be told holds C{unsent} bytes, and half-close.
-    """
-
-    offset = 0
-    _tempDataLen = 0
-    write_closed = False
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.dataBuffer = b""
-
-    def writeSomeData(self, data: bytes) -> int:
-        self.io.write(data)
-        return len(data)
-
-    def hold(self, unsent: int) -> None:
-        """Pretend that C{unsent} bytes written are still in Twisted's buffer."""
-        self.dataBuffer, self.offset = b"x" * unsent, 0
-
-    def loseWriteConnection(self) -> None:
-        self.write_closed = True
-
-
-def connect_socket_like(factory: LimitedFactory, host: str = "10.0.0.1", port: int = 1000):
-    address = IPv4Address("TCP", host, port)
-    protocol = factory.buildProtocol(address)
-    transport = SocketLikeTransport(peerAddress=address)
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
-def bytecount_factory(tmp_path, **limits) -> LimitedFactory:
-    from echod.protocols.bytecount import BytecountFactory
-
-    factory = logged(tmp_path, **limits)
-    factory.wrappedFactory = BytecountFactory("l", 20, 100, factory.stats, clock=factory.clock)
-    return factory
-
-
-def test_bytecount_lingers_after_its_reply_until_the_client_ends(tmp_path):
-    """Closing with the client's extra bytes unread would reset the connection and lose the reply."""
-    from twisted.internet import error
-    from twisted.python.failure import Failure
-
-    factory = bytecount_factory(tmp_path)
-    protocol, transport = connect_socket_like(factory)
-    protocol.dataReceived(b"3 abcEXTRA")
-    assert transport.value() == b"abc"
-    assert transport.write_closed and not transport.disconnecting  # FIN after the reply, still reading
-    assert transport.producer is None and transport.producerState == "producing"
-    protocol.dataReceived(b"more extra")  # read and dropped
-    assert transport.value() == b"abc"
-    protocol.writeConnectionLost()  # Twisted: the FIN is sent; still waiting for the client's
-    assert not transport.disconnecting
-    protocol.readConnectionLost()
-    assert transport.disconnecting
-    protocol.connectionLost(Failure(error.ConnectionDone()))
-    assert entries(factory, tmp_path)[-1][2:4] + entries(factory, tmp_path)[-1][-1:] == [
-        "in=20",
-        "out=3",
-        "closed=server",
-    ]
-
-
-def test_lingering_stops_after_linger_bytes(tmp_path):
-    from echod.protocols.limits import LINGER_BYTES
-
-    factory = bytecount_factory(tmp_path)
-    protocol, transport = connect_socket_like(factory)
-    protocol.dataReceived(b"1 a")
-    protocol.dataReceived(b"x" * (LINGER_BYTES - 1))
-    assert not transport.disconnecting
-    protocol.dataReceived(b"xx")
-    assert transport.disconnecting
-
-
-def test_a_bad_request_lingers_too_and_is_logged_as_one(tmp_path):
-    from twisted.internet import error
-    from twisted.python.failure import Failure
-
-    factory = bytecount_factory(tmp_path)
-    protocol, transport = connect_socket_like(factory)
-    protocol.dataReceived(b"GET / HTTP/1.1\r\n")
-    assert transport.write_closed and not transport.disconnecting
-    protocol.readConnectionLost()
-    protocol.connectionLost(Failure(error.ConnectionDone()))
-    assert entries(factory, tmp_path)[-1][-1] == "closed=bad-request"
-
-
-def test_a_client_that_half_closed_first_is_not_lingered_for(tmp_path):
-    from twisted.internet import error
-    from twisted.python.failure import Failure
-
-    factory = bytecount_factory(tmp_path)
-    protocol, transport = connect_socket_like(factory)
-    protocol.dataReceived(b"5 ab")
-    protocol.readConnectionLost()  # a request cut short: it has nothing more to send
-    assert transport.disconnecting and not transport.write_closed
-    protocol.connectionLost(Failure(error.ConnectionDone()))
-    assert entries(factory, tmp_path)[-1][-1] == "closed=bad-request"
-
-
-@pytest.mark.parametrize(("outstanding", "cause"), [(0, "closed=server"), (100, "closed=idle-timeout")])
-def test_lingering_ends_at_the_idle_timeout(tmp_path, outstanding, cause):
-    """
-    With its reply all taken, the client that does not close is simply
-    closed; with some of it still queued, it was cut off for idleness.
-    """
-    from twisted.internet import error
-    from twisted.python.failure import Failure
-
-    factory = bytecount_factory(tmp_path, idle_timeout=40)
-    protocol, transport = connect_socket_like(factory)
-    protocol.dataReceived(b"2 ok")
-    transport.hold(outstanding)
-    for _ in range(60):
-        factory.clock.advance(1)
-        if transport.disconnecting or transport.disconnected:
-            break
-    assert 40 <= factory.clock.seconds() <= 50
-    assert transport.disconnected == bool(outstanding)  # aborted, or closed
-    protocol.connectionLost(Failure(error.ConnectionAborted() if outstanding else error.ConnectionDone()))
-    assert entries(factory, tmp_path)[-1][-1] == cause
-    assert factory.stats.timed_out == (1 if outstanding else 0)
-
-
 def test_a_peer_taking_its_output_is_not_idle_though_it_sends_nothing():
     factory = limited(idle_timeout=40)
     protocol, transport = connect_socket_like(factory)
@@ -421,20 +186,6 @@ def test_a_peer_taking_its_output_is_not_idle_though_it_sends_nothing():
     assert not transport.disconnected
     # From the last progress (at 270 s), nothing moves.
     assert 270 + 40 <= closed_at(factory, transport, 500) <= 270 + 50
-
-
-def test_out_counts_only_what_was_handed_over(tmp_path):
-    from twisted.internet import error
-    from twisted.python.failure import Failure
-
-    factory = logged(tmp_path, idle_timeout=40)
-    protocol, transport = connect_socket_like(factory)
-    protocol.dataReceived(b"x" * 1000)
-    transport.hold(600)  # what Twisted still held when it was cut off
-    closed_at(factory, transport, 100)
-    protocol.connectionLost(Failure(error.ConnectionAborted()))
-    assert entries(factory, tmp_path)[-1][2:4] == ["in=1000", "out=400"]
-    assert factory.stats.bytes_sent == 400
 
 
 @pytest.mark.parametrize("limit", ["max_connections", "max_connections_per_peer"])
@@ -471,11 +222,11 @@ def test_peer_prefixes_apply_to_the_connections_already_open():
     factory = limited(max_connections_per_peer=2)
     first, _ = connect(factory, "192.0.2.1")
     connect(factory, "192.0.2.2")
-    factory.set_peer_prefixes(24, 64)
+    change(factory, peer_prefix_ipv4=24, peer_prefix_ipv6=64)
     assert connect(factory, "192.0.2.3") == (None, None)  # two already open from 192.0.2.0/24
     first.connectionLost(None)
     assert connect(factory, "192.0.2.3")[0] is not None
-    factory.set_peer_prefixes(32, 64)
+    change(factory, peer_prefix_ipv4=32, peer_prefix_ipv6=64)
     assert connect(factory, "192.0.2.3")[0] is not None  # 192.0.2.3 alone has one open
 
 
@@ -483,7 +234,7 @@ def aborted_while_setting(factory, transport, values) -> float | None:
     """Set idle_timeout to each of C{values}, half a second apart; when was the connection aborted?"""
     for value in values:
         factory.clock.advance(0.5)
-        factory.idle_timeout = value
+        change(factory, idle_timeout=value)
         if transport.disconnected:
             return factory.clock.seconds()
     return None
@@ -517,3 +268,33 @@ def test_switching_the_served_protocol_keeps_the_counts_and_open_connections():
     first.dataReceived(b"2 echo")
     assert first_transport.value() == b"2 echo"  # the open one keeps its protocol
     assert factory.wrappedFactory.numPorts == 1
+
+
+def test_the_limits_are_a_listeners_settings_of_the_same_names():
+    from echod.config import parse
+    from echod.protocols.limits import ConnectionLimits
+
+    settings = parse(
+        "[listener:l]\nprotocol = echo\nport = 7\nmax_connections = 9\nmax_connections_per_peer = 3\n"
+        "idle_timeout = 90s\npeer_prefix_ipv4 = 24\npeer_prefix_ipv6 = 48\nproxy_protocol = yes\n"
+        "trusted_proxies = 198.18.0.0/15\n"
+    ).listeners[0]
+    limits = ConnectionLimits.of(settings)
+    assert (limits.max_connections, limits.max_connections_per_peer, limits.idle_timeout) == (9, 3, 90)
+    assert (limits.peer_prefix_ipv4, limits.peer_prefix_ipv6) == (24, 48)
+    assert limits.proxy_protocol and [str(n) for n in limits.trusted_proxies] == ["198.18.0.0/15"]
+
+
+def test_the_shared_context_is_read_at_each_use_so_a_change_there_reaches_open_connections(tmp_path):
+    from echod.accounting.accesslog import AccessLog
+
+    factory = limited()
+    protocol, _ = connect(factory, "10.0.0.1", 1)
+    factory.context.access_log = AccessLog(str(tmp_path / "access.log"), factory.clock)
+    factory.context.log_connections = True
+    with capturedLogs() as events:
+        protocol.connectionLost(None)
+    assert [e["log_format"].format(**e) for e in events] == ["l: closed connection from 10.0.0.1:1"]
+    assert entries(factory, tmp_path) == [
+        ["l", "10.0.0.1:1", "in=0", "out=0", "duration=0.000s", "closed=client"]
+    ]

@@ -1,9 +1,10 @@
 """
-The PROXY header applied to connections (echod.protocols.limits with proxy_protocol):
+The PROXY header applied to connections (echod.protocols.proxied, with proxy_protocol):
 who the peer is, when the caps apply, and what closes a connection. The
 header's own grammar is tested in test_proxy.py.
 """
 
+import dataclasses
 import ipaddress
 import socket
 import struct
@@ -17,8 +18,10 @@ from twisted.logger import LogLevel, capturedLogs
 from echod.accounting.accesslog import FLUSH_INTERVAL, AccessLog
 from echod.accounting.stats import ListenerStats
 from echod.protocols.bytecount import BytecountFactory
+from echod.protocols.connection import LimitedProtocol
 from echod.protocols.echo import EchoFactory
-from echod.protocols.limits import PROXY_HEADER_TIMEOUT, LimitedFactory, LimitedProtocol
+from echod.protocols.limits import ConnectionLimits, LimitedFactory, ListenerContext
+from echod.protocols.proxied import PROXY_HEADER_TIMEOUT
 from echod.protocols.proxy import V2_SIGNATURE
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1"))
@@ -57,10 +60,10 @@ class Listener:
         self.factory = LimitedFactory(
             inner or EchoFactory(),
             name="l",
+            limits=ConnectionLimits(**options),
             stats=ListenerStats(),
             clock=self.clock,
-            access_log=self.access_log,
-            **options,
+            context=ListenerContext(access_log=self.access_log),
         )
 
     def connect(self, host: str = "127.0.0.1", port: int = 50000):
@@ -214,7 +217,7 @@ def test_the_sweep_of_late_headers_stops_once_none_is_awaited(tmp_path):
     protocol, _ = listener.connect()
     assert len(listener.clock.getDelayedCalls()) == timers + 1
     protocol.dataReceived(V1)
-    assert listener.factory.awaiting_header == {}
+    assert listener.factory.proxy.awaiting == {}
     listener.clock.advance(PROXY_HEADER_TIMEOUT)
     assert len(listener.clock.getDelayedCalls()) == timers
 
@@ -223,7 +226,7 @@ def test_a_connection_closed_before_its_header_is_no_longer_awaited(tmp_path):
     listener = Listener(tmp_path)
     protocol, _ = listener.connect()
     listener.close(protocol)
-    assert listener.factory.awaiting_header == {}
+    assert listener.factory.proxy.awaiting == {}
     assert listener.factory.stats.active == 0
 
 
@@ -314,7 +317,7 @@ def test_bad_requests_inside_name_the_client(tmp_path):
 def test_turning_it_off_applies_to_new_connections_only(tmp_path):
     listener = Listener(tmp_path)
     waiting, waiting_transport = listener.connect(port=1)
-    listener.factory.proxy_protocol = False
+    listener.factory.limits = dataclasses.replace(listener.factory.limits, proxy_protocol=False)
     plain, plain_transport = listener.connect(port=2)
     plain.dataReceived(V1)
     assert plain_transport.value() == V1  # echoed: just bytes to a plain listener
@@ -326,7 +329,9 @@ def test_turning_it_off_applies_to_new_connections_only(tmp_path):
 def test_peer_prefixes_changed_while_a_header_is_awaited_keep_it_uncounted(tmp_path):
     listener = Listener(tmp_path, max_connections_per_peer=1)
     waiting, _ = listener.connect(port=1)
-    listener.factory.set_peer_prefixes(24, 64)
+    listener.factory.limits = dataclasses.replace(
+        listener.factory.limits, peer_prefix_ipv4=24, peer_prefix_ipv6=64
+    )
     waiting.dataReceived(V1)
     other, other_transport = listener.connect(port=2)
     other.dataReceived(b"PROXY TCP4 198.18.1.99 198.18.0.1 40000 7\r\nx")  # the same /24: over the cap
