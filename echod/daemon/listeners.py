@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from echod._twisted import adopt_datagram_port
 from echod.accounting.accesslog import AccessLog
 from echod.accounting.descriptors import DescriptorShortage
 from echod.accounting.stats import ListenerStats
@@ -26,7 +27,7 @@ from echod.daemon.reload import Running
 from echod.protocols.bytecount import BytecountFactory
 from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import LimitedFactory
-from echod.protocols.udp import UDPEcho, adopt_datagram_port
+from echod.protocols.udp import UDPEcho
 from echod.sockets import MAX_DATAGRAM, bind_datagram, bind_stream
 
 
