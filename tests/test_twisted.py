@@ -12,15 +12,19 @@ from collections.abc import Callable, Iterator
 import pytest
 from twisted.internet import error
 from twisted.internet.epollreactor import EPollReactor
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from echod._twisted import (
+    ConnectedDatagramPort,
+    FairDatagramPort,
     ReceiveClock,
+    adopt_datagram_port,
     send_at_once,
     sends_at_once,
 )
+from echod.units import MAX_DATAGRAM
 
 DEADLINE = 10.0
 
@@ -114,6 +118,42 @@ def test_what_the_kernel_does_not_take_goes_twisteds_way_in_order(reactor, conne
     got = bytearray()
     spin(reactor, lambda: got.extend(received(peer)) or len(got) >= len(data))
     assert got == data
+
+
+# -- one largest datagram for all -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port_class", ["connected", "fair"])
+def test_a_largest_datagram_is_received_whole(reactor, port_class):
+    # 65527 bytes: the largest UDP payload (over IPv6, whose header does not count in it).
+    class Keep(DatagramProtocol):
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+
+        def datagramReceived(self, data: bytes, addr) -> None:
+            self.got.append(data)
+
+    protocol = Keep()
+    if port_class == "connected":
+        port = ConnectedDatagramPort(0, protocol, "::1", MAX_DATAGRAM, reactor)
+        port.startListening()
+        where = port.getHost().port
+    else:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+            sock.setblocking(False)
+            port = adopt_datagram_port(reactor, sock.fileno(), socket.AF_INET6, protocol, MAX_DATAGRAM)
+            where = sock.getsockname()[1]
+        assert isinstance(port, FairDatagramPort)
+    payload = bytes(range(256)) * 255 + bytes(247)
+    assert len(payload) == 65527
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
+        sender.sendto(payload, ("::1", where))
+    try:
+        spin(reactor, lambda: bool(protocol.got))
+    finally:
+        port.stopListening()
+    assert protocol.got == [payload]
 
 
 # -- the time of answers --------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from echod.protocols.bytecount import BytecountFactory
 from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import LimitedFactory
 from echod.protocols.udp import UDPEcho
-from echod.sockets import MAX_DATAGRAM, bind_datagram, bind_stream
+from echod.sockets import bind_datagram, bind_stream
+from echod.units import MAX_DATAGRAM
 
 
 def protocol_factory(settings: ListenerSettings, stats: ListenerStats) -> Factory:

@@ -18,6 +18,7 @@ from echod._twisted import ConnectedDatagramPort
 from echod.addresses import host_port
 from echod.probe.interfaces import late_probe, probes_in
 from echod.probe.payload import SEQ_BYTES, Probe, compare_whole
+from echod.units import MAX_DATAGRAM
 
 if TYPE_CHECKING:
     from echod.probe.interfaces import RunView
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 #: Over UDP the state of the last this many probes (or those of two timeouts, if more) is kept, to
 #: tell a late answer or a duplicate; as ping(8)'s table of the last 65536 sequence numbers.
 DATAGRAM_WINDOW = 1 << 16
-#: Datagrams up to the largest IPv6 payload; Twisted's default (8192) would cut them silently.
-MAX_DATAGRAM = 65536
 
 # States of a datagram probe, by sequence number (see DatagramProbe.states).
 _IN_FLIGHT, _ANSWERED, _TIMED_OUT, _FAILED = 0, 1, 2, 3

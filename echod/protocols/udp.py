@@ -33,7 +33,7 @@ from echod.accounting.stats import DROP_REASONS, ListenerStats
 from echod.accounting.throttle import Summary, WarningThrottle
 from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port, peer_key
 from echod.config import LISTENER_PREFIX, format_ranges
-from echod.units import format_size
+from echod.units import MAX_DATAGRAM, format_size
 
 #: The drops of each reason, as the warnings count them: by the key that decides them.
 _COUNTED_AS = {
@@ -185,7 +185,7 @@ class UDPEcho(DatagramProtocol):
         }
         self._blocked_below = next((high + 1 for low, high in blocked_source_ports if low == 0), 0)
         # One second of bytes, but never less than one largest datagram.
-        byte_burst = max(byte_rate, 65535)
+        byte_burst = max(byte_rate, MAX_DATAGRAM)
         if self._peers is None:
             self._peers = PeerBuckets(datagram_rate_per_peer)
             self._datagrams = TokenBucket(datagram_rate, datagram_rate, now)
