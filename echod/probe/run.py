@@ -23,6 +23,7 @@ from echod._twisted import ReceiveClock
 from echod.addresses import host_port
 from echod.probe.channels import REFUSED, channel_for
 from echod.probe.options import ProbeOptions, check_size
+from echod.probe.output import UNKNOWN
 from echod.probe.payload import Mismatch, Probe, make_payload
 from echod.probe.resolve import ResolveError, resolve_in_thread
 from echod.probe.tally import STATUS_ERROR, Tally, Verdict
@@ -417,7 +418,7 @@ def run(options: ProbeOptions, reporter: Reporter) -> int:
     status: list[int] = []
     # A failure of the probe itself (a bug) is neither loss nor corruption: an error, or a
     # monitoring check's UNKNOWN, the plugin's own failure.
-    internal = 3 if options.monitoring else STATUS_ERROR
+    internal = UNKNOWN if options.monitoring else STATUS_ERROR
 
     def stop() -> None:
         if not probe_run.finished:

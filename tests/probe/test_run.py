@@ -5,7 +5,11 @@ answers) against a clock, and its command line.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from twisted.internet import defer
@@ -13,7 +17,9 @@ from twisted.internet.testing import MemoryReactorClock
 
 from echod import cli
 from echod.probe.options import make_options
+from echod.probe.output import UNKNOWN
 from echod.probe.run import Run
+from echod.probe.tally import STATUS_ERROR
 from tests.probe.helpers import (
     ADDRESS,
     KEY,
@@ -217,6 +223,40 @@ def test_a_name_that_does_not_resolve_is_an_error_with_status_2(capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith("echod probe: cannot resolve no-such-host.invalid: ")
     assert captured.out == ""
+
+
+#: `echod probe ARGS` with a bug in it: the run fails as it starts.
+BROKEN_PROBE = """
+import sys
+from echod import cli
+from echod.probe import run
+
+def broken(self, resolving=None):
+    raise RuntimeError("a bug")
+
+run.Run.start = broken
+sys.exit(cli.main(["probe", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "status", "line"),
+    [
+        ((), STATUS_ERROR, ""),
+        (("--warning", "100,20%", "--critical", "200,50%"), UNKNOWN, "ECHO UNKNOWN - internal error: a bug"),
+    ],
+)
+def test_a_failure_of_the_probe_itself_is_an_error_or_the_checks_unknown(thresholds, status, line):
+    # Its own process: the run goes on the global reactor, which runs once a process.
+    done = subprocess.run(
+        [sys.executable, "-c", BROKEN_PROBE, *thresholds, "-c", "1", "192.0.2.1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        timeout=60,
+    )
+    assert done.returncode == status, done
+    assert done.stdout.splitlines() == ([line] if line else [])
 
 
 # -- the time of answers ----------------------------------------------------------------------
