@@ -319,9 +319,8 @@ class Run:
         if self.finished:
             return
         if probe.sent_at is not None and now < probe.sent_at:
-            now = (
-                self.timer()
-            )  # stamped in a turn that began before the send (see echod._twisted.ReceiveClock)
+            # Stamped in a turn that began before the send (see echod._twisted.ReceiveClock).
+            now = self.timer()
         rtt = now - probe.sent_at if probe.sent_at is not None else None
         corrupt = bool(mismatch)
         detail = mismatch.describe(probe.size) if corrupt else ""
