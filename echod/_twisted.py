@@ -1,14 +1,15 @@
 """
-Every use echod makes of Twisted's insides, in one place: the steps Twisted
-has no hook for, each taken on its private attributes or by subclassing one
-of its transports. Each was checked against Twisted 22.4, 24.11 and 26.10;
-a new Twisted that changes one breaks it here, and only here.
+Every use echod makes of Twisted's insides (and of prometheus_client's), in
+one place: the steps the library has no hook for, each taken on its private
+attributes or by subclassing one of its classes. Each was checked against
+Twisted 22.4, 24.11 and 26.10 (prometheus_client as Debian and PyPI ship it);
+a new release that changes one breaks it here, and only here.
 
 The probe's client transports (the time of a connect(), an ICMP error that
 must not close a datagram port, an IPv6 scope kept) and the time of its
 answers (the reactor's wake-up); the direct send of the echo and of the
 probe; and the daemon's ports that yield to the reactor: a paced accept
-loop and a bounded datagram read.
+loop and a bounded datagram read; the process metrics' boot time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
+from prometheus_client import ProcessCollector
 from twisted.internet import tcp, udp
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.internet.posixbase import PosixReactorBase
@@ -322,3 +324,26 @@ def adopt_datagram_port(
     )
     port.startListening()
     return port
+
+
+# -- prometheus_client ---------------------------------------------------------------------------
+
+
+class EchodProcessCollector(ProcessCollector):
+    """
+    The client library's process metrics (C{process_*}: memory, CPU, open
+    files, start time), which need the boot time to give the start time.
+
+    The library reads it from /proc/stat, and exports nothing at all when it
+    cannot; echod's systemd unit (C{ProcSubset=pid}) hides /proc/stat. The
+    same time is the clock's now less the time since boot (CLOCK_BOOTTIME).
+    """
+
+    def _boot_time(self) -> float:
+        try:
+            boot = super()._boot_time()
+        except OSError:
+            boot = None
+        if not boot:
+            boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        return boot

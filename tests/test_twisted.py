@@ -5,6 +5,7 @@ echod's steps into Twisted's insides (L{echod._twisted}), on a real reactor
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from twisted.python.failure import Failure
 
 from echod._twisted import (
     ConnectedDatagramPort,
+    EchodProcessCollector,
     FairDatagramPort,
     ReceiveClock,
     adopt_datagram_port,
@@ -196,3 +198,22 @@ def test_without_a_poller_answers_are_stamped_when_handled():
     timer = Ticking()
     clock = ReceiveClock(object(), timer)
     assert (clock.now(), clock.now()) == (2.0, 3.0)
+
+
+# -- prometheus_client -----------------------------------------------------------------------------
+
+
+def test_process_metrics_without_proc_stat_as_under_the_unit_procsubset(tmp_path):
+    # ProcSubset=pid leaves /proc/self but hides /proc/stat, where the library reads the boot time.
+    (tmp_path / "self").symlink_to(f"/proc/{os.getpid()}")
+    library = EchodProcessCollector.__mro__[1](proc=str(tmp_path), registry=None)
+    assert list(library.collect()) == []  # the library alone exports nothing
+    ours = {
+        m.name: m.samples[0].value for m in EchodProcessCollector(proc=str(tmp_path), registry=None).collect()
+    }
+    with open("/proc/stat") as f:
+        boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+    with open(f"/proc/{os.getpid()}/stat") as f:
+        started = boot + float(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    assert abs(ours["process_start_time_seconds"] - started) < 2
+    assert ours["process_open_fds"] >= 3
