@@ -192,6 +192,27 @@ class ConnectedDatagramPort(udp.Port):
             return None
 
 
+# -- the sockets systemd passed -------------------------------------------------------------------
+
+
+def twisteds_systemd_descriptors() -> dict[int, str | None]:
+    """
+    The descriptors Twisted's own C{systemd:} endpoint parser took from the
+    environment (by fd, with their LISTEN_FDNAMES name, None before Twisted
+    22.10), when it took them before echod could: its private copy, made as
+    C{twisted.internet.endpoints} is first imported. Imported here only when
+    asked, so as not to be the importer that takes them.
+    """
+    try:
+        from twisted.internet.endpoints import _SystemdParser
+    except ImportError:
+        return {}
+    daemon = _SystemdParser._sddaemon
+    names = getattr(daemon, "inheritedNamedDescriptors", dict)()
+    by_fd = {fd: name for name, fd in names.items()}
+    return {fd: by_fd.get(fd) for fd in daemon.inheritedDescriptors()}
+
+
 # -- the daemon's ports, which yield to the reactor ------------------------------------------------
 
 

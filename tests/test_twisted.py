@@ -25,6 +25,7 @@ from echod._twisted import (
     adopt_datagram_port,
     send_at_once,
     sends_at_once,
+    twisteds_systemd_descriptors,
 )
 from echod.units import MAX_DATAGRAM
 
@@ -156,6 +157,28 @@ def test_a_largest_datagram_is_received_whole(reactor, port_class):
     finally:
         port.stopListening()
     assert protocol.got == [payload]
+
+
+# -- the sockets systemd passed -------------------------------------------------------------------
+
+
+class TakenByTwisted:
+    """Twisted's ListenFDs as its parser keeps it, with fds 3 and 4 taken (named from 22.10 on)."""
+
+    def __init__(self, named: bool) -> None:
+        if named:
+            self.inheritedNamedDescriptors = lambda: {"echo": 3, "metrics": 4}
+
+    def inheritedDescriptors(self) -> list[int]:
+        return [3, 4]
+
+
+@pytest.mark.parametrize(("named", "names"), [(True, ["echo", "metrics"]), (False, [None, None])])
+def test_the_sockets_twisteds_parser_took_are_found_with_their_names(monkeypatch, named, names):
+    from twisted.internet.endpoints import _SystemdParser
+
+    monkeypatch.setattr(_SystemdParser, "_sddaemon", TakenByTwisted(named))
+    assert twisteds_systemd_descriptors() == dict(zip([3, 4], names, strict=True))
 
 
 # -- the time of answers --------------------------------------------------------------------------
