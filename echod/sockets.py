@@ -17,8 +17,6 @@ from echod.addresses import host_port
 
 #: The listen(2) backlog. The kernel caps it at net.core.somaxconn.
 BACKLOG = 4096
-#: The largest UDP payload, which every datagram socket must be able to receive whole.
-MAX_DATAGRAM = 65535
 #: The receive buffer asked for UDP sockets.
 DATAGRAM_BUFFER = 4 << 20
 

@@ -21,6 +21,12 @@ from collections.abc import Callable, Iterable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: A receive this size holds any UDP datagram whole: UDP's length field is 16 bits and counts its
+#: own 8-byte header, so no payload is longer than 65527 bytes (65507 over IPv4, whose header
+#: counts too). Every datagram socket's Twisted maxPacketSize; its default, 8192, would cut longer
+#: datagrams silently.
+MAX_DATAGRAM = 65535
+
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

@@ -7,14 +7,18 @@ twistd makes of it), else L{echod.cli.main} in-process.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import twisted
 
 from echod import __version__, cli
 from echod.instances import INSTANCE_ENV
+from echod.probe.output import UNKNOWN
+from echod.probe.tally import STATUS_ERROR
 from tests.integration.daemon import config_text, environment
 
 BAD_CONFIG = "[listener:echo]\nprotocol = echo\nport = 7\nmax_conections = 5\n"
@@ -227,3 +231,37 @@ def test_a_name_that_does_not_resolve_is_an_error_with_status_2(capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith("echod probe: cannot resolve no-such-host.invalid: ")
     assert captured.out == ""
+
+
+#: `echod probe ARGS` with a bug in it: the run fails as it starts.
+BROKEN_PROBE = """
+import sys
+from echod import cli
+from echod.probe import run
+
+def broken(self, resolving=None):
+    raise RuntimeError("a bug")
+
+run.Run.start = broken
+sys.exit(cli.main(["probe", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "status", "line"),
+    [
+        ((), STATUS_ERROR, ""),
+        (("--warning", "100,20%", "--critical", "200,50%"), UNKNOWN, "ECHO UNKNOWN - internal error: a bug"),
+    ],
+)
+def test_a_failure_of_the_probe_itself_is_an_error_or_the_checks_unknown(thresholds, status, line):
+    # Its own process: the run goes on the global reactor, which runs once a process.
+    done = subprocess.run(
+        [sys.executable, "-c", BROKEN_PROBE, *thresholds, "-c", "1", "192.0.2.1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        timeout=60,
+    )
+    assert done.returncode == status, done
+    assert done.stdout.splitlines() == ([line] if line else [])

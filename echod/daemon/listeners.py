@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from echod._twisted import adopt_datagram_port
 from echod.accounting.stats import ListenerStats
 from echod.addresses import host_port
 from echod.config import ListenerSettings
@@ -24,8 +25,9 @@ from echod.daemon.reload import Running
 from echod.protocols.bytecount import BytecountFactory
 from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import ConnectionLimits, LimitedFactory, ListenerContext
-from echod.protocols.udp import UDPEcho, adopt_datagram_port
-from echod.sockets import MAX_DATAGRAM, bind_datagram, bind_stream
+from echod.protocols.udp import UDPEcho
+from echod.sockets import bind_datagram, bind_stream
+from echod.units import MAX_DATAGRAM
 
 
 def protocol_factory(settings: ListenerSettings, stats: ListenerStats) -> Factory:

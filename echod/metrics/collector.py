@@ -18,12 +18,10 @@ cut): the exported total never goes below what it once said.
 from __future__ import annotations
 
 import platform
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import twisted
-from prometheus_client import ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -34,6 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from echod import __version__
+from echod._twisted import EchodProcessCollector
 from echod.accounting.stats import DROP_REASONS, DURATION_BUCKETS, ListenerStats
 
 #: Refusal reasons and close causes exported as 0 before the first one, so that
@@ -249,26 +248,6 @@ def _with_zeros(known: Iterable[str], counts: Mapping[str, int]) -> list[tuple[s
 def _bound(bound: float) -> str:
     """A bucket's upper bound as Prometheus writes it: C{0.005}, C{1.0}, C{+Inf}."""
     return "+Inf" if bound == float("inf") else repr(float(bound))
-
-
-class EchodProcessCollector(ProcessCollector):
-    """
-    The client library's process metrics (C{process_*}: memory, CPU, open
-    files, start time), which need the boot time to give the start time.
-
-    The library reads it from /proc/stat, and exports nothing at all when it
-    cannot; echod's systemd unit (C{ProcSubset=pid}) hides /proc/stat. The
-    same time is the clock's now less the time since boot (CLOCK_BOOTTIME).
-    """
-
-    def _boot_time(self) -> float:
-        try:
-            boot = super()._boot_time()
-        except OSError:
-            boot = None
-        if not boot:
-            boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-        return boot
 
 
 def make_registry(read: Callable[[], DaemonView], proc: str = "/proc") -> CollectorRegistry:

@@ -7,18 +7,19 @@ at once, L{MAX_CONNECTIONS_PER_PEER} of them from one address (an IPv6 /64,
 as for the listeners' per-peer caps), L{CONNECTION_RATE_PER_PEER} new ones a
 second from an address, each of them closed as it comes once over, with a
 warning (throttled, L{echod.accounting.throttle}); and the port takes at most
-L{ACCEPT_RATE} connections a second in all, one a reactor turn (L{PacedPort}),
+L{ACCEPT_RATE} connections a second in all, one a reactor turn (L{echod._twisted.PacedPort}),
 so that even the connections it closes at once cost a bounded share of it.
 """
 
 from __future__ import annotations
 
-from twisted.internet import tcp
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from echod import _twisted
+from echod._twisted import PacedPort
 from echod.accounting.rates import PeerBuckets, TokenBucket
 from echod.accounting.throttle import Summary, WarningThrottle
 from echod.addresses import peer_host, peer_key
@@ -112,53 +113,12 @@ class CappedFactory(WrappingFactory):
         super().stopFactory()
 
 
-class PacedPort(tcp.Port):
-    """
-    Twisted's TCP port, accepting one connection a reactor turn and at most
-    L{ACCEPT_RATE} a second. Twisted's own accepts up to 100 a turn, and 20
-    more after every turn that took all it could, without end: a flood of
-    connections, even of ones closed at once, then held the reactor from
-    the echo listeners longer and longer (an echo took 15 ms at the median
-    against 16 clients connecting as fast as they could, with 50% of a core
-    spent refusing them).
-    """
-
-    _bucket: TokenBucket | None = None
-    _resume: IDelayedCall | None = None
-
-    def doRead(self) -> None:
-        now = self.reactor.seconds()
-        if self._bucket is None:
-            self._bucket = TokenBucket(ACCEPT_RATE, ACCEPT_RATE, now)
-        if not self._bucket.take(now):
-            # Back when the next token is due; the connections wait in the kernel's queue.
-            self.stopReading()
-            self._resume = self.reactor.callLater(1 / ACCEPT_RATE, self._read_again)
-            return
-        # numberAccepts: how many tcp.Port.doRead accepts a turn (the same in Twisted 22.4 to 26.10).
-        self.numberAccepts = 1
-        super().doRead()
-
-    def _read_again(self) -> None:
-        self._resume = None
-        if self.connected and not self.disconnecting:
-            self.startReading()
-
-    def connectionLost(self, reason: object) -> None:
-        if self._resume is not None and self._resume.active():
-            self._resume.cancel()
-        self._resume = None
-        super().connectionLost(reason)
-
-
 def adopt_paced_port(reactor: IReactorTime, fd: int, family: int, factory: Factory) -> PacedPort:
     """
-    What C{reactor.adoptStreamPort} does, with a L{PacedPort}: the port
-    listens on a duplicate of C{fd}, which must be non-blocking and stays
-    the caller's.
+    What C{reactor.adoptStreamPort} does, with a L{PacedPort} that accepts
+    at most L{ACCEPT_RATE} connections a second (and as many at once after
+    a pause): the port listens on a duplicate of C{fd}, which must be
+    non-blocking and stays the caller's.
     """
-    # _fromListeningDescriptor is the constructor adoptStreamPort itself uses, the same in
-    # Twisted 22.4, 24.11 and 26.10.
-    port = PacedPort._fromListeningDescriptor(reactor, fd, family, factory)
-    port.startListening()
-    return port
+    bucket = TokenBucket(ACCEPT_RATE, ACCEPT_RATE, reactor.seconds())
+    return _twisted.adopt_paced_port(reactor, fd, family, factory, bucket)

@@ -1,31 +1,29 @@
 """
-How `echod probe`'s probes travel: the client protocols on the reactor.
+How `echod probe`'s probes travel over TCP, and which channel a mode takes.
 
 One protocol for the persistent TCP connection (--tcp), one per probe's
-connection (--connect, --bytecount), one datagram protocol (--udp), each
-behind a channel with the same face for the run (L{echod.probe.interfaces}): open,
-send a probe, a probe expired, close. Each compares every byte that comes
-back with what was sent and tells the run what became of the probe.
+connection (--connect, --bytecount), and the datagram one (--udp,
+L{echod.probe.datagram}), each behind a channel with the same face for the
+run (L{echod.probe.interfaces}): open, send a probe, a probe expired, close.
+Each compares every byte that comes back with what was sent and tells the
+run what became of the probe.
 """
 
 from __future__ import annotations
 
-import errno
-import math
-import os
-from array import array
 from collections import deque
 from typing import TYPE_CHECKING
 
 from twisted.internet import error
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
-from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
+from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echod.addresses import host_port
-from echod.probe.payload import SEQ_BYTES, Mismatch, Probe, compare_whole
-from echod.probe.transports import ConnectedDatagramPort, connect_tcp
+from echod._twisted import connect_tcp, send_at_once, sends_at_once
+from echod.probe.datagram import DatagramChannel
+from echod.probe.interfaces import late_probe, probes_in
+from echod.probe.payload import Mismatch, Probe
 
 if TYPE_CHECKING:
     from echod.probe.interfaces import RunView
@@ -37,36 +35,6 @@ MAX_UNECHOED = 64 << 20
 #: until its echo, however late, so that a server that reads and never echoes is given up on
 #: instead of growing the probe for ever.
 MAX_UNECHOED_PROBES = 1 << 16
-#: Over UDP the state of the last this many probes (or those of two timeouts, if more) is kept, to
-#: tell a late answer or a duplicate; as ping(8)'s table of the last 65536 sequence numbers.
-DATAGRAM_WINDOW = 1 << 16
-#: Datagrams up to the largest IPv6 payload; Twisted's default (8192) would cut them silently.
-MAX_DATAGRAM = 65536
-
-
-def send_at_once(transport, data: bytes) -> None:
-    """
-    Write C{data}, sending it in this turn of the loop if nothing is queued
-    before it. Twisted's write() always queues until the next turn; the time
-    between the probe's timestamp and its send would count in every round
-    trip (see README, "Benchmark", for what it measured). Whatever the kernel
-    does not take, or an error, goes Twisted's usual way.
-    """
-    direct = (
-        hasattr(transport, "writeSomeData")
-        and not getattr(transport, "dataBuffer", b"")
-        and not getattr(transport, "_tempDataLen", 1)
-        and not transport.disconnecting
-    )
-    if direct:
-        sent = transport.writeSomeData(data)
-        if sent == len(data):
-            return
-        if isinstance(sent, int) and sent > 0:
-            data = data[sent:]
-    transport.write(data)
-
-
 #: What a refused connection is told as (the run adds a hint when the port was the default).
 REFUSED = "connection refused"
 
@@ -82,18 +50,6 @@ def describe_failure(reason: Failure, what: str = "connection") -> str:
         return "connection timed out"
     text = reason.getErrorMessage().rstrip(".")
     return f"{what} failed: {text}"
-
-
-def probes_in(run: RunView, timeouts: int) -> int:
-    """How many probes the run sends in C{timeouts} of its timeouts."""
-    return math.ceil(timeouts * run.options.timeout / run.options.interval)
-
-
-def late_probe(run: RunView, seq: int, sent_at: float) -> Probe:
-    """The record of probe C{seq}, timed out and let go already, to decide its late answer with."""
-    probe = Probe(seq, None, run.options.size, sent_at, sent_at=sent_at)
-    probe.timed_out = True
-    return probe
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -123,11 +79,14 @@ class StreamProbe(Protocol):
         self.closing = False
         #: Whether the transport holds more than the kernel would take (Twisted paused us).
         self.paused = False
+        #: Whether the transport is one of Twisted's own, to which a probe is sent at once.
+        self._direct = False
 
     def connectionMade(self) -> None:
         self.run.connected(None, self.run.received())
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
+        self._direct = sends_at_once(self.transport)
         self.run.ready()
 
     def pauseProducing(self) -> None:
@@ -151,7 +110,7 @@ class StreamProbe(Protocol):
             self.head = probe.seq
         probe.sent_at = self.run.timer()
         self.sent_times.append(probe.sent_at)
-        send_at_once(self.transport, probe.payload)
+        send_at_once(self.transport, probe.payload, self._direct)
 
     def _give_up(self, awaited: int, size: int) -> None:
         # Twisted pauses its producer when the kernel would take no more: the server's receive
@@ -293,7 +252,7 @@ class ConnectionProbe(Protocol):
         payload = self.probe.payload
         data = b"%d %s" % (len(payload), payload) if self.bytecount else payload
         self.probe.sent_at = self.run.timer()
-        send_at_once(self.transport, data)
+        send_at_once(self.transport, data, sends_at_once(self.transport))
         if not self.bytecount:
             self.transport.loseWriteConnection()
 
@@ -411,155 +370,6 @@ class ConnectionChannel:
 
 class BytecountChannel(ConnectionChannel):
     bytecount = True
-
-
-# States of a datagram probe, by sequence number (see DatagramProbe.states).
-_IN_FLIGHT, _ANSWERED, _TIMED_OUT, _FAILED = 0, 1, 2, 3
-
-
-class DatagramProbe(DatagramProtocol):
-    """
-    --udp: a datagram a probe on one connected socket. Answers are matched by
-    the sequence number they carry, so that each one is told apart: in time
-    and intact, late, a duplicate, out of order, or corrupted; a datagram that
-    never comes back is lost.
-
-    The send time and state of the last L{window} probes are kept, in two
-    compact rings (9 bytes a probe), so that an answer or a duplicate that
-    arrives late is still counted as what it is; the window is at least two
-    timeouts' probes, so every probe still awaited is in it. An answer to an
-    older probe, whose verdict is long final, changes none: it counts as a
-    duplicate (or, with bytes not its own, as matching no probe).
-    """
-
-    def __init__(self, run: RunView) -> None:
-        self.run = run
-        self.window = max(DATAGRAM_WINDOW, probes_in(run, 2))
-        # By seq modulo the window; slot 0 (seq 0 is never sent) until the window wraps.
-        self.sent_at = array("d", [0.0])
-        self.states = bytearray(1)
-        self.highest_sent = 0
-        self.highest_answered = 0
-        #: Why the socket could not be connected to the server (EINVAL, ENETUNREACH, ...), if so.
-        self.unconnected: OSError | None = None
-
-    def startProtocol(self) -> None:
-        try:
-            self.transport.connect(self.run.address, self.run.options.port)
-        except OSError as e:
-            # Told by the channel once the port is up: raised here, it would leave Twisted's
-            # port half started, failing again as it is closed.
-            self.unconnected = e
-
-    def _slot(self, seq: int) -> int | None:
-        """Where probe C{seq}'s state is, or None if it is not one of the last L{window} sent."""
-        if max(0, self.highest_sent - self.window) < seq <= self.highest_sent:
-            return seq % self.window
-        return None
-
-    def send(self, probe: Probe) -> None:
-        assert probe.seq == self.highest_sent + 1, "probes are sent in order"
-        self.highest_sent = probe.seq
-        slot = probe.seq % self.window
-        if slot == len(self.states):
-            self.sent_at.append(0.0)
-            self.states.append(_IN_FLIGHT)
-        self.states[slot] = _IN_FLIGHT
-        probe.sent_at = self.sent_at[slot] = self.run.timer()
-        try:
-            self.transport.write(probe.payload)
-        except (OSError, error.MessageLengthError) as e:
-            # As ping does on a failed send (a full buffer, a local firewall's EPERM): this probe
-            # failed, the run goes on.
-            self.states[slot] = _FAILED
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            self.run.failed(probe, f"not sent: {reason}")
-
-    def datagramReceived(self, data: bytes, addr) -> None:
-        now = self.run.received()
-        run = self.run
-        seq = int.from_bytes(data[:SEQ_BYTES], "big") if len(data) >= SEQ_BYTES else 0
-        if not 0 < seq <= self.highest_sent:
-            run.unexpected(len(data), "no sequence number of this run")
-            return
-        slot = self._slot(seq)
-        if slot is not None and self.states[slot] in (_ANSWERED, _FAILED):
-            run.duplicate(seq, len(data), now - self.sent_at[slot])
-            return
-        probe = run.awaited(seq)
-        mismatch = compare_whole(run.expected(seq), data)
-        if slot is None:
-            # Older than the window: whatever became of its probe is final, and no longer known.
-            if mismatch:
-                run.unexpected(
-                    len(data), f"seq={seq}, older than the last {self.window} probes, not its bytes"
-                )
-            else:
-                run.duplicate(seq, len(data), None)
-            return
-        if probe is None:  # timed out already: late, or corrupted
-            probe = late_probe(run, seq, self.sent_at[slot])
-        self.states[slot] = _ANSWERED
-        reordered = not probe.timed_out and not mismatch and seq < self.highest_answered
-        if not probe.timed_out and not mismatch:
-            self.highest_answered = max(self.highest_answered, seq)
-        probe.payload = None
-        run.answer(probe, now, mismatch, reordered)
-
-    def connectionRefused(self) -> None:
-        self.socketError(errno.ECONNREFUSED)
-
-    def socketError(self, code: int) -> None:
-        """
-        An ICMP error about an earlier datagram (see L{echod.probe.transports.ConnectedDatagramPort}): it
-        names no datagram, so it fails the latest probe still awaited.
-        """
-        run = self.run
-        probe = run.latest_awaited()
-        if probe is not None:
-            self.states[probe.seq % self.window] = _FAILED
-            reason = "port unreachable" if code == errno.ECONNREFUSED else os.strerror(code).lower()
-            run.failed(probe, reason)
-
-    def expired(self, probe: Probe) -> str:
-        self.states[probe.seq % self.window] = _TIMED_OUT
-        probe.payload = None
-        return ""
-
-
-class DatagramChannel:
-    """--udp: one socket, connected to the server (so that the kernel drops datagrams from anyone else)."""
-
-    def __init__(self, run: RunView) -> None:
-        self.run = run
-        self.protocol = DatagramProbe(run)
-        self.port = None
-
-    def open(self) -> None:
-        run = self.run
-        interface = "::" if ":" in run.address else "0.0.0.0"
-        try:
-            self.port = ConnectedDatagramPort(0, self.protocol, interface, MAX_DATAGRAM, run.reactor)
-            self.port.startListening()  # which connects it (DatagramProbe.startProtocol)
-        except error.CannotListenError as e:
-            run.fatal(f"cannot open a UDP socket: {e.socketError}")
-            return
-        failure = self.protocol.unconnected
-        if failure is not None:
-            where = host_port(run.address, run.options.port)
-            run.fatal(f"cannot send to {where}: {failure.strerror or failure}")
-            return
-        run.ready()
-
-    def send(self, probe: Probe) -> None:
-        self.protocol.send(probe)
-
-    def expired(self, probe: Probe) -> str:
-        return self.protocol.expired(probe)
-
-    def close(self) -> None:
-        if self.port is not None:
-            self.port.stopListening()
 
 
 def channel_for(mode: str) -> type:

@@ -1,12 +1,14 @@
 """
 The contract between a probe run and the channel that carries its probes,
 in both directions, so that neither reads the other's insides: the run
-(L{echod.probe.run}) drives a L{Channel}; a channel
-(L{echod.probe.channels}) sees its run only as a L{RunView}.
+(L{echod.probe.run}) drives a L{Channel}; a channel (L{echod.probe.channels},
+L{echod.probe.datagram}) sees its run only as a L{RunView}, and counts and
+remakes its probes with the two helpers at the end.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -39,7 +41,7 @@ class RunView(Protocol):
     reactor: Any
     #: Whether the run is over: nothing told after counts.
     finished: bool
-    #: The clock of sends, and that of answers (the reactor's wake-up, see L{echod.probe.run.ReceiveClock}).
+    #: The clock of sends, and that of answers (the reactor's wake-up, see L{echod._twisted.ReceiveClock}).
     timer: Callable[[], float]
     received: Callable[[], float]
 
@@ -80,3 +82,15 @@ class RunView(Protocol):
 
     def stray(self, size: int, detail: str) -> None:
         """C{size} bytes on a stream beyond every probe's echo."""
+
+
+def probes_in(run: RunView, timeouts: int) -> int:
+    """How many probes the run sends in C{timeouts} of its timeouts."""
+    return math.ceil(timeouts * run.options.timeout / run.options.interval)
+
+
+def late_probe(run: RunView, seq: int, sent_at: float) -> Probe:
+    """The record of probe C{seq}, timed out and let go already, to decide its late answer with."""
+    probe = Probe(seq, None, run.options.size, sent_at, sent_at=sent_at)
+    probe.timed_out = True
+    return probe

@@ -19,9 +19,11 @@ from typing import Protocol as TypingProtocol
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from echod._twisted import ReceiveClock
 from echod.addresses import host_port
 from echod.probe.channels import REFUSED, channel_for
 from echod.probe.options import ProbeOptions, check_size
+from echod.probe.output import UNKNOWN
 from echod.probe.payload import Mismatch, Probe, make_payload
 from echod.probe.resolve import ResolveError, resolve_in_thread
 from echod.probe.tally import STATUS_ERROR, Tally, Verdict
@@ -64,7 +66,8 @@ class Run:
         self.address = address
         self.reporter = reporter
         self.reactor = reactor
-        #: The time of sends (and of a run's course); L{received} that of answers (see L{ReceiveClock}).
+        #: The time of sends (and of a run's course); L{received} that of answers (see
+        #: L{echod._twisted.ReceiveClock}).
         self.timer = timer
         self.received = received or timer
         self.key = os.urandom(16) if key is None else key
@@ -316,7 +319,8 @@ class Run:
         if self.finished:
             return
         if probe.sent_at is not None and now < probe.sent_at:
-            now = self.timer()  # stamped in a turn that began before the send (see ReceiveClock)
+            # Stamped in a turn that began before the send (see echod._twisted.ReceiveClock).
+            now = self.timer()
         rtt = now - probe.sent_at if probe.sent_at is not None else None
         corrupt = bool(mismatch)
         detail = mismatch.describe(probe.size) if corrupt else ""
@@ -394,52 +398,6 @@ class Run:
         self._maybe_finish()
 
 
-class ReceiveClock:
-    """
-    The time at which the reactor last came back from waiting for events:
-    the time an answer is stamped with.
-
-    In Python the path from the kernel's wake-up to a protocol's
-    dataReceived is long, and longest after an idle interval, when the
-    interpreter's working set has left the CPU caches: measured here, 17 µs
-    at one probe a millisecond, 45 to 50 µs at one every 10 ms, all of it
-    counted in every round trip. Stamped when epoll returns, an answer's time
-    is when the process learned of it, as a C client's is when its recv()
-    returns; the cost is that bytes arriving while that turn is processed
-    and read in it count as having come at its start. Twisted has no hook
-    there, so the reactor's poller is wrapped; a reactor without one (or a
-    test's clock) stamps answers when they are handled.
-    """
-
-    def __init__(self, reactor, timer: Callable[[], float] = time.monotonic) -> None:
-        self.timer = timer
-        self.last = timer()
-        poller = getattr(reactor, "_poller", None)
-        if poller is not None and callable(getattr(poller, "poll", None)):
-            reactor._poller = _StampingPoller(poller, self)
-        else:
-            self.now = timer
-
-    def now(self) -> float:
-        return self.last
-
-
-class _StampingPoller:
-    """An epoll object that notes the time each wait returns; everything else is the epoll's own."""
-
-    def __init__(self, poller, clock: ReceiveClock) -> None:
-        self._poller = poller
-        self._clock = clock
-
-    def poll(self, *args, **kwargs):
-        events = self._poller.poll(*args, **kwargs)
-        self._clock.last = self._clock.timer()
-        return events
-
-    def __getattr__(self, name: str):
-        return getattr(self._poller, name)
-
-
 def run(options: ProbeOptions, reporter: Reporter) -> int:
     """
     Resolve the target, probe it on the global reactor until the run ends,
@@ -459,7 +417,7 @@ def run(options: ProbeOptions, reporter: Reporter) -> int:
     status: list[int] = []
     # A failure of the probe itself (a bug) is neither loss nor corruption: an error, or a
     # monitoring check's UNKNOWN, the plugin's own failure.
-    internal = 3 if options.monitoring else STATUS_ERROR
+    internal = UNKNOWN if options.monitoring else STATUS_ERROR
 
     def stop() -> None:
         if not probe_run.finished:

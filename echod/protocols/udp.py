@@ -13,7 +13,7 @@ queued. Two different echo servers on unblocked ports can still loop
 through each other: the rate limits bound that, and blocked_source_ports can
 name the other's port.
 
-The port that reads the datagrams is echod's own too (L{FairDatagramPort}),
+The port that reads the datagrams is echod's own too (L{echod._twisted.FairDatagramPort}),
 so that no stream of datagrams can keep the reactor from its other sockets.
 """
 
@@ -24,24 +24,16 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 
-from twisted.internet import udp
-from twisted.internet.interfaces import IReactorFDSet, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
-from twisted.python import log
 
 from echod.accounting.rates import PeerBuckets, TokenBucket
 from echod.accounting.stats import DROP_REASONS, ListenerStats
 from echod.accounting.throttle import Summary, WarningThrottle
 from echod.addresses import DEFAULT_PREFIX_IPV4, DEFAULT_PREFIX_IPV6, host_port, peer_key
 from echod.config import LISTENER_PREFIX
-from echod.units import format_port_ranges, format_size
-
-#: The most datagrams one read turn handles before the reactor serves its other sockets and timers.
-#: At a few microseconds each, a turn stays around a millisecond.
-MAX_DATAGRAMS_PER_READ = 256
-
-_READ_AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+from echod.units import MAX_DATAGRAM, format_port_ranges, format_size
 
 #: The drops of each reason, as the warnings count them: by the key that decides them.
 _COUNTED_AS = {
@@ -53,69 +45,6 @@ _COUNTED_AS = {
     "byte_rate": "over byte_rate",
     "send_buffer_full": "with the send buffer full",
 }
-
-
-class FairDatagramPort(udp.Port):
-    """
-    Twisted's UDP port, but each read turn ends after L{MAX_DATAGRAMS_PER_READ}
-    datagrams, whatever their size.
-
-    Twisted's own C{doRead} (22.4 through 26.10 alike) reads until the
-    socket is empty or 256 KiB of payload were read: bounded by bytes only.
-    Empty datagrams add nothing to that sum, so a sender of empty (or merely
-    small) datagrams faster than echod handles them kept the reactor in one
-    C{doRead}: measured, a TCP echo on the same daemon waited 3 to 5 seconds
-    and the systemd watchdog went unfed for as long as the flood lasted.
-    The byte bound is kept as well.
-    """
-
-    maxDatagrams = MAX_DATAGRAMS_PER_READ
-
-    def doRead(self) -> None:
-        """Read at most C{maxDatagrams} datagrams or C{maxThroughput} bytes, then yield."""
-        recvfrom, size, protocol = self.socket.recvfrom, self.maxPacketSize, self.protocol
-        ipv6 = self.addressFamily == socket.AF_INET6
-        read = 0
-        for _ in range(self.maxDatagrams):
-            try:
-                data, addr = recvfrom(size)
-            except OSError as e:
-                if e.errno in _READ_AGAIN:
-                    return
-                if e.errno == errno.ECONNREFUSED:
-                    # An ICMP error for an earlier write: what Twisted does, kept.
-                    if self._connectedAddr:
-                        protocol.connectionRefused()
-                    return
-                raise
-            if ipv6:
-                # Only (host, port), as Twisted passes it: no flow or scope id.
-                addr = addr[:2]
-            try:
-                protocol.datagramReceived(data, addr)
-            except BaseException:
-                # As Twisted does: one datagram's failure is logged, the port goes on.
-                log.err()
-            read += len(data)
-            if read >= self.maxThroughput:
-                return
-
-
-def adopt_datagram_port(
-    reactor: IReactorFDSet, fd: int, family: int, protocol: DatagramProtocol, max_packet_size: int
-) -> FairDatagramPort:
-    """
-    What C{reactor.adoptDatagramPort} does, with a L{FairDatagramPort}: the
-    port listens on a duplicate of C{fd}, which must be non-blocking and
-    stays the caller's.
-    """
-    # _fromListeningDescriptor is the constructor adoptDatagramPort itself
-    # uses, the same in Twisted 22.4, 24.11 and 26.10.
-    port = FairDatagramPort._fromListeningDescriptor(
-        reactor, fd, family, protocol, maxPacketSize=max_packet_size
-    )
-    port.startListening()
-    return port
 
 
 def plain_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -256,7 +185,7 @@ class UDPEcho(DatagramProtocol):
         }
         self._blocked_below = next((high + 1 for low, high in blocked_source_ports if low == 0), 0)
         # One second of bytes, but never less than one largest datagram.
-        byte_burst = max(byte_rate, 65535)
+        byte_burst = max(byte_rate, MAX_DATAGRAM)
         if self._peers is None:
             self._peers = PeerBuckets(datagram_rate_per_peer)
             self._datagrams = TokenBucket(datagram_rate, datagram_rate, now)

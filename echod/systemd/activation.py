@@ -20,6 +20,7 @@ import socket
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
+from echod._twisted import twisteds_systemd_descriptors
 from echod.addresses import host_port
 from echod.config import ListenerSettings
 
@@ -102,15 +103,7 @@ def inherited_sockets() -> list[InheritedSocket]:
     found = capture()
     if found:
         return found
-    try:
-        from twisted.internet.endpoints import _SystemdParser
-    except ImportError:
-        return []
-    # Twisted's private copy: what plain twistd's plugins took from the environment.
-    descriptors = _SystemdParser._sddaemon.inheritedDescriptors()
-    names = getattr(_SystemdParser._sddaemon, "inheritedNamedDescriptors", dict)()
-    by_fd = {fd: name for name, fd in names.items()}
-    return [_describe_fd(fd, by_fd.get(fd)) for fd in descriptors]
+    return [_describe_fd(fd, name) for fd, name in twisteds_systemd_descriptors().items()]
 
 
 def match(

@@ -5,9 +5,11 @@ run started on a clock with its first connection made by hand.
 
 from __future__ import annotations
 
+import tracemalloc
+
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from echod.probe import channels as probeclients
+from echod.probe.datagram import DatagramProbe
 from echod.probe.options import make_options
 from echod.probe.payload import make_payload
 from echod.probe.run import Run
@@ -127,6 +129,20 @@ def expected(seq: int, size: int = 64) -> bytes:
     return make_payload(KEY, seq, size)
 
 
-def udp(**kwargs) -> tuple[Run, Recorder, MemoryReactorClock, probeclients.DatagramProbe]:
+def udp(**kwargs) -> tuple[Run, Recorder, MemoryReactorClock, DatagramProbe]:
     run, recorder, reactor = start("udp", **kwargs)
     return run, recorder, reactor, run.channel.protocol
+
+
+def retained_per_probe(reactor, step: float, probes: int, answer=None) -> float:
+    """The memory the run keeps a probe, traced over C{probes} more probes (each answered by C{answer})."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(probes):
+            reactor.advance(step)
+            if answer is not None:
+                answer()
+        return (tracemalloc.get_traced_memory()[0] - before) / probes
+    finally:
+        tracemalloc.stop()

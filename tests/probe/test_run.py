@@ -11,7 +11,6 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
-from echod.probe import run as probe
 from echod.probe.options import make_options
 from echod.probe.run import Run
 from tests.probe.helpers import (
@@ -177,45 +176,6 @@ def test_a_name_that_fails_to_resolve_ends_the_run_with_its_error():
 
 
 # -- the time of answers ----------------------------------------------------------------------
-
-
-class FakePoller:
-    def __init__(self) -> None:
-        self.registered: list[int] = []
-
-    def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
-        return [(3, 1)]
-
-    def register(self, fd: int, events: int) -> None:
-        self.registered.append(fd)
-
-
-class Ticking:
-    """A clock that moves a second each time it is read."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        self.now += 1
-        return self.now
-
-
-def test_answers_are_stamped_when_the_reactors_wait_returns():
-    reactor = type("Reactor", (), {})()
-    poller = reactor._poller = FakePoller()
-    clock = probe.ReceiveClock(reactor, Ticking())
-    assert clock.now() == 1.0  # the time it was made, until a wait returns
-    assert reactor._poller.poll(0.5, 10) == [(3, 1)]
-    assert clock.now() == clock.now() == 2.0  # reading it does not move it
-    reactor._poller.register(7, 1)  # the rest is the poller's own
-    assert poller.registered == [7]
-
-
-def test_without_a_poller_answers_are_stamped_when_handled():
-    timer = Ticking()
-    clock = probe.ReceiveClock(object(), timer)
-    assert (clock.now(), clock.now()) == (2.0, 3.0)
 
 
 def test_a_stamp_older_than_the_send_is_never_used():

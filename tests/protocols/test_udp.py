@@ -7,12 +7,12 @@ from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
+from echod._twisted import MAX_DATAGRAMS_PER_READ
 from echod.accounting.rates import PeerBuckets, TokenBucket
 from echod.accounting.stats import ListenerStats
 from echod.config import parse
 from echod.daemon.listeners import DatagramListener
 from echod.protocols.udp import (
-    MAX_DATAGRAMS_PER_READ,
     OwnEndpoints,
     UDPEcho,
     is_local_address,

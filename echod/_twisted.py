@@ -1,0 +1,370 @@
+"""
+Every use echod makes of Twisted's insides (and of prometheus_client's), in
+one place: the steps the library has no hook for, each taken on its private
+attributes or by subclassing one of its classes. Each was checked against
+Twisted 22.4, 24.11 and 26.10 (prometheus_client as Debian and PyPI ship it);
+a new release that changes one breaks it here, and only here.
+
+The probe's client transports (the time of a connect(), an ICMP error that
+must not close a datagram port, an IPv6 scope kept) and the time of its
+answers (the reactor's wake-up); the direct send of the echo and of the
+probe; and the daemon's ports that yield to the reactor: a paced accept
+loop and a bounded datagram read; the process metrics' boot time.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
+
+from prometheus_client import ProcessCollector
+from twisted.internet import tcp, udp
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
+from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory
+from twisted.python import log
+from twisted.python.failure import Failure
+
+# -- the direct send ------------------------------------------------------------------------------
+
+
+def sends_at_once(transport) -> bool:
+    """
+    Whether C{transport} is one of Twisted's socket transports, which
+    L{send_at_once} can hand to the kernel itself (a test's cannot): once a
+    connection, to be passed to every L{send_at_once} on it.
+    """
+    return hasattr(transport, "writeSomeData") and hasattr(transport, "_tempDataLen")
+
+
+def send_at_once(transport, data: bytes, direct: bool) -> None:
+    """
+    Write C{data}, sending it in this turn of the loop if C{direct} (see
+    L{sends_at_once}) and nothing is queued before it. Twisted's write()
+    always queues and waits for the next turn of the loop to send: for the
+    echo that costs two epoll_ctl calls and a turn a reply (measured: 1 KiB
+    echo 1.7 times the requests/s sent at once), and for the probe the time
+    between its timestamp and its send would count in every round trip (see
+    README, "Benchmark"). Whatever the kernel does not take, or an error,
+    goes Twisted's usual way.
+    """
+    if direct and not transport.dataBuffer and not transport._tempDataLen and not transport.disconnecting:
+        sent = transport.writeSomeData(data)
+        if sent == len(data):
+            return
+        if isinstance(sent, int) and sent > 0:
+            data = data[sent:]
+    transport.write(data)
+
+
+# -- the probe's client transports ----------------------------------------------------------------
+
+
+class _TimedClient(tcp.Client):
+    """Twisted's TCP client transport, which tells its factory when it is about to connect()."""
+
+    _attempted = False
+
+    def doConnect(self) -> None:
+        # Twisted calls this a turn of the loop after the connector is made, and again when the
+        # socket is writable; the first call makes the connect() (after one getsockopt()).
+        if not self._attempted and hasattr(self, "connector"):
+            self._attempted = True
+            self.connector.factory.attempting()
+        super().doConnect()
+
+
+class _TimedConnector(tcp.Connector):
+    def _makeTransport(self) -> _TimedClient:
+        return _TimedClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+def connect_tcp(reactor, host: str, port: int, factory: ClientFactory, timeout: float):
+    """
+    C{reactor.connectTCP}, but a factory's C{attempting()} is called just
+    before the socket's connect(), so that a connect time is the handshake's
+    and not also Twisted's set-up: the connector, the socket, and the turn of
+    the loop Twisted waits before connecting. Measured here on loopback, the
+    server on the other CPU: a p50 of 0.33 ms with the clock started at the
+    send, 0.15 ms from the connect(), 0.14 ms for a plain non-blocking
+    connect() and epoll in Python. Twisted has no hook there, hence its own
+    connector and transport with one more step; on a reactor that is not
+    Twisted's POSIX one (a test's), its connectTCP, and a connect time from
+    the send.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.connectTCP(host, port, factory, timeout=timeout)
+    connector = _TimedConnector(host, port, factory, timeout, None, reactor)
+    connector.connect()
+    return connector
+
+
+class ReceiveClock:
+    """
+    The time at which the reactor last came back from waiting for events:
+    the time an answer is stamped with.
+
+    In Python the path from the kernel's wake-up to a protocol's
+    dataReceived is long, and longest after an idle interval, when the
+    interpreter's working set has left the CPU caches: measured here, 17 µs
+    at one probe a millisecond, 45 to 50 µs at one every 10 ms, all of it
+    counted in every round trip. Stamped when epoll returns, an answer's time
+    is when the process learned of it, as a C client's is when its recv()
+    returns; the cost is that bytes arriving while that turn is processed
+    and read in it count as having come at its start. Twisted has no hook
+    there, so the reactor's poller is wrapped; a reactor without one (or a
+    test's clock) stamps answers when they are handled.
+    """
+
+    def __init__(self, reactor, timer: Callable[[], float] = time.monotonic) -> None:
+        self.timer = timer
+        self.last = timer()
+        poller = getattr(reactor, "_poller", None)
+        if poller is not None and callable(getattr(poller, "poll", None)):
+            reactor._poller = _StampingPoller(poller, self)
+        else:
+            self.now = timer
+
+    def now(self) -> float:
+        return self.last
+
+
+class _StampingPoller:
+    """An epoll object that notes the time each wait returns; everything else is the epoll's own."""
+
+    def __init__(self, poller, clock: ReceiveClock) -> None:
+        self._poller = poller
+        self._clock = clock
+
+    def poll(self, *args, **kwargs):
+        events = self._poller.poll(*args, **kwargs)
+        self._clock.last = self._clock.timer()
+        return events
+
+    def __getattr__(self, name: str):
+        return getattr(self._poller, name)
+
+
+class ConnectedDatagramPort(udp.Port):
+    """
+    Twisted's UDP port, on which an ICMP error about an earlier datagram
+    (port or host unreachable) fails a probe instead of closing the port.
+
+    The kernel queues such an error on a connected UDP socket; epoll then
+    reports the socket with EPOLLERR alone, which Twisted's reactor (22.4 to
+    26.10) takes for the end of the descriptor, and recvfrom() raises it,
+    which Twisted passes on (and closes the port) for every error but
+    ECONNREFUSED. Neither ends anything: reading SO_ERROR takes the error, the
+    protocol hears of it (its C{socketError(errno)}), and reading goes on.
+    """
+
+    def connect(self, host: str, port: int) -> None:
+        """
+        Twisted's connect(), keeping an IPv6 address's scope: Twisted hands
+        the socket C{(host, port)}, in which Python drops C{%eth0}, and the
+        kernel refuses a link-local address without its interface (EINVAL).
+        """
+        if self.addressFamily != socket.AF_INET6 or "%" not in host:
+            super().connect(host, port)
+            return
+        sockaddr = socket.getaddrinfo(
+            host, port, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
+        )
+        self._connectedAddr = (host, port)
+        self.socket.connect(sockaddr[0][4])
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not code:
+            super().readConnectionLost(reason)
+            return
+        self.startReading()
+        self.protocol.socketError(code)
+
+    def doRead(self) -> None:
+        try:
+            return super().doRead()
+        except OSError as e:
+            self.protocol.socketError(e.errno)
+            return None
+
+
+# -- the sockets systemd passed -------------------------------------------------------------------
+
+
+def twisteds_systemd_descriptors() -> dict[int, str | None]:
+    """
+    The descriptors Twisted's own C{systemd:} endpoint parser took from the
+    environment (by fd, with their LISTEN_FDNAMES name, None before Twisted
+    22.10), when it took them before echod could: its private copy, made as
+    C{twisted.internet.endpoints} is first imported. Imported here only when
+    asked, so as not to be the importer that takes them.
+    """
+    try:
+        from twisted.internet.endpoints import _SystemdParser
+    except ImportError:
+        return {}
+    daemon = _SystemdParser._sddaemon
+    names = getattr(daemon, "inheritedNamedDescriptors", dict)()
+    by_fd = {fd: name for name, fd in names.items()}
+    return {fd: by_fd.get(fd) for fd in daemon.inheritedDescriptors()}
+
+
+# -- the daemon's ports, which yield to the reactor ------------------------------------------------
+
+
+class Bucket(TypingProtocol):
+    """What paces a L{PacedPort}: C{rate} tokens a second (L{echod.accounting.rates.TokenBucket})."""
+
+    rate: float
+
+    def take(self, now: float) -> bool:
+        """Spend a token if there is one; say whether there was."""
+
+
+class PacedPort(tcp.Port):
+    """
+    Twisted's TCP port, accepting one connection a reactor turn and one a
+    token of its L{Bucket}. Twisted's own accepts up to 100 a turn, and 20
+    more after every turn that took all it could, without end: a flood of
+    connections, even of ones closed at once, then held the reactor from
+    the echo listeners longer and longer (an echo took 15 ms at the median
+    against 16 clients connecting as fast as they could, with 50% of a core
+    spent refusing them).
+    """
+
+    bucket: Bucket
+    _resume: IDelayedCall | None = None
+
+    def doRead(self) -> None:
+        if not self.bucket.take(self.reactor.seconds()):
+            # Back when the next token is due; the connections wait in the kernel's queue.
+            self.stopReading()
+            self._resume = self.reactor.callLater(1 / self.bucket.rate, self._read_again)
+            return
+        # numberAccepts: how many tcp.Port.doRead accepts a turn (the same in Twisted 22.4 to 26.10).
+        self.numberAccepts = 1
+        super().doRead()
+
+    def _read_again(self) -> None:
+        self._resume = None
+        if self.connected and not self.disconnecting:
+            self.startReading()
+
+    def connectionLost(self, reason: object) -> None:
+        if self._resume is not None and self._resume.active():
+            self._resume.cancel()
+        self._resume = None
+        super().connectionLost(reason)
+
+
+def adopt_paced_port(
+    reactor: IReactorTime, fd: int, family: int, factory: Factory, bucket: Bucket
+) -> PacedPort:
+    """
+    What C{reactor.adoptStreamPort} does, with a L{PacedPort} paced by
+    C{bucket}: the port listens on a duplicate of C{fd}, which must be
+    non-blocking and stays the caller's.
+    """
+    # _fromListeningDescriptor is the constructor adoptStreamPort itself uses, the same in
+    # Twisted 22.4, 24.11 and 26.10.
+    port = PacedPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port.bucket = bucket
+    port.startListening()
+    return port
+
+
+#: The most datagrams one read turn of a L{FairDatagramPort} handles before the reactor serves its
+#: other sockets and timers. At a few microseconds each, a turn stays around a millisecond.
+MAX_DATAGRAMS_PER_READ = 256
+
+_READ_AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+
+
+class FairDatagramPort(udp.Port):
+    """
+    Twisted's UDP port, but each read turn ends after L{MAX_DATAGRAMS_PER_READ}
+    datagrams, whatever their size.
+
+    Twisted's own C{doRead} (22.4 through 26.10 alike) reads until the
+    socket is empty or 256 KiB of payload were read: bounded by bytes only.
+    Empty datagrams add nothing to that sum, so a sender of empty (or merely
+    small) datagrams faster than echod handles them kept the reactor in one
+    C{doRead}: measured, a TCP echo on the same daemon waited 3 to 5 seconds
+    and the systemd watchdog went unfed for as long as the flood lasted.
+    The byte bound is kept as well.
+    """
+
+    maxDatagrams = MAX_DATAGRAMS_PER_READ
+
+    def doRead(self) -> None:
+        """Read at most C{maxDatagrams} datagrams or C{maxThroughput} bytes, then yield."""
+        recvfrom, size, protocol = self.socket.recvfrom, self.maxPacketSize, self.protocol
+        ipv6 = self.addressFamily == socket.AF_INET6
+        read = 0
+        for _ in range(self.maxDatagrams):
+            try:
+                data, addr = recvfrom(size)
+            except OSError as e:
+                if e.errno in _READ_AGAIN:
+                    return
+                if e.errno == errno.ECONNREFUSED:
+                    # An ICMP error for an earlier write: what Twisted does, kept.
+                    if self._connectedAddr:
+                        protocol.connectionRefused()
+                    return
+                raise
+            if ipv6:
+                # Only (host, port), as Twisted passes it: no flow or scope id.
+                addr = addr[:2]
+            try:
+                protocol.datagramReceived(data, addr)
+            except BaseException:
+                # As Twisted does: one datagram's failure is logged, the port goes on.
+                log.err()
+            read += len(data)
+            if read >= self.maxThroughput:
+                return
+
+
+def adopt_datagram_port(
+    reactor: IReactorFDSet, fd: int, family: int, protocol: DatagramProtocol, max_packet_size: int
+) -> FairDatagramPort:
+    """
+    What C{reactor.adoptDatagramPort} does, with a L{FairDatagramPort}: the
+    port listens on a duplicate of C{fd}, which must be non-blocking and
+    stays the caller's.
+    """
+    # _fromListeningDescriptor is the constructor adoptDatagramPort itself
+    # uses, the same in Twisted 22.4, 24.11 and 26.10.
+    port = FairDatagramPort._fromListeningDescriptor(
+        reactor, fd, family, protocol, maxPacketSize=max_packet_size
+    )
+    port.startListening()
+    return port
+
+
+# -- prometheus_client ---------------------------------------------------------------------------
+
+
+class EchodProcessCollector(ProcessCollector):
+    """
+    The client library's process metrics (C{process_*}: memory, CPU, open
+    files, start time), which need the boot time to give the start time.
+
+    The library reads it from /proc/stat, and exports nothing at all when it
+    cannot; echod's systemd unit (C{ProcSubset=pid}) hides /proc/stat. The
+    same time is the clock's now less the time since boot (CLOCK_BOOTTIME).
+    """
+
+    def _boot_time(self) -> float:
+        try:
+            boot = super()._boot_time()
+        except OSError:
+            boot = None
+        if not boot:
+            boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        return boot

@@ -1,0 +1,242 @@
+"""
+echod's steps into Twisted's insides (L{echod._twisted}), on a real reactor
+(made, not installed) and real sockets where a socket is what they act on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from twisted.internet import error
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from echod._twisted import (
+    ConnectedDatagramPort,
+    EchodProcessCollector,
+    FairDatagramPort,
+    ReceiveClock,
+    adopt_datagram_port,
+    send_at_once,
+    sends_at_once,
+    twisteds_systemd_descriptors,
+)
+from echod.units import MAX_DATAGRAM
+
+DEADLINE = 10.0
+
+
+@pytest.fixture
+def reactor() -> Iterator[EPollReactor]:
+    reactor = EPollReactor()
+    yield reactor
+    for selectable in reactor.removeAll():
+        selectable.connectionLost(Failure(error.ConnectionDone()))
+    reactor._poller.close()
+
+
+def spin(reactor: EPollReactor, done: Callable[[], bool]) -> None:
+    """Turn C{reactor}'s loop until C{done()}, within L{DEADLINE}."""
+    end = time.monotonic() + DEADLINE
+    while not done():
+        assert time.monotonic() < end, "the condition did not come about in time"
+        reactor.runUntilCurrent()
+        reactor.doIteration(0.05)
+
+
+def received(sock: socket.socket) -> bytes:
+    """What C{sock} holds now, without waiting."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+@pytest.fixture
+def connection(reactor) -> Iterator[tuple[Protocol, socket.socket]]:
+    """A Twisted TCP client connection, and the plain socket at its other end."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        factory = ClientFactory.forProtocol(Protocol)
+        made: list[Protocol] = []
+        factory.buildProtocol = lambda addr: made.append(Protocol()) or made[-1]
+        reactor.connectTCP("127.0.0.1", server.getsockname()[1], factory)
+        spin(reactor, lambda: bool(made) and made[0].transport is not None and made[0].connected)
+        peer, _ = server.accept()
+        with peer:
+            yield made[0], peer
+
+
+# -- the direct send ------------------------------------------------------------------------------
+
+
+def test_only_twisteds_socket_transports_send_at_once(connection):
+    protocol, _peer = connection
+    assert sends_at_once(protocol.transport)
+    assert not sends_at_once(StringTransport())
+
+
+def test_with_nothing_queued_the_data_is_in_the_kernel_before_the_loop_turns(connection):
+    protocol, peer = connection
+    send_at_once(protocol.transport, b"x" * 1000, sends_at_once(protocol.transport))
+    assert received(peer) == b"x" * 1000
+
+
+def test_not_direct_it_waits_for_the_loop_as_twisteds_write_does(reactor, connection):
+    protocol, peer = connection
+    send_at_once(protocol.transport, b"y" * 1000, False)
+    assert received(peer) == b""
+    got = bytearray()
+    spin(reactor, lambda: got.extend(received(peer)) or len(got) == 1000)
+    assert got == b"y" * 1000
+
+
+def test_behind_what_is_queued_it_queues_and_the_order_is_kept(reactor, connection):
+    protocol, peer = connection
+    protocol.transport.write(b"first ")
+    send_at_once(protocol.transport, b"second", True)
+    assert received(peer) == b""
+    got = bytearray()
+    spin(reactor, lambda: got.extend(received(peer)) or len(got) == 12)
+    assert got == b"first second"
+
+
+def test_what_the_kernel_does_not_take_goes_twisteds_way_in_order(reactor, connection):
+    protocol, peer = connection
+    data = bytes(range(256)) * (32 << 10)  # 8 MiB: more than the socket buffers hold
+    send_at_once(protocol.transport, data, True)
+    assert protocol.transport.dataBuffer or protocol.transport._tempDataLen  # the rest, queued
+    got = bytearray()
+    spin(reactor, lambda: got.extend(received(peer)) or len(got) >= len(data))
+    assert got == data
+
+
+# -- one largest datagram for all -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port_class", ["connected", "fair"])
+def test_a_largest_datagram_is_received_whole(reactor, port_class):
+    # 65527 bytes: the largest UDP payload (over IPv6, whose header does not count in it).
+    class Keep(DatagramProtocol):
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+
+        def datagramReceived(self, data: bytes, addr) -> None:
+            self.got.append(data)
+
+    protocol = Keep()
+    if port_class == "connected":
+        port = ConnectedDatagramPort(0, protocol, "::1", MAX_DATAGRAM, reactor)
+        port.startListening()
+        where = port.getHost().port
+    else:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+            sock.setblocking(False)
+            port = adopt_datagram_port(reactor, sock.fileno(), socket.AF_INET6, protocol, MAX_DATAGRAM)
+            where = sock.getsockname()[1]
+        assert isinstance(port, FairDatagramPort)
+    payload = bytes(range(256)) * 255 + bytes(247)
+    assert len(payload) == 65527
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
+        sender.sendto(payload, ("::1", where))
+    try:
+        spin(reactor, lambda: bool(protocol.got))
+    finally:
+        port.stopListening()
+    assert protocol.got == [payload]
+
+
+# -- the sockets systemd passed -------------------------------------------------------------------
+
+
+class TakenByTwisted:
+    """Twisted's ListenFDs as its parser keeps it, with fds 3 and 4 taken (named from 22.10 on)."""
+
+    def __init__(self, named: bool) -> None:
+        if named:
+            self.inheritedNamedDescriptors = lambda: {"echo": 3, "metrics": 4}
+
+    def inheritedDescriptors(self) -> list[int]:
+        return [3, 4]
+
+
+@pytest.mark.parametrize(("named", "names"), [(True, ["echo", "metrics"]), (False, [None, None])])
+def test_the_sockets_twisteds_parser_took_are_found_with_their_names(monkeypatch, named, names):
+    from twisted.internet.endpoints import _SystemdParser
+
+    monkeypatch.setattr(_SystemdParser, "_sddaemon", TakenByTwisted(named))
+    assert twisteds_systemd_descriptors() == dict(zip([3, 4], names, strict=True))
+
+
+# -- the time of answers --------------------------------------------------------------------------
+
+
+class FakePoller:
+    def __init__(self) -> None:
+        self.registered: list[int] = []
+
+    def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
+        return [(3, 1)]
+
+    def register(self, fd: int, events: int) -> None:
+        self.registered.append(fd)
+
+
+class Ticking:
+    """A clock that moves a second each time it is read."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+def test_answers_are_stamped_when_the_reactors_wait_returns():
+    reactor = type("Reactor", (), {})()
+    poller = reactor._poller = FakePoller()
+    clock = ReceiveClock(reactor, Ticking())
+    assert clock.now() == 1.0  # the time it was made, until a wait returns
+    assert reactor._poller.poll(0.5, 10) == [(3, 1)]
+    assert clock.now() == clock.now() == 2.0  # reading it does not move it
+    reactor._poller.register(7, 1)  # the rest is the poller's own
+    assert poller.registered == [7]
+
+
+def test_without_a_poller_answers_are_stamped_when_handled():
+    timer = Ticking()
+    clock = ReceiveClock(object(), timer)
+    assert (clock.now(), clock.now()) == (2.0, 3.0)
+
+
+# -- prometheus_client -----------------------------------------------------------------------------
+
+
+def test_process_metrics_without_proc_stat_as_under_the_unit_procsubset(tmp_path):
+    # ProcSubset=pid leaves /proc/self but hides /proc/stat, where the library reads the boot time.
+    (tmp_path / "self").symlink_to(f"/proc/{os.getpid()}")
+    library = EchodProcessCollector.__mro__[1](proc=str(tmp_path), registry=None)
+    assert list(library.collect()) == []  # the library alone exports nothing
+    ours = {
+        m.name: m.samples[0].value for m in EchodProcessCollector(proc=str(tmp_path), registry=None).collect()
+    }
+    with open("/proc/stat") as f:
+        boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+    with open(f"/proc/{os.getpid()}/stat") as f:
+        started = boot + float(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    assert abs(ours["process_start_time_seconds"] - started) < 2
+    assert ours["process_open_fds"] >= 3
