@@ -70,32 +70,33 @@ class CappedFactory(WrappingFactory):
         }
 
     def buildProtocol(self, addr: IAddress) -> ProtocolWrapper | None:
-        peer = peer_key(peer_host(addr))
+        key = peer_key(peer_host(addr))
         if len(self.protocols) >= self.limit:
-            return self._refuse("max", peer, f"{self.limit} open, the most there may be")
-        if self._open.get(peer, 0) >= self.per_peer:
-            return self._refuse("peer", peer, f"{self.per_peer} open from it, the most from one address")
-        if not self._rates.take(peer, self._clock.seconds()):
-            return self._refuse("rate", peer, f"more than {self._rates.rate} new ones a second from it")
+            return self._refuse("max", key, f"{self.limit} open, the most there may be")
+        if self._open.get(key, 0) >= self.per_peer:
+            return self._refuse("peer", key, f"{self.per_peer} open from it, the most from one address")
+        if not self._rates.take(key, self._clock.seconds()):
+            return self._refuse("rate", key, f"more than {self._rates.rate} new ones a second from it")
         protocol = super().buildProtocol(addr)
-        protocol.peer = peer
+        protocol.peer_key = key
         return protocol
 
     def registerProtocol(self, p: ProtocolWrapper) -> None:
         super().registerProtocol(p)
-        self._open[p.peer] = self._open.get(p.peer, 0) + 1
+        self._open[p.peer_key] = self._open.get(p.peer_key, 0) + 1
 
     def unregisterProtocol(self, p: ProtocolWrapper) -> None:
         super().unregisterProtocol(p)
-        left = self._open[p.peer] - 1
+        left = self._open[p.peer_key] - 1
         if left:
-            self._open[p.peer] = left
+            self._open[p.peer_key] = left
         else:
-            del self._open[p.peer]
+            del self._open[p.peer_key]
 
-    def _refuse(self, why: str, peer: str, because: str) -> None:
-        if self._refusals[why].allow(peer):
-            who = "anyone" if why == "max" else peer
+    def _refuse(self, why: str, key: str, because: str) -> None:
+        """Refuse a connection from the peer of cap key C{key}; warn, throttled."""
+        if self._refusals[why].allow(key):
+            who = "anyone" if why == "max" else key
             log.warn("metrics: refusing new connections from {who}: {because}", who=who, because=because)
         return None
 
