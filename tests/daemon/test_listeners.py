@@ -20,6 +20,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 
 from echod.accounting.stats import ListenerStats
+from echod.accounting.throttle import INTERVAL
 from echod.config import parse
 from echod.daemon.listeners import (
     DatagramListener,
@@ -348,3 +349,18 @@ def test_a_udp_listeners_counters_are_datagrams():
     listener.protocol.datagramReceived(b"abc", ("192.0.2.1", 40000))
     assert listener.counters() == "1 echoed, 0 dropped"
     assert listener.totals() == (listener.stats.bytes_received, listener.stats.bytes_sent)
+
+
+@pytest.mark.parametrize("switched", [False, True])
+def test_bytecount_warnings_are_summed_up_on_the_listeners_own_clock(switched):
+    # The summary's timer is the listener's reactor's, as every other timer of it is.
+    reactor = MemoryReactorClock()
+    listener = make_listener(settings(name="bc", protocol="echo" if switched else "bytecount"), reactor)
+    listener.reconfigure(settings(name="bc", protocol="bytecount"))
+    with capturedLogs() as events:
+        for port in (1000, 1001):
+            protocol, _ = connect(listener.factory, port=port)
+            protocol.dataReceived(b"x")
+        reactor.advance(INTERVAL)
+    said = [formatEvent(event) for event in events]
+    assert len(said) == 2 and said[1].startswith("bc: ... and 1 more bad requests")
