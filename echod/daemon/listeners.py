@@ -13,7 +13,7 @@ import socket
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -30,10 +30,14 @@ from echod.sockets import bind_datagram, bind_stream
 from echod.units import MAX_DATAGRAM
 
 
-def protocol_factory(settings: ListenerSettings, stats: ListenerStats) -> Factory:
-    """The bare protocol factory a listener serves, before limits are applied."""
+def protocol_factory(
+    settings: ListenerSettings, stats: ListenerStats, clock: IReactorTime | None = None
+) -> Factory:
+    """The bare protocol factory a listener serves, before limits are applied; C{clock} times its warnings."""
     if settings.protocol == "bytecount":
-        return BytecountFactory(settings.name, settings.max_header_length, settings.max_message_size, stats)
+        return BytecountFactory(
+            settings.name, settings.max_header_length, settings.max_message_size, stats, clock
+        )
     return EchoFactory()
 
 
@@ -168,7 +172,7 @@ class StreamListener(ListenerService):
 
     def _factory(self, settings: ListenerSettings) -> LimitedFactory:
         return LimitedFactory(
-            protocol_factory(settings, self.stats),
+            protocol_factory(settings, self.stats, self._reactor),
             name=settings.name,
             limits=ConnectionLimits.of(settings),
             stats=self.stats,
@@ -209,7 +213,7 @@ class StreamListener(ListenerService):
         if settings.protocol != old.protocol:
             # The same factory serves the new protocol, so that the caps keep
             # counting the connections open under the old one.
-            factory.serve(protocol_factory(settings, self.stats))
+            factory.serve(protocol_factory(settings, self.stats, self._reactor))
         factory.limits = ConnectionLimits.of(settings)  # for those open too, as far as they can
         if isinstance(factory.wrappedFactory, BytecountFactory):
             factory.wrappedFactory.max_message_size = settings.max_message_size
