@@ -183,9 +183,13 @@ def test_a_storm_of_scrapers_is_held_to_the_rates_and_an_honest_scraper_is_serve
     assert set(honest) == {"HTTP/1.1 200 OK"}
     assert rounds > 0
     # The storm's address got its burst and its rate; the port took its rate of connections in all,
-    # the honest ones among them; the rest waited in the kernel's queue.
-    assert 0 < counts["served"] <= CONNECTION_RATE_PER_PEER * (elapsed + 1)
-    assert counts["taken"] <= ACCEPT_RATE * (elapsed + 1)
+    # the honest ones among them; the rest waited in the kernel's queue. The daemon's buckets run on
+    # its reactor's wall clock, this test on the monotonic one: a quarter of a second more of each
+    # rate leaves room for the two to differ (48 served against a bound of 47.9 was seen once, on a
+    # loaded machine), and none for the storm's thousands the old code answered.
+    window = elapsed + 1 + 0.25
+    assert 0 < counts["served"] <= CONNECTION_RATE_PER_PEER * window
+    assert counts["taken"] <= ACCEPT_RATE * window
 
 
 def test_idle_connections_from_one_address_lock_no_other_scraper_out(daemon):
