@@ -1,5 +1,6 @@
 import pytest
 
+from tests.integration import netns
 from tests.integration.daemon import Daemon, config_text
 
 
@@ -18,3 +19,13 @@ def start_daemon(tmp_path):
     yield start
     for daemon in started:
         daemon.kill()
+
+
+@pytest.fixture
+def network():
+    """Test hosts in network namespaces of the test's own (netns.Network), or a skip saying why not."""
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with netns.Network() as net:
+        yield net

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import netns
 from tests.integration.daemon import Daemon, config_text, environment
 from tests.integration.systemd import free_port
 from tests.probe.test_output import STATUS_CODES, parse_plugin_output
@@ -511,15 +510,6 @@ def test_socat_as_a_udp_echo_answers_every_datagram(socat):
     status, report = probe_json("--udp", "-c", "10", "-i", "0.05", "-W", TIMEOUT, f"127.0.0.1:{port}")
     assert status == 0, report
     assert_all_answered(report, 10)
-
-
-@pytest.fixture
-def network():
-    reason = netns.unavailable()
-    if reason:
-        pytest.skip(reason)
-    with netns.Network() as net:
-        yield net
 
 
 def test_openbsd_inetd_builtin_echo_answers_tcp_and_udp_and_cuts_datagrams_at_4096_bytes(network, tmp_path):

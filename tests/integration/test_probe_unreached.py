@@ -17,7 +17,6 @@ import time
 
 import pytest
 
-from tests.integration import netns
 from tests.integration.daemon import Daemon
 from tests.integration.test_probe import PROBE, probe, probe_json
 from tests.probe.test_output import parse_plugin_output
@@ -80,15 +79,6 @@ def test_ctrl_c_while_connecting_is_an_error_with_the_summary(unanswered):
 
 
 # -- a DNS server that never answers --------------------------------------------------------------
-
-
-@pytest.fixture
-def network():
-    reason = netns.unavailable()
-    if reason:
-        pytest.skip(reason)
-    with netns.Network() as net:
-        yield net
 
 
 @pytest.fixture
