@@ -8,8 +8,9 @@ a new release that changes one breaks it here, and only here.
 The probe's client transports (the time of a connect(), an ICMP error that
 must not close a datagram port, an IPv6 scope kept) and the time of its
 answers (the reactor's wake-up); the direct send of the echo and of the
-probe; and the daemon's ports that yield to the reactor: a paced accept
-loop and a bounded datagram read; the process metrics' boot time.
+probe, and what a connection still holds unsent; the log of a TCP port;
+and the daemon's ports that yield to the reactor: a paced accept loop and
+a bounded datagram read; the process metrics' boot time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from twisted.internet import tcp, udp
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory
+from twisted.logger import ILogObserver, Logger
 from twisted.python import log
 from twisted.python.failure import Failure
 
@@ -58,6 +60,49 @@ def send_at_once(transport, data: bytes, direct: bool) -> None:
         if isinstance(sent, int) and sent > 0:
             data = data[sent:]
     transport.write(data)
+
+
+def unsent(transport) -> int:
+    """
+    Bytes written to C{transport} that Twisted still holds, not yet given
+    to the kernel (0 if it is not one of Twisted's socket transports).
+
+    Twisted has no public count of them: a write waits in C{_tempDataBuffer}
+    (C{_tempDataLen} bytes) and then in C{dataBuffer} from C{offset} until a
+    turn of the loop hands it over (C{abstract.FileDescriptor}, the same in
+    Twisted 22.4, 24.11 and 26.10). The idle sweep needs it to tell a client
+    that reads its echo from one that stopped, and the access log to count
+    as sent only what was handed over.
+    """
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:  # not one of Twisted's socket transports
+        return 0
+
+
+# -- the log of a TCP port -------------------------------------------------------------------------
+
+
+def route_port_log(port: object, observer_for: Callable[[ILogObserver], ILogObserver]) -> bool:
+    """
+    Send the log events of Twisted TCP C{port} to the observer
+    C{observer_for(forward)} gives, C{forward} being the observer they went
+    to until now; say whether C{port} is such a port (if not, nothing is
+    changed: it logs no EMFILE recovery).
+
+    Twisted's C{tcp.Port} logs its accept errors and its EMFILE recovery
+    through its own private C{_logger}, a class attribute, and buffers them
+    through that logger's namespace and observer until the accepts of a turn
+    are done (C{tcp.Port.doRead}, the same in Twisted 22.4, 24.11 and 26.10);
+    there is no other way to hear of them, and none to tell them apart from
+    another port's. Hence an instance attribute of the same name, a logger
+    in the same namespace with echod's observer.
+    """
+    logger = getattr(port, "_logger", None)
+    if not isinstance(logger, Logger):
+        return False
+    port._logger = Logger(namespace=logger.namespace, observer=observer_for(logger.observer))
+    return True
 
 
 # -- the probe's client transports ----------------------------------------------------------------

@@ -23,9 +23,11 @@ from echod._twisted import (
     FairDatagramPort,
     ReceiveClock,
     adopt_datagram_port,
+    route_port_log,
     send_at_once,
     sends_at_once,
     twisteds_systemd_descriptors,
+    unsent,
 )
 from echod.units import MAX_DATAGRAM
 
@@ -121,6 +123,51 @@ def test_what_the_kernel_does_not_take_goes_twisteds_way_in_order(reactor, conne
     got = bytearray()
     spin(reactor, lambda: got.extend(received(peer)) or len(got) >= len(data))
     assert got == data
+
+
+def test_unsent_counts_what_twisted_holds_until_the_kernel_has_taken_it(reactor, connection):
+    protocol, peer = connection
+    protocol.transport.write(b"a" * 1000)
+    protocol.transport.write(b"b" * 500)
+    assert unsent(protocol.transport) == 1500  # queued for the next turn of the loop
+    got = bytearray()
+    spin(reactor, lambda: got.extend(received(peer)) or len(got) == 1500)
+    assert unsent(protocol.transport) == 0
+
+
+def test_unsent_is_nothing_on_a_transport_that_is_not_twisteds_socket():
+    transport = StringTransport()
+    transport.write(b"x" * 10)
+    assert unsent(transport) == 0
+
+
+# -- the log of a TCP port -------------------------------------------------------------------------
+
+
+def test_a_tcp_ports_events_go_to_the_routed_observer_which_can_pass_them_on():
+    from twisted.internet import tcp
+
+    port = tcp.Port(0, None)
+    seen: list[str] = []
+    passed_on: list[dict] = []
+    namespace = port._logger.namespace
+
+    def observer_for(forward):
+        passed_on.append(forward)
+        return lambda event: seen.append(event["log_format"])
+
+    assert route_port_log(port, observer_for)
+    assert passed_on == [tcp.Port._logger.observer]  # where its events went before
+    port._logger.info("EMFILE encountered; releasing reserved file descriptor.")
+    assert seen == ["EMFILE encountered; releasing reserved file descriptor."]
+    assert port._logger.namespace == namespace
+    assert "_logger" not in vars(tcp.Port(0, None))  # other ports are left as they were
+
+
+def test_an_object_that_is_not_a_tcp_port_is_left_alone():
+    other = Protocol()
+    assert not route_port_log(other, lambda forward: forward)
+    assert not hasattr(other, "_logger")
 
 
 # -- one largest datagram for all -----------------------------------------------------------------

@@ -12,9 +12,10 @@ Where no descriptor is in reserve (or ENFILE: the system's table is full) it
 logs "Could not accept new connection (EMFILE)" on every turn of the loop
 while the connection waits. Its listener never hears of any of it.
 
-The port logs through its own C{_logger} (buffered until the accepts are
-done, so that logging cannot take the freed descriptor): echod gives each of
-its ports a logger whose observer is L{DescriptorShortage.observer}, which
+The port logs through a logger of its own (buffered until the accepts are
+done, so that logging cannot take the freed descriptor): echod routes each of
+its ports' events (L{echod._twisted.route_port_log}) through
+L{DescriptorShortage.observer}, which
 counts each dropped connection as a refusal of its listener (reason
 C{file_descriptors}, with an access log line), warns once when a shortage
 begins, sums up what followed every 10 seconds (L{echod.accounting.throttle}), keeps
@@ -33,6 +34,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from zope.interface import provider
 
+from echod._twisted import route_port_log
 from echod.accounting.accesslog import AccessLog
 from echod.accounting.alerts import Alerts
 from echod.accounting.stats import ListenerStats
@@ -88,10 +90,7 @@ class DescriptorShortage:
         connections count as refusals of C{owner} (a L{LimitedFactory}, read
         at each drop, so that a rename or a new access log applies).
         """
-        logger = getattr(port, "_logger", None)
-        if not isinstance(logger, Logger):
-            return  # not Twisted's TCP port: it logs no EMFILE recovery
-        port._logger = Logger(namespace=logger.namespace, observer=self.observer(owner, logger.observer))
+        route_port_log(port, lambda forward: self.observer(owner, forward))
 
     def observer(self, owner: Owner, forward: ILogObserver = globalLogPublisher) -> ILogObserver:
         """The log observer for the port of C{owner}; other events go on to C{forward}."""

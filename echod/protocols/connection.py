@@ -22,7 +22,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echod._twisted import send_at_once, sends_at_once
+from echod._twisted import send_at_once, sends_at_once, unsent
 from echod.addresses import format_peer
 from echod.protocols.proxied import PROXY_HEADER_TIMEOUT
 from echod.protocols.proxy import ProxyHeaderError, ProxyHeaderParser
@@ -49,14 +49,6 @@ LINGER_BYTES = 4 * 1024 * 1024
 #: The ioctl that tells how much of a socket's send queue the peer has not
 #: acknowledged yet (SIOCOUTQ, which Linux defines as TIOCOUTQ).
 SIOCOUTQ = termios.TIOCOUTQ
-
-
-def unsent(transport) -> int:
-    """Bytes written to C{transport} that Twisted still holds, not yet given to the kernel (0 if unknown)."""
-    try:
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    except AttributeError:  # not one of Twisted's socket transports
-        return 0
 
 
 def unacknowledged(transport) -> int:
