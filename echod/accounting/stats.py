@@ -87,7 +87,16 @@ class ListenerStats:
     dropped_send_buffer: int = 0
 
     def refuse(self, reason: str) -> None:
-        """Count a connection refused for C{reason}."""
+        """
+        Count a connection refused for C{reason}: the limit that kept it out,
+        named for its configuration key (max_connections, file_descriptors, ...).
+
+        A reason, not a cause, on purpose: a refused connection was never
+        served, so it has no close cause (client, idle-timeout, ... in
+        L{close}); its reason is the metrics' C{reason} label, as the reason
+        a datagram is dropped is (L{DROP_REASONS}), and the access log writes
+        it as the cause C{refused-REASON}.
+        """
         self.refused += 1
         self.refused_by[reason] = self.refused_by.get(reason, 0) + 1
 
