@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from twisted.internet import error
-from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 
 from echod._twisted import (
     ConnectedDatagramPort,
@@ -30,26 +26,7 @@ from echod._twisted import (
     unsent,
 )
 from echod.units import MAX_DATAGRAM
-
-DEADLINE = 10.0
-
-
-@pytest.fixture
-def reactor() -> Iterator[EPollReactor]:
-    reactor = EPollReactor()
-    yield reactor
-    for selectable in reactor.removeAll():
-        selectable.connectionLost(Failure(error.ConnectionDone()))
-    reactor._poller.close()
-
-
-def spin(reactor: EPollReactor, done: Callable[[], bool]) -> None:
-    """Turn C{reactor}'s loop until C{done()}, within L{DEADLINE}."""
-    end = time.monotonic() + DEADLINE
-    while not done():
-        assert time.monotonic() < end, "the condition did not come about in time"
-        reactor.runUntilCurrent()
-        reactor.doIteration(0.05)
+from tests.reactors import turn_until
 
 
 def received(sock: socket.socket) -> bytes:
@@ -75,7 +52,7 @@ def connection(reactor) -> Iterator[tuple[Protocol, socket.socket]]:
         made: list[Protocol] = []
         factory.buildProtocol = lambda addr: made.append(Protocol()) or made[-1]
         reactor.connectTCP("127.0.0.1", server.getsockname()[1], factory)
-        spin(reactor, lambda: bool(made) and made[0].transport is not None and made[0].connected)
+        turn_until(reactor, lambda: bool(made) and made[0].transport is not None and made[0].connected)
         peer, _ = server.accept()
         with peer:
             yield made[0], peer
@@ -101,7 +78,7 @@ def test_not_direct_it_waits_for_the_loop_as_twisteds_write_does(reactor, connec
     send_at_once(protocol.transport, b"y" * 1000, False)
     assert received(peer) == b""
     got = bytearray()
-    spin(reactor, lambda: got.extend(received(peer)) or len(got) == 1000)
+    turn_until(reactor, lambda: got.extend(received(peer)) or len(got) == 1000)
     assert got == b"y" * 1000
 
 
@@ -111,7 +88,7 @@ def test_behind_what_is_queued_it_queues_and_the_order_is_kept(reactor, connecti
     send_at_once(protocol.transport, b"second", True)
     assert received(peer) == b""
     got = bytearray()
-    spin(reactor, lambda: got.extend(received(peer)) or len(got) == 12)
+    turn_until(reactor, lambda: got.extend(received(peer)) or len(got) == 12)
     assert got == b"first second"
 
 
@@ -121,7 +98,7 @@ def test_what_the_kernel_does_not_take_goes_twisteds_way_in_order(reactor, conne
     send_at_once(protocol.transport, data, True)
     assert protocol.transport.dataBuffer or protocol.transport._tempDataLen  # the rest, queued
     got = bytearray()
-    spin(reactor, lambda: got.extend(received(peer)) or len(got) >= len(data))
+    turn_until(reactor, lambda: got.extend(received(peer)) or len(got) >= len(data))
     assert got == data
 
 
@@ -131,7 +108,7 @@ def test_unsent_counts_what_twisted_holds_until_the_kernel_has_taken_it(reactor,
     protocol.transport.write(b"b" * 500)
     assert unsent(protocol.transport) == 1500  # queued for the next turn of the loop
     got = bytearray()
-    spin(reactor, lambda: got.extend(received(peer)) or len(got) == 1500)
+    turn_until(reactor, lambda: got.extend(received(peer)) or len(got) == 1500)
     assert unsent(protocol.transport) == 0
 
 
@@ -200,7 +177,7 @@ def test_a_largest_datagram_is_received_whole(reactor, port_class):
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
         sender.sendto(payload, ("::1", where))
     try:
-        spin(reactor, lambda: bool(protocol.got))
+        turn_until(reactor, lambda: bool(protocol.got))
     finally:
         port.stopListening()
     assert protocol.got == [payload]

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import time
 
 import pytest
-from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 
@@ -35,6 +33,7 @@ from echod.protocols.bytecount import BytecountFactory
 from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import ConnectionLimits
 from tests.protocols.limited import connect
+from tests.reactors import turn_until
 
 SECTION = "[listener:{name}]\nprotocol = {protocol}\ntransport = {transport}\naddress = 127.0.0.1\n"
 
@@ -61,24 +60,6 @@ class DatagramTransport:
 
     def write(self, data: bytes, addr: tuple) -> None:
         self.sent.append((data, addr))
-
-
-@pytest.fixture
-def real_reactor():
-    """A real reactor of the test's own, never run: the test turns it with iterate()."""
-    reactor = SelectReactor()
-    yield reactor
-    if reactor.waker is not None:
-        reactor.removeReader(reactor.waker)
-        reactor.waker.connectionLost(None)
-
-
-def turn_until(reactor, condition, seconds=5.0) -> None:
-    """Turn C{reactor} until C{condition} holds, failing after C{seconds}."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the reactor never got there"
-        reactor.iterate(0.01)
 
 
 # -- which listener, serving what ------------------------------------------------------------------
@@ -177,14 +158,14 @@ def test_a_listener_on_port_0_holds_the_port_it_got():
     listener.stopService()
 
 
-def test_stopping_closes_the_socket_and_new_connections_are_refused(real_reactor):
-    listener = started(real_reactor)
+def test_stopping_closes_the_socket_and_new_connections_are_refused(reactor):
+    listener = started(reactor)
     address = listener.socket.getsockname()
     with socket.create_connection(address, timeout=5):
-        turn_until(real_reactor, lambda: listener.stats.active == 1)
-    turn_until(real_reactor, lambda: listener.stats.active == 0)  # the client closed: so does its connection
+        turn_until(reactor, lambda: listener.stats.active == 1)
+    turn_until(reactor, lambda: listener.stats.active == 0)  # the client closed: so does its connection
     stopped = listener.stopService()
-    turn_until(real_reactor, lambda: stopped.called)
+    turn_until(reactor, lambda: stopped.called)
     assert listener.port is None and listener.socket.fileno() == -1
     with socket.socket() as late, pytest.raises(ConnectionRefusedError):
         late.connect(address)

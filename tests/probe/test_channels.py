@@ -283,12 +283,9 @@ def test_connect_refused_and_timed_out_probes_are_told_apart():
     assert (recorder.tally.failed, recorder.tally.lost, recorder.status) == (1, 2, 2)
 
 
-def test_connect_time_counts_from_the_sockets_connect_not_from_twisteds_set_up():
+def test_connect_time_counts_from_the_sockets_connect_not_from_twisteds_set_up(reactor):
     # A real (not installed, not running) reactor and a real listening socket: Twisted makes
     # the connect() a turn of the loop after the connector, and that turn must not count.
-    from twisted.internet.epollreactor import EPollReactor
-
-    reactor = EPollReactor()
     now = [0.0]
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -308,6 +305,3 @@ def test_connect_time_counts_from_the_sockets_connect_not_from_twisteds_set_up()
             assert run.tally.connect.min == pytest.approx(0.25)
         finally:
             run.stop()
-            for selectable in reactor.removeAll():
-                selectable.connectionLost(Failure(error.ConnectionDone()))
-            reactor._poller.close()

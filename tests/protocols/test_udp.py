@@ -3,7 +3,6 @@ import socket
 from pathlib import Path
 
 import pytest
-from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
@@ -82,16 +81,6 @@ def test_broadcast_multicast_and_unspecified_sources_are_never_answered(host):
 )
 def test_ordinary_sources_are_answered(host):
     assert not unanswerable_source(host)
-
-
-@pytest.fixture
-def reactor():
-    """A real reactor of the test's own, never run: the test calls the port's doRead itself."""
-    reactor = SelectReactor()
-    yield reactor
-    if reactor.waker is not None:
-        reactor.removeReader(reactor.waker)
-        reactor.waker.connectionLost(None)
 
 
 def udp_settings(**keys: str):
