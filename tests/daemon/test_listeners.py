@@ -32,8 +32,8 @@ from echod.daemon.reload import Running
 from echod.protocols.bytecount import BytecountFactory
 from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import ConnectionLimits
-from tests.protocols.limited import connect
 from tests.reactors import turn_until
+from tests.transports import connect
 
 SECTION = "[listener:{name}]\nprotocol = {protocol}\ntransport = {transport}\naddress = 127.0.0.1\n"
 

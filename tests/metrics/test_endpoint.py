@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -25,6 +24,7 @@ from echod.metrics.limits import (
     MAX_CONNECTIONS_PER_PEER,
     CappedFactory,
 )
+from tests.transports import connect
 
 GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 PROMETHEUS_ACCEPT = (
@@ -56,16 +56,6 @@ def endpoint(registry: CollectorRegistry | None = None) -> tuple[CappedFactory, 
     clock = Clock()
     registry = registry if registry is not None else Counting().registry
     return CappedFactory(MetricsSite(MetricsPage(registry, clock), clock), clock), clock
-
-
-def connect(factory: CappedFactory, host: str = "127.0.0.1", port: int = 40000):
-    peer = IPv6Address("TCP", host, port) if ":" in host else IPv4Address("TCP", host, port)
-    protocol = factory.buildProtocol(peer)
-    if protocol is None:
-        return None, None
-    transport = StringTransport(peerAddress=peer)
-    protocol.makeConnection(transport)
-    return protocol, transport
 
 
 def hosts(count: int):
@@ -228,8 +218,8 @@ def test_new_connections_from_one_address_are_held_to_a_rate():
     assert answered == CONNECTION_RATE_PER_PEER  # its burst
     assert scrape(factory, host="127.0.0.2")[0] == "HTTP/1.1 200 OK"  # others unaffected
     clock.advance(1 / CONNECTION_RATE_PER_PEER)
-    assert scrape(factory)[0] == "HTTP/1.1 200 OK"
-    assert connect(factory) == (None, None)
+    assert scrape(factory, host="127.0.0.1")[0] == "HTTP/1.1 200 OK"
+    assert connect(factory, "127.0.0.1") == (None, None)
 
 
 def test_refusals_are_logged_once_then_summed_up():

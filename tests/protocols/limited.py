@@ -2,7 +2,6 @@
 
 import dataclasses
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -27,16 +26,6 @@ def limited(inner: Factory | None = None, **limits) -> LimitedFactory:
 def change(factory: LimitedFactory, **limits) -> None:
     """Replace C{factory}'s limits with a copy with C{limits} changed, as a reload does."""
     factory.limits = dataclasses.replace(factory.limits, **limits)
-
-
-def connect(factory: LimitedFactory, host: str = "10.0.0.1", port: int = 1000):
-    address = IPv6Address("TCP", host, port) if ":" in host else IPv4Address("TCP", host, port)
-    protocol = factory.buildProtocol(address)
-    if protocol is None:
-        return None, None
-    transport = StringTransport(peerAddress=address)
-    protocol.makeConnection(transport)
-    return protocol, transport
 
 
 def closed_at(factory, transport, until: int) -> int | None:
@@ -85,11 +74,3 @@ class SocketLikeTransport(StringTransport):
 
     def loseWriteConnection(self) -> None:
         self.write_closed = True
-
-
-def connect_socket_like(factory: LimitedFactory, host: str = "10.0.0.1", port: int = 1000):
-    address = IPv4Address("TCP", host, port)
-    protocol = factory.buildProtocol(address)
-    transport = SocketLikeTransport(peerAddress=address)
-    protocol.makeConnection(transport)
-    return protocol, transport

@@ -5,7 +5,8 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 
 from echod.protocols.limits import LimitedFactory
-from tests.protocols.limited import closed_at, connect, connect_socket_like, entries, limited, logged
+from tests.protocols.limited import SocketLikeTransport, closed_at, entries, limited, logged
+from tests.transports import connect
 
 
 def test_wrapped_protocol_sees_the_data_and_writes_through():
@@ -83,7 +84,7 @@ def test_bytecount_lingers_after_its_reply_until_the_client_ends(tmp_path):
     from twisted.python.failure import Failure
 
     factory = bytecount_factory(tmp_path)
-    protocol, transport = connect_socket_like(factory)
+    protocol, transport = connect(factory, transport=SocketLikeTransport)
     protocol.dataReceived(b"3 abcEXTRA")
     assert transport.value() == b"abc"
     assert transport.write_closed and not transport.disconnecting  # FIN after the reply, still reading
@@ -106,7 +107,7 @@ def test_lingering_stops_after_linger_bytes(tmp_path):
     from echod.protocols.connection import LINGER_BYTES
 
     factory = bytecount_factory(tmp_path)
-    protocol, transport = connect_socket_like(factory)
+    protocol, transport = connect(factory, transport=SocketLikeTransport)
     protocol.dataReceived(b"1 a")
     protocol.dataReceived(b"x" * (LINGER_BYTES - 1))
     assert not transport.disconnecting
@@ -119,7 +120,7 @@ def test_a_bad_request_lingers_too_and_is_logged_as_one(tmp_path):
     from twisted.python.failure import Failure
 
     factory = bytecount_factory(tmp_path)
-    protocol, transport = connect_socket_like(factory)
+    protocol, transport = connect(factory, transport=SocketLikeTransport)
     protocol.dataReceived(b"GET / HTTP/1.1\r\n")
     assert transport.write_closed and not transport.disconnecting
     protocol.readConnectionLost()
@@ -132,7 +133,7 @@ def test_a_client_that_half_closed_first_is_not_lingered_for(tmp_path):
     from twisted.python.failure import Failure
 
     factory = bytecount_factory(tmp_path)
-    protocol, transport = connect_socket_like(factory)
+    protocol, transport = connect(factory, transport=SocketLikeTransport)
     protocol.dataReceived(b"5 ab")
     protocol.readConnectionLost()  # a request cut short: it has nothing more to send
     assert transport.disconnecting and not transport.write_closed
@@ -150,7 +151,7 @@ def test_lingering_ends_at_the_idle_timeout(tmp_path, outstanding, cause):
     from twisted.python.failure import Failure
 
     factory = bytecount_factory(tmp_path, idle_timeout=40)
-    protocol, transport = connect_socket_like(factory)
+    protocol, transport = connect(factory, transport=SocketLikeTransport)
     protocol.dataReceived(b"2 ok")
     transport.hold(outstanding)
     for _ in range(60):
@@ -169,7 +170,7 @@ def test_out_counts_only_what_was_handed_over(tmp_path):
     from twisted.python.failure import Failure
 
     factory = logged(tmp_path, idle_timeout=40)
-    protocol, transport = connect_socket_like(factory)
+    protocol, transport = connect(factory, transport=SocketLikeTransport)
     protocol.dataReceived(b"x" * 1000)
     transport.hold(600)  # what Twisted still held when it was cut off
     closed_at(factory, transport, 100)

@@ -1,7 +1,8 @@
 import pytest
 from twisted.logger import LogLevel, capturedLogs
 
-from tests.protocols.limited import change, closed_at, connect, connect_socket_like, entries, limited, logged
+from tests.protocols.limited import SocketLikeTransport, change, closed_at, entries, limited, logged
+from tests.transports import connect
 
 
 def test_total_cap_refuses_the_extra_connection_and_warns_once():
@@ -177,7 +178,7 @@ def test_access_log_has_a_line_per_connection_with_its_cause(tmp_path):
 
 def test_a_peer_taking_its_output_is_not_idle_though_it_sends_nothing():
     factory = limited(idle_timeout=40)
-    protocol, transport = connect_socket_like(factory)
+    protocol, transport = connect(factory, transport=SocketLikeTransport)
     protocol.dataReceived(b"x" * 100_000)
     transport.hold(100_000)  # backpressure: all of it still queued, and nothing more read
     for unsent in range(90_000, 0, -10_000):  # the peer reads a little every 30 s

@@ -10,9 +10,7 @@ import socket
 import struct
 
 import pytest
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs
 
 from echod.accounting.accesslog import FLUSH_INTERVAL, AccessLog
@@ -23,6 +21,7 @@ from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import ConnectionLimits, LimitedFactory, ListenerContext
 from echod.protocols.proxied import PROXY_HEADER_TIMEOUT
 from echod.protocols.proxy import V2_SIGNATURE
+from tests.transports import connect
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1"))
 V1 = b"PROXY TCP4 198.18.1.10 198.18.0.1 40000 7\r\n"
@@ -67,13 +66,8 @@ class Listener:
         )
 
     def connect(self, host: str = "127.0.0.1", port: int = 50000):
-        address = IPv6Address("TCP", host, port) if ":" in host else IPv4Address("TCP", host, port)
-        protocol = self.factory.buildProtocol(address)
-        if protocol is None:
-            return None, None
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        return protocol, transport
+        """A connection from C{host}, by default the trusted proxy on loopback."""
+        return connect(self.factory, host, port)
 
     def close(self, protocol: LimitedProtocol) -> None:
         protocol.connectionLost(None)

@@ -1,6 +1,6 @@
+import functools
 import socket
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, formatEvent
@@ -9,6 +9,7 @@ from echod.accounting.alerts import Alerts
 from echod.config import parse
 from echod.systemd.activation import APPLY_SOCKETS, InheritedSocket
 from echod.systemd.unwanted import TurnAwayFactory, Unclaimed
+from tests import transports
 
 WHERE = "tcp 127.0.0.1:7 (fd 3)"
 FIX = "systemctl daemon-reload && systemctl restart echod.socket"
@@ -33,20 +34,15 @@ def said(events: list[dict]) -> list[str]:
     return [formatEvent(event) for event in events]
 
 
-def connect(factory: TurnAwayFactory, host: str = "192.0.2.1", port: int = 50000) -> StringTransport:
-    """A client connects to the unwanted socket; its transport."""
-    address = IPv6Address("TCP", host, port) if ":" in host else IPv4Address("TCP", host, port)
-    protocol = factory.buildProtocol(address)
-    transport = TCPTransport(peerAddress=address)
-    protocol.makeConnection(transport)
-    return transport
+#: A client connects to the unwanted socket.
+connect = functools.partial(transports.connect, transport=TCPTransport)
 
 
 def test_every_connection_is_aborted_and_nothing_more():
     # Twisted's abort closes with SO_LINGER (1, 0), which sends the reset; that
     # clients are reset is tests/integration/test_systemd.py's to prove.
     factory, _ = factory_and_log(Clock())
-    assert connect(factory).disconnecting
+    assert connect(factory)[1].disconnecting
 
 
 def test_the_first_reset_is_said_in_full_and_those_that_follow_are_summed_up_at_the_end_of_the_minute():
@@ -63,14 +59,14 @@ def test_the_first_reset_is_said_in_full_and_those_that_follow_are_summed_up_at_
     assert len(events) == 1
     clock.advance(0.1)
     assert said(events)[1:] == [
-        f"... and 4 more connections reset on {WHERE} from 2 sources, 3 from 192.0.2.1 in the last 60s; "
+        f"... and 4 more connections reset on {WHERE} from 2 sources, 3 from 10.0.0.1 in the last 60s; "
         f"to make systemd's sockets follow the configuration run: {FIX}"
     ]
     clock.advance(60)  # a quiet minute: the next is said in full again
     connect(factory, "2001:db8::1", 40000)
     assert said(events)[2].startswith("reset a connection from [2001:db8::1]:40000 to ")
     assert said(events)[0] == (
-        f"reset a connection from 192.0.2.1:50000 to {WHERE}, a socket systemd passed that no listener "
+        f"reset a connection from 10.0.0.1:50000 to {WHERE}, a socket systemd passed that no listener "
         f"uses; to make systemd's sockets follow the configuration run: {FIX}"
     )
 
@@ -83,7 +79,7 @@ def test_the_resets_held_back_are_said_when_the_socket_stops_being_served():
     clock.advance(5)
     factory.doStop()  # what the port does when it stops listening
     assert said(events)[1].startswith(
-        f"... and 2 more connections reset on {WHERE} from 192.0.2.1 in the last 5s"
+        f"... and 2 more connections reset on {WHERE} from 10.0.0.1 in the last 5s"
     )
     assert not clock.getDelayedCalls()
 
