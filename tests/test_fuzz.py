@@ -8,23 +8,19 @@ import itertools
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
-from echod.accounting.stats import ListenerStats
 from echod.config import ConfigError, Settings, parse
 from echod.protocols.bytecount import HeaderError, HeaderParser
-from echod.protocols.echo import EchoFactory
-from echod.protocols.limits import ConnectionLimits, LimitedFactory
 from echod.protocols.proxy import (
     DEFAULT_MAX_V2_LENGTH,
     V1_MAX_LENGTH,
-    V2_SIGNATURE,
     ProxyHeader,
     ProxyHeaderError,
     ProxyHeaderParser,
 )
+from tests.protocols.limited import limited
+from tests.proxyheaders import V2_SIGNATURE, proxy_v1
+from tests.transports import connect
 
 KEYS = [
     "log_level", "access_log", "shutdown_grace", "protocol", "transport", "address", "port",
@@ -91,6 +87,11 @@ def test_ini_shaped_text_is_a_config_or_a_config_error(lines):
     check_config("\n".join(lines))
 
 
+def then_anything(prefix: bytes, max_size: int) -> st.SearchStrategy[bytes]:
+    """C{prefix}, then up to C{max_size} bytes of anything."""
+    return st.binary(max_size=max_size).map(lambda tail: prefix + tail)
+
+
 @settings(max_examples=500)
 @given(
     max_header=st.integers(1, 64),
@@ -118,11 +119,11 @@ def test_header_parser_never_crashes_nor_buffers_past_its_limit(max_header, max_
     data=st.one_of(
         st.binary(max_size=700),
         # Near-misses: a real signature, then anything.
-        st.builds(lambda tail: b"PROXY " + tail, st.binary(max_size=150)),
-        st.builds(lambda tail: b"PROXY TCP4 " + tail, st.binary(max_size=150)),
-        st.builds(lambda tail: V2_SIGNATURE + tail, st.binary(max_size=700)),
+        then_anything(b"PROXY ", 150),
+        then_anything(b"PROXY TCP4 ", 150),
+        then_anything(V2_SIGNATURE, 700),
         # The parser's shortcut for a whole IPv4 header, and its near misses.
-        st.builds(lambda tail: V2_SIGNATURE + b"\x21\x11\x00" + tail, st.binary(max_size=60)),
+        then_anything(V2_SIGNATURE + b"\x21\x11\x00", 60),
     ),
     cuts=st.lists(st.integers(0, 1000), max_size=20),
 )
@@ -155,25 +156,15 @@ def test_proxy_parser_never_crashes_nor_buffers_past_its_bounds_and_splitting_ch
 @given(
     data=st.one_of(
         st.binary(max_size=300),
-        st.builds(lambda tail: b"PROXY TCP4 198.18.1.10 198.18.0.1 1 7\r\n" + tail, st.binary(max_size=100)),
-        st.builds(lambda tail: b"PROXY " + tail, st.binary(max_size=150)),
-        st.builds(lambda tail: V2_SIGNATURE + tail, st.binary(max_size=300)),
+        then_anything(proxy_v1(("198.18.1.10", 1)), 100),
+        then_anything(b"PROXY ", 150),
+        then_anything(V2_SIGNATURE, 300),
     ),
     cuts=st.lists(st.integers(0, 400), max_size=10),
 )
 def test_a_proxy_listener_echoes_exactly_what_follows_a_good_header_and_closes_on_a_bad_one(data, cuts):
-    limits = ConnectionLimits(
-        max_connections=10,
-        max_connections_per_peer=10,
-        idle_timeout=0,
-        proxy_protocol=True,
-        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
-    )
-    factory = LimitedFactory(EchoFactory(), name="l", limits=limits, stats=ListenerStats(), clock=Clock())
-    address = IPv4Address("TCP", "127.0.0.1", 1)
-    protocol = factory.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
-    protocol.makeConnection(transport)
+    factory = limited(proxy_protocol=True, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    protocol, transport = connect(factory, "127.0.0.1", 1)
     points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
     for a, b in itertools.pairwise(points):
         if transport.disconnected:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ipaddress
 import itertools
 import os
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -33,6 +31,7 @@ import pytest
 from tests.integration import netns
 from tests.integration.clients import exchange, read_until_closed
 from tests.integration.daemon import ROOT, Daemon, config_text
+from tests.proxyheaders import proxy_v1, proxy_v2
 
 EXAMPLE = ROOT / "examples" / "haproxy.cfg"
 #: What the test replaces in the example: its servers, and its stats socket.
@@ -45,8 +44,6 @@ CAP = 8
 
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
 NO_HAPROXY = "needs haproxy (`make test` installs Debian's as root)"
-
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 #: Source ports for the connections a test looks up in the access logs by the client's end, each
 #: used once: below the kernel's ephemeral range (32768 up), so that no other connection of the
@@ -145,19 +142,6 @@ def wait_until(what: str, check: Callable[[], object], timeout: float = 10, ever
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(every)  # polling a condition, with a deadline
-
-
-def proxy_v1(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
-    family = "TCP6" if ":" in source[0] else "TCP4"
-    return f"PROXY {family} {source[0]} {destination[0]} {source[1]} {destination[1]}\r\n".encode()
-
-
-def proxy_v2(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
-    """A v2 PROXY command for a TCP connection from C{source} to C{destination}."""
-    src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])
-    block = src.packed + dst.packed + struct.pack("!HH", source[1], destination[1])
-    family = 0x11 if src.version == 4 else 0x21
-    return V2_SIGNATURE + bytes([0x21, family]) + struct.pack("!H", len(block)) + block
 
 
 def local_address(sock: socket.socket) -> tuple[str, int]:

@@ -25,6 +25,7 @@ from tests.integration.clients import connect, echo, exchange, pattern, read_unt
 from tests.integration.daemon import Daemon, environment
 from tests.integration.metrics import fetch, get, metrics_url, refused, scrape, total, until
 from tests.integration.systemd import NotifySocket, free_port
+from tests.proxyheaders import proxy_v1
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool")
@@ -467,14 +468,12 @@ def test_the_metrics_are_served_while_open_connections_drain_at_stop(run):
 
 
 def test_proxy_protocol_refusals_and_bad_headers_are_counted(run):
-    from tests.integration.test_proxy_protocol import v1
-
     daemon = run(config(echo={"protocol": "echo", "proxy_protocol": "yes", "trusted_proxies": "127.0.0.2"}))
     url = metrics_url(daemon)
     port = daemon.port("echo")
     with connect(port, source="127.0.0.1") as untrusted:
         try:
-            untrusted.sendall(v1("198.18.1.10") + b"forged")
+            untrusted.sendall(proxy_v1(("198.18.1.10", 40000)) + b"forged")
             assert read_until_closed(untrusted) == b""
         except ConnectionResetError:
             pass  # closed with the forged header unread
@@ -486,7 +485,7 @@ def test_proxy_protocol_refusals_and_bad_headers_are_counted(run):
             pass
     for n in range(3):
         with connect(port, source="127.0.0.2") as good:
-            assert exchange([(good, v1("198.18.1.10", 40000 + n) + b"believed")]) == [b"believed"]
+            assert exchange([(good, proxy_v1(("198.18.1.10", 40000 + n)) + b"believed")]) == [b"believed"]
     samples = until(
         url,
         lambda s: (

@@ -6,25 +6,14 @@ and hosts: test_haproxy.py.
 """
 
 import signal
-import socket
-import struct
 import time
 
 from tests.integration.clients import connect, exchange, pattern, read_until_closed
 from tests.integration.test_daemon import assert_clean_exit
+from tests.proxyheaders import proxy_v1, proxy_v2
 
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-def v1(client: str, port: int = 40000) -> bytes:
-    family = "TCP6" if ":" in client else "TCP4"
-    destination = "2001:db8::1" if ":" in client else "198.18.0.1"
-    return f"PROXY {family} {client} {destination} {port} 7\r\n".encode()
-
-
-def v2(client: str, port: int = 40000) -> bytes:
-    block = socket.inet_aton(client) + socket.inet_aton("198.18.0.1") + struct.pack("!HH", port, 7)
-    return V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", len(block)) + block
+#: The client a balancer's header names, unless a test needs another.
+CLIENT = ("198.18.1.10", 40000)
 
 
 def access_lines(path, count: int, timeout: float = 10) -> list[str]:
@@ -60,9 +49,9 @@ def test_header_then_payload_echoes_the_payload_and_logs_the_client_via_the_prox
         proxy_ports = [s.getsockname()[1] for s in (a, b, c)]
         assert exchange(
             [
-                (a, v1("198.18.1.10") + payload),
-                (b, v2("198.18.1.11") + b"5 hello"),
-                (c, v1("2001:db8::10", 40001) + b"six"),
+                (a, proxy_v1(CLIENT) + payload),
+                (b, proxy_v2(("198.18.1.11", 40000)) + b"5 hello"),
+                (c, proxy_v1(("2001:db8::10", 40001)) + b"six"),
             ]
         ) == [payload, b"hello", b"six"]
     lines = sorted(fields(line) for line in access_lines(log, 3))
@@ -79,7 +68,7 @@ def test_header_then_payload_echoes_the_payload_and_logs_the_client_via_the_prox
 def test_a_header_sent_a_byte_at_a_time_is_read_whole(start_daemon):
     daemon = start_daemon({}, echo={"protocol": "echo", "proxy_protocol": "yes"})
     with connect(daemon.port("echo")) as sock:
-        for byte in v2("198.18.1.10"):
+        for byte in proxy_v2(CLIENT):
             sock.send(bytes([byte]))
         assert exchange([(sock, b"after")]) == [b"after"]
 
@@ -94,16 +83,16 @@ def test_the_per_peer_cap_holds_per_client_named_by_the_header(start_daemon, tmp
     held = [connect(port), connect(port)]
     try:
         for i, sock in enumerate(held):
-            sock.sendall(v1("198.18.1.10", 40000 + i))
+            sock.sendall(proxy_v1(("198.18.1.10", 40000 + i)))
         assert exchange([(sock, b"in") for sock in held], half_close=False) == [b"in", b"in"]
         with connect(port) as third:  # the same client, through the same proxy
-            third.sendall(v1("198.18.1.10", 40002) + b"more")
+            third.sendall(proxy_v1(("198.18.1.10", 40002)) + b"more")
             assert read_until_closed(third) == b""
         daemon.wait_for(
             r"echo: max_connections_per_peer \(2\) reached, refusing new connections from 198\.18\.1\.10$"
         )
         with connect(port) as other:  # another client, through the same proxy: served
-            assert exchange([(other, v1("198.18.1.11") + b"other")]) == [b"other"]
+            assert exchange([(other, proxy_v1(("198.18.1.11", 40000)) + b"other")]) == [b"other"]
     finally:
         for sock in held:
             sock.close()
@@ -126,13 +115,13 @@ def test_a_source_outside_trusted_proxies_is_closed_at_once(start_daemon, tmp_pa
     with connect(port, source="127.0.0.1") as untrusted:
         untrusted_port = untrusted.getsockname()[1]
         try:
-            untrusted.sendall(v1("198.18.1.10") + b"forged")
+            untrusted.sendall(proxy_v1(CLIENT) + b"forged")
             assert read_until_closed(untrusted) == b""
         except ConnectionResetError:
             pass  # closed with the forged header unread: a reset, as good a refusal
     daemon.wait_for(r"echo: closing a connection from 127\.0\.0\.1:\d+, which is not in trusted_proxies")
     with connect(port, source="127.0.0.2") as trusted:
-        assert exchange([(trusted, v1("198.18.1.10") + b"believed")]) == [b"believed"]
+        assert exchange([(trusted, proxy_v1(CLIENT) + b"believed")]) == [b"believed"]
     assert sorted(f[1:3] for f in map(fields, access_lines(log, 2))) == [
         (f"127.0.0.1:{untrusted_port}", "closed=untrusted-proxy"),
         ("198.18.1.10:40000", "closed=client"),
@@ -144,7 +133,7 @@ def test_a_bad_header_closes_only_that_connection(start_daemon, tmp_path):
     daemon = start_daemon({"access_log": str(log)}, echo={"protocol": "echo", "proxy_protocol": "yes"})
     port = daemon.port("echo")
     with connect(port) as good:
-        good.sendall(v1("198.18.1.10"))
+        good.sendall(proxy_v1(CLIENT))
         with connect(port) as bad:
             bad.sendall(b"hello, no header\r\n")
             try:
@@ -162,7 +151,7 @@ def test_a_bad_header_closes_only_that_connection(start_daemon, tmp_path):
 def test_a_header_left_unfinished_is_closed_within_seconds_not_the_idle_timeout(start_daemon, tmp_path):
     daemon = start_daemon({}, echo={"protocol": "echo", "proxy_protocol": "yes", "idle_timeout": "1h"})
     with connect(daemon.port("echo"), timeout=20) as slow:
-        slow.sendall(v1("198.18.1.10")[:12])
+        slow.sendall(proxy_v1(CLIENT)[:12])
         started = time.monotonic()
         try:
             assert read_until_closed(slow, timeout=20) == b""
@@ -176,7 +165,7 @@ def test_reload_turns_it_on_and_off_for_new_connections(start_daemon, tmp_path):
     daemon = start_daemon({}, echo={"protocol": "echo"})
     port = daemon.port("echo")
     with connect(port) as plain:
-        assert exchange([(plain, v1("198.18.1.10"))]) == [v1("198.18.1.10")]  # just bytes to echo
+        assert exchange([(plain, proxy_v1(CLIENT))]) == [proxy_v1(CLIENT)]  # just bytes to echo
     text = daemon.config_path.read_text()
     daemon.config_path.write_text(
         text.replace("protocol = echo\n", "protocol = echo\nproxy_protocol = yes\n")
@@ -186,7 +175,7 @@ def test_reload_turns_it_on_and_off_for_new_connections(start_daemon, tmp_path):
         daemon.send_signal(signal.SIGHUP)
         daemon.wait_for(r"reloaded: serving 1 listener")
         with connect(port) as after:
-            assert exchange([(after, v1("198.18.1.10") + b"proxied")]) == [b"proxied"]
+            assert exchange([(after, proxy_v1(CLIENT) + b"proxied")]) == [b"proxied"]
         assert exchange([(before, b"y")]) == [b"y"]
     daemon.config_path.write_text(text)
     daemon.send_signal(signal.SIGHUP)

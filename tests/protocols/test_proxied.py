@@ -6,8 +6,6 @@ header's own grammar is tested in test_proxy.py.
 
 import dataclasses
 import ipaddress
-import socket
-import struct
 
 import pytest
 from twisted.internet.task import Clock
@@ -20,25 +18,11 @@ from echod.protocols.connection import LimitedProtocol
 from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import ConnectionLimits, LimitedFactory, ListenerContext
 from echod.protocols.proxied import PROXY_HEADER_TIMEOUT
-from echod.protocols.proxy import V2_SIGNATURE
+from tests.proxyheaders import V2_LOCAL, proxy_v1, proxy_v2
 from tests.transports import connect
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1"))
-V1 = b"PROXY TCP4 198.18.1.10 198.18.0.1 40000 7\r\n"
-
-
-def v2(source: str, source_port: int, tlvs: bytes = b"", local: bool = False) -> bytes:
-    """A v2 PROXY (or LOCAL) header for a TCP connection from C{source}."""
-    if local:
-        return V2_SIGNATURE + b"\x20\x00\x00\x00"
-    if ":" in source:
-        block = socket.inet_pton(socket.AF_INET6, source) + socket.inet_pton(socket.AF_INET6, "2001:db8::1")
-        family = 0x21
-    else:
-        block = socket.inet_aton(source) + socket.inet_aton("198.18.0.1")
-        family = 0x11
-    block += struct.pack("!HH", source_port, 7) + tlvs
-    return V2_SIGNATURE + bytes([0x21, family]) + struct.pack("!H", len(block)) + block
+V1 = proxy_v1(("198.18.1.10", 40000))
 
 
 class Listener:
@@ -99,10 +83,10 @@ def test_header_names_the_client_and_the_payload_after_it_is_echoed(tmp_path):
     [
         (V1, "198.18.1.10:40000"),
         (b"PROXY TCP6 2001:db8::10 2001:db8::1 40000 7\r\n", "[2001:db8::10]:40000"),
-        (v2("198.18.1.10", 40000), "198.18.1.10:40000"),
-        (v2("2001:db8::10", 40000, tlvs=b"\x01\x00\x02h2" + b"\x04\x00\x00"), "[2001:db8::10]:40000"),
+        (proxy_v2(("198.18.1.10", 40000)), "198.18.1.10:40000"),
+        (proxy_v2(("2001:db8::10", 40000), tlvs=b"\x01\x00\x02h2" + b"\x04\x00\x00"), "[2001:db8::10]:40000"),
         (b"PROXY UNKNOWN\r\n", "127.0.0.1:50000"),
-        (v2("", 0, local=True), "127.0.0.1:50000"),
+        (V2_LOCAL, "127.0.0.1:50000"),
     ],
 )
 def test_a_header_split_at_every_byte_gives_the_same_connection(tmp_path, header, client):

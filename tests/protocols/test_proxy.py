@@ -8,31 +8,24 @@ from hypothesis import strategies as st
 from echod.protocols.proxy import (
     DEFAULT_MAX_V2_LENGTH,
     V1_MAX_LENGTH,
-    V2_SIGNATURE,
     ProxyHeader,
     ProxyHeaderError,
     ProxyHeaderParser,
 )
+from tests.proxyheaders import V2_LOCAL, v2_header
 
 PAYLOAD = b"payload\r\n\x00after"
 
 
-def v2(command: int, family_protocol: int, block: bytes, length: int | None = None) -> bytes:
-    """A v2 header: signature, version 2 and command, family/protocol, length, block."""
-    length = len(block) if length is None else length
-    return V2_SIGNATURE + bytes([0x20 | command, family_protocol]) + struct.pack("!H", length) + block
-
-
-V2_IPV4 = v2(1, 0x11, bytes([198, 18, 0, 1, 198, 18, 0, 2]) + struct.pack("!HH", 40000, 7))
-V2_IPV6 = v2(
+V2_IPV4 = v2_header(1, 0x11, bytes([198, 18, 0, 1, 198, 18, 0, 2]) + struct.pack("!HH", 40000, 7))
+V2_IPV6 = v2_header(
     1,
     0x21,
     bytes.fromhex("20010db8000000000000000000000001") + bytes.fromhex("20010db8000000000000000000000002")
     # TLVs after the addresses: NOOP (0x04) and AUTHORITY (0x02), skipped.
     + struct.pack("!HH", 65535, 7) + b"\x04\x00\x03abc" + b"\x02\x00\x0bexample.com",
 )  # fmt: skip
-V2_LOCAL = v2(0, 0x00, b"")
-V2_UNIX = v2(1, 0x31, b"/run/a".ljust(108, b"\x00") + b"/run/b".ljust(108, b"\x00"))
+V2_UNIX = v2_header(1, 0x31, b"/run/a".ljust(108, b"\x00") + b"/run/b".ljust(108, b"\x00"))
 
 VALID = {
     "v1 TCP4": (
@@ -65,7 +58,7 @@ VALID = {
         ProxyHeader(1, False, ("::ffff:198.18.0.10", 40000), ("::ffff:198.18.0.2", 7), b""),
     ),
     "v2 PROXY IPv4-mapped": (
-        v2(
+        v2_header(
             1,
             0x21,
             bytes(10)
@@ -80,11 +73,11 @@ VALID = {
     ),
     "v2 LOCAL": (V2_LOCAL, ProxyHeader(2, True, None, None, b"")),
     "v2 LOCAL with addresses": (
-        v2(0, 0x11, bytes(12)),
+        v2_header(0, 0x11, bytes(12)),
         ProxyHeader(2, True, None, None, b""),
     ),
     "v2 AF_UNIX is like LOCAL": (V2_UNIX, ProxyHeader(2, True, None, None, b"")),
-    "v2 UNSPEC is like LOCAL": (v2(1, 0x00, b""), ProxyHeader(2, True, None, None, b"")),
+    "v2 UNSPEC is like LOCAL": (v2_header(1, 0x00, b""), ProxyHeader(2, True, None, None, b"")),
 }
 
 
@@ -181,20 +174,24 @@ def rejection_offset(data: bytes) -> tuple[int, str]:
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 80 443\n", 33, "v1 destination port beginning b'443\\n' cannot"),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 80 443\rx", 34, "v1 line with CR not followed by LF but by b'x'"),
         (b"PROXY TCP4 1.2.3.4\r\n", 18, "v1 line ends before its destination address"),
-        (v2(0, 0x00, b"")[:12] + b"\x11", 12, "v2 header with version 1 in byte 12"),
-        (v2(2, 0x00, b""), 12, "v2 header with command 2 in byte 12 (0x22)"),
-        (v2(1, 0x41, b""), 13, "v2 header with unknown address family 4"),
-        (v2(1, 0x13, b""), 13, "v2 header with unknown protocol 3"),
-        (v2(1, 0x12, bytes(12)), 13, "v2 header for a datagram (UDP) connection"),
+        (v2_header(0, 0x00, b"")[:12] + b"\x11", 12, "v2 header with version 1 in byte 12"),
+        (v2_header(2, 0x00, b""), 12, "v2 header with command 2 in byte 12 (0x22)"),
+        (v2_header(1, 0x41, b""), 13, "v2 header with unknown address family 4"),
+        (v2_header(1, 0x13, b""), 13, "v2 header with unknown protocol 3"),
+        (v2_header(1, 0x12, bytes(12)), 13, "v2 header for a datagram (UDP) connection"),
         (
-            v2(1, 0x11, bytes(8)),
+            v2_header(1, 0x11, bytes(8)),
             15,
             "v2 address block of 8 bytes is shorter than the 12 its family (1) requires",
         ),
-        (v2(1, 0x21, bytes(12)), 15, "v2 address block of 12 bytes is shorter than the 36"),
-        (v2(1, 0x31, bytes(36)), 15, "v2 address block of 36 bytes is shorter than the 216"),
-        (v2(0, 0x11, b"", length=0x1000), 14, "v2 header of at least 4112 bytes exceeds max_v2_length (536"),
-        (v2(0, 0x11, b"", length=521), 15, "v2 header of 537 bytes exceeds max_v2_length (536 bytes)"),
+        (v2_header(1, 0x21, bytes(12)), 15, "v2 address block of 12 bytes is shorter than the 36"),
+        (v2_header(1, 0x31, bytes(36)), 15, "v2 address block of 36 bytes is shorter than the 216"),
+        (
+            v2_header(0, 0x11, b"", length=0x1000),
+            14,
+            "v2 header of at least 4112 bytes exceeds max_v2_length (536",
+        ),
+        (v2_header(0, 0x11, b"", length=521), 15, "v2 header of 537 bytes exceeds max_v2_length (536 bytes)"),
     ],
 )
 def test_garbage_is_rejected_at_the_first_byte_where_it_is_certainly_bad(data, offset, reason):
@@ -223,17 +220,17 @@ def test_v2_header_of_exactly_max_v2_length_is_accepted_and_one_more_byte_refuse
     tlvs = (
         b"\x04" + struct.pack("!H", DEFAULT_MAX_V2_LENGTH - 16 - 12 - 3) + bytes(DEFAULT_MAX_V2_LENGTH - 31)
     )
-    header = v2(1, 0x11, bytes([198, 18, 0, 1, 198, 18, 0, 2]) + struct.pack("!HH", 1, 2) + tlvs)
+    header = v2_header(1, 0x11, bytes([198, 18, 0, 1, 198, 18, 0, 2]) + struct.pack("!HH", 1, 2) + tlvs)
     assert len(header) == DEFAULT_MAX_V2_LENGTH
     assert ProxyHeaderParser().feed(header + b"x").rest == b"x"
     with pytest.raises(ProxyHeaderError, match="537 bytes exceeds max_v2_length"):
-        ProxyHeaderParser().feed(v2(1, 0x11, header[16:] + b"\x00"))
+        ProxyHeaderParser().feed(v2_header(1, 0x11, header[16:] + b"\x00"))
 
 
 def test_max_v2_length_is_configurable_and_must_hold_an_ipv6_header():
-    assert ProxyHeaderParser(max_v2_length=52).feed(v2(1, 0x21, bytes(36))) is not None
+    assert ProxyHeaderParser(max_v2_length=52).feed(v2_header(1, 0x21, bytes(36))) is not None
     with pytest.raises(ProxyHeaderError, match="53 bytes exceeds max_v2_length"):
-        ProxyHeaderParser(max_v2_length=52).feed(v2(1, 0x21, bytes(37)))
+        ProxyHeaderParser(max_v2_length=52).feed(v2_header(1, 0x21, bytes(37)))
     with pytest.raises(ValueError, match="max_v2_length must be between 52"):
         ProxyHeaderParser(max_v2_length=51)
 
