@@ -6,6 +6,7 @@ run started on a clock with its first connection made by hand.
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -100,12 +101,28 @@ class DatagramTransport:
         self.sent.append(data)
 
 
+def made(
+    target: str = ADDRESS,
+    reporter: Recorder | None = None,
+    received: Callable[[], float] | None = None,
+    **kwargs,
+) -> tuple[Run, Recorder, MemoryReactorClock]:
+    """
+    A run of the options C{target} and C{kwargs} make, on a clock, not yet
+    started: its host (L{ADDRESS}, or a name to resolve) as the options have it.
+    """
+    reactor = MemoryReactorClock()
+    recorder = reporter or Recorder()
+    options = make_options(target, **kwargs)
+    run = Run(options, options.host, recorder, reactor, reactor.seconds, KEY, received=received)
+    return run, recorder, reactor
+
+
 def start(
     mode: str = "tcp", reporter: Recorder | None = None, **kwargs
 ) -> tuple[Run, Recorder, MemoryReactorClock]:
-    reactor = MemoryReactorClock()
-    recorder = reporter or Recorder()
-    run = Run(make_options(ADDRESS, mode=mode, **kwargs), ADDRESS, recorder, reactor, reactor.seconds, KEY)
+    """A run of C{kwargs}' options to L{ADDRESS} over C{mode}, started, its channel set up."""
+    run, recorder, reactor = made(ADDRESS, reporter, mode=mode, **kwargs)
     if mode == "udp":
         # The real channel binds a real socket; the protocol is what is tested here.
         run.channel.protocol.makeConnection(DatagramTransport())

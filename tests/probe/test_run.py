@@ -9,16 +9,11 @@ import socket
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.testing import MemoryReactorClock
 
-from echod.probe.options import make_options
-from echod.probe.run import Run
 from tests.probe.helpers import (
-    ADDRESS,
-    KEY,
-    Recorder,
     connect,
     expected,
+    made,
     start,
     udp,
 )
@@ -132,10 +127,7 @@ def test_a_run_that_connected_once_has_no_such_error():
 
 def test_the_deadline_or_an_interruption_while_resolving_ends_the_run_with_an_error():
     for end in ("deadline", "interruption"):
-        reactor = MemoryReactorClock()
-        recorder = Recorder()
-        options = make_options("echo.example", deadline=1)
-        run = Run(options, options.host, recorder, reactor, reactor.seconds, KEY)
+        run, recorder, reactor = made("echo.example", deadline=1)
         resolving = defer.Deferred()
         run.start(resolving)
         reactor.advance(0.25)
@@ -151,10 +143,7 @@ def test_the_deadline_or_an_interruption_while_resolving_ends_the_run_with_an_er
 
 
 def test_a_resolved_name_is_probed_at_its_address():
-    reactor = MemoryReactorClock()
-    recorder = Recorder()
-    options = make_options("echo.example:7007", count=1)
-    run = Run(options, options.host, recorder, reactor, reactor.seconds, KEY)
+    run, recorder, reactor = made("echo.example:7007", count=1)
     resolving = defer.Deferred()
     run.start(resolving)
     assert reactor.tcpClients == []
@@ -164,10 +153,7 @@ def test_a_resolved_name_is_probed_at_its_address():
 
 
 def test_a_name_that_fails_to_resolve_ends_the_run_with_its_error():
-    reactor = MemoryReactorClock()
-    recorder = Recorder()
-    options = make_options("echo.example", mode="udp", size=65520)
-    run = Run(options, options.host, recorder, reactor, reactor.seconds, KEY)
+    run, recorder, _reactor = made("echo.example", mode="udp", size=65520)
     resolving = defer.Deferred()
     run.start(resolving)
     resolving.callback((socket.AF_INET, "192.0.2.1"))  # too small a family for 65520 bytes
@@ -179,17 +165,7 @@ def test_a_name_that_fails_to_resolve_ends_the_run_with_its_error():
 
 
 def test_a_stamp_older_than_the_send_is_never_used():
-    reactor = MemoryReactorClock()
-    recorder = Recorder()
-    run = Run(
-        make_options(ADDRESS, count=1),
-        ADDRESS,
-        recorder,
-        reactor,
-        reactor.seconds,
-        KEY,
-        received=lambda: -1.0,
-    )
+    run, recorder, reactor = made(count=1, received=lambda: -1.0)
     run.start()
     protocol, _ = connect(reactor)
     reactor.advance(0.25)
@@ -198,9 +174,7 @@ def test_a_stamp_older_than_the_send_is_never_used():
 
 
 def test_an_interruption_before_the_run_began_ends_it_without_a_probe():
-    reactor = MemoryReactorClock()
-    recorder = Recorder()
-    run = Run(make_options(ADDRESS), ADDRESS, recorder, reactor, reactor.seconds, KEY)
+    run, recorder, reactor = made()
     run.stop()
     assert run.start() is run.done and run.done.called
     assert reactor.tcpClients == [] and recorder.tally.sent == 0
