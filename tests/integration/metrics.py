@@ -55,6 +55,15 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     )
 
 
+def listener_info(samples: Samples, listener: str) -> list[dict[str, str]]:
+    """The labels but C{listener} of each C{echod_listener_info} sample of C{listener} that says 1."""
+    return [
+        {key: value for key, value in labels if key != "listener"}
+        for (name, labels), value in samples.items()
+        if name == "echod_listener_info" and ("listener", listener) in labels and value == 1
+    ]
+
+
 def until(url: str, check: Callable[[Samples], object], timeout: float = 20) -> Samples:
     """
     Scrape C{url} until C{check} holds of the samples (a scrape that fails is

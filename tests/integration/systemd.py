@@ -6,12 +6,13 @@ systemd-socket-activate to pass it listening sockets.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -44,6 +45,15 @@ def free_port(host: str = "127.0.0.1") -> int:
                 continue
         return port
     raise RuntimeError(f"no free port found between 10000 and {high}")
+
+
+@contextlib.contextmanager
+def taken_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A TCP port on C{host} that another socket listens on, for as long as the block lasts."""
+    with socket.socket() as squatter:
+        squatter.bind((host, 0))
+        squatter.listen()
+        yield squatter.getsockname()[1]
 
 
 def socket_activate(

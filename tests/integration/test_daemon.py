@@ -17,6 +17,7 @@ import pytest
 
 from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
 from tests.integration.daemon import TAC, Daemon, config_text, environment, without_bind_privilege
+from tests.integration.systemd import taken_port
 
 MiB = 1 << 20
 
@@ -398,10 +399,7 @@ def test_bad_config_exits_78_with_the_message(tmp_path, face):
 
 
 def test_port_in_use_is_explained(tmp_path):
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        port = squatter.getsockname()[1]
+    with taken_port() as port:
         path = tmp_path / "echod.conf"
         path.write_text(config_text(echo={"protocol": "echo", "port": str(port)}))
         assert_start_fails(

@@ -23,8 +23,8 @@ import pytest
 
 from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
 from tests.integration.daemon import Daemon, environment
-from tests.integration.metrics import fetch, get, metrics_url, refused, scrape, total, until
-from tests.integration.systemd import NotifySocket, free_port
+from tests.integration.metrics import fetch, get, listener_info, metrics_url, refused, scrape, total, until
+from tests.integration.systemd import NotifySocket, free_port, taken_port
 from tests.proxyheaders import proxy_v1
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,18 +160,9 @@ def test_each_metric_equals_the_traffic_sent(run):
     assert total(samples, "echod_datagrams_dropped_total", listener="u") == 2
     assert get(samples, "echod_connections_accepted_total", listener="u") is None
 
-    assert (
-        get(
-            samples,
-            "echod_listener_info",
-            listener="u",
-            protocol="echo",
-            transport="udp",
-            address="127.0.0.1",
-            port=str(port),
-        )
-        == 1
-    )
+    assert listener_info(samples, "u") == [
+        {"protocol": "echo", "transport": "udp", "address": "127.0.0.1", "port": str(port)}
+    ]
     assert get(samples, "echod_config_last_reload_successful") == 1
     assert get(samples, "process_open_fds") > 5
     assert "echod_alerts" not in {name for name, _ in samples}  # none was ever raised
@@ -341,10 +332,7 @@ def test_reload_turns_the_metrics_on_moves_them_and_turns_them_off(run):
     samples = until(second, lambda s: get(s, "echod_connections_accepted_total", listener="echo") == 1)
     assert get(samples, "echod_config_last_reload_successful") == 1
 
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
+    with taken_port() as taken:
         reload(daemon, config(f"127.0.0.1:{taken}", **keep))
         daemon.wait_for(
             rf"reload: metrics: cannot listen on tcp 127\.0\.0\.1:{taken}: .*metrics still served at"
@@ -403,29 +391,16 @@ def test_counters_never_go_back_across_reloads_and_a_removed_listener_goes(run):
     assert echo(a, b"2 hi") == b"hi"
     samples = until(url, lambda s: get(s, "echod_connections_accepted_total", listener="b") == 4)
     assert get(samples, "echod_received_bytes_total", listener="b") == 13
-    assert (
-        get(
-            samples,
-            "echod_listener_info",
-            listener="b",
-            protocol="bytecount",
-            transport="tcp",
-            address="127.0.0.1",
-            port=str(a),
-        )
-        == 1
-    )
+    assert listener_info(samples, "b") == [
+        {"protocol": "bytecount", "transport": "tcp", "address": "127.0.0.1", "port": str(a)}
+    ]
     # Moved to another port: the same.
     reload(
         daemon, config(metrics, b={"protocol": "bytecount"}, other={"protocol": "echo", "port": str(other)})
     )
 
     def ports_of_b(samples) -> set[str]:
-        return {
-            dict(labels)["port"]
-            for name, labels in samples
-            if name == "echod_listener_info" and dict(labels)["listener"] == "b"
-        }
+        return {info["port"] for info in listener_info(samples, "b")}
 
     samples = until(url, lambda s: ports_of_b(s) - {str(a)})
     assert get(samples, "echod_connections_accepted_total", listener="b") == 4
@@ -437,10 +412,7 @@ def test_counters_never_go_back_across_reloads_and_a_removed_listener_goes(run):
 
 
 def test_a_metrics_port_in_use_stops_the_start_with_the_fix(tmp_path):
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
+    with taken_port() as taken:
         path = tmp_path / "echod.conf"
         path.write_text(config(f"127.0.0.1:{taken}", echo={"protocol": "echo"}))
         daemon = Daemon(path).start()
