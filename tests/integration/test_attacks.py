@@ -3,11 +3,13 @@ Attacks on the TCP listeners, bounded in count and time and aimed at
 loopback only, each measured by what honest clients get meanwhile.
 """
 
+import contextlib
 import re
 import resource
 import selectors
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,6 +25,20 @@ def enough_descriptors():
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+#: The most an attack may make the daemon's memory (its RSS) grow, in KiB.
+GROWTH_KIB = 16 * 1024
+
+
+@contextlib.contextmanager
+def held(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
+    """The attacker's sockets, all closed when the block ends, however it ends."""
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def wait_all_closed(socks: list[socket.socket], timeout: float) -> list[float]:
@@ -70,17 +86,13 @@ def test_slowloris_idle_connections_are_all_closed_at_the_idle_timeout(start_dae
     port = daemon.port("echo")
     # Before the first connects: each one is closed no sooner than the timeout after its own.
     opened = time.monotonic()
-    idle = [connect(port) for _ in range(1000)]
-    try:
+    with held([connect(port) for _ in range(1000)]) as idle:
         rss_before = daemon.rss_kib()
         assert honest_round(port, 100) == 100  # all served while the 1000 sit there
         closed_at = wait_all_closed(idle, timeout=60)
-    finally:
-        for sock in idle:
-            sock.close()
     assert min(closed_at) - opened >= 1.8, "closed before the idle timeout"
     assert honest_round(port, 20) == 20
-    assert daemon.rss_kib() - rss_before < 16 * 1024
+    assert daemon.rss_kib() - rss_before < GROWTH_KIB
     daemon.stop()
     assert count_access_log(log, "idle-timeout") == 1000
 
@@ -93,18 +105,14 @@ def test_connection_flood_from_one_host_is_capped_and_others_get_through(start_d
     )
     port = daemon.port("echo")
     rss_before = daemon.rss_kib()
-    flood = [connect(port, source="127.0.0.2") for _ in range(600)]
-    try:
+    with held([connect(port, source="127.0.0.2") for _ in range(600)]) as flood:
         assert honest_round(port, 100) == 100
         # The 550 over the per-peer cap were closed as soon as they were accepted.
         closed = wait_all_closed(flood[50:], timeout=30)
         assert len(closed) == 550
         for sock in flood[:50]:
             assert sock.send(b"x") == 1  # the first 50 are still served
-        assert daemon.rss_kib() - rss_before < 16 * 1024
-    finally:
-        for sock in flood:
-            sock.close()
+        assert daemon.rss_kib() - rss_before < GROWTH_KIB
     daemon.stop()
     assert count_access_log(log, "refused-max_connections_per_peer") == 550
 
@@ -117,14 +125,10 @@ def test_connection_flood_from_many_hosts_meets_the_total_cap(start_daemon, tmp_
     )
     port = daemon.port("echo")
     rss_before = daemon.rss_kib()
-    flood = [connect(port, source=f"127.0.1.{host}") for host in range(1, 11) for _ in range(40)]
-    try:
+    with held([connect(port, source=f"127.0.1.{host}") for host in range(1, 11) for _ in range(40)]) as flood:
         refused = wait_all_closed(flood[300:], timeout=30)
         assert len(refused) == 100
-        assert daemon.rss_kib() - rss_before < 16 * 1024
-    finally:
-        for sock in flood:
-            sock.close()
+        assert daemon.rss_kib() - rss_before < GROWTH_KIB
     assert honest_round(port, 20) == 20  # capacity is back once the flood lets go
     daemon.stop()
     assert count_access_log(log, "refused-max_connections") == 100
@@ -151,7 +155,7 @@ def test_bytecount_abuse_is_bounded_in_time_and_memory(start_daemon, tmp_path):
     }
     started = time.monotonic()
     socks = {name: [connect(port) for _ in range(50)] for name in attacks}
-    try:
+    with held([sock for group in socks.values() for sock in group]):
         for name, request in attacks.items():
             for sock in socks[name]:
                 sock.sendall(request)
@@ -164,12 +168,8 @@ def test_bytecount_abuse_is_bounded_in_time_and_memory(start_daemon, tmp_path):
             for sock in socks[name]:
                 assert read_until_closed(sock, timeout=10) == b"", name
         silent = wait_all_closed(socks["length then silence"], timeout=30)
-    finally:
-        for group in socks.values():
-            for sock in group:
-                sock.close()
     assert min(silent) - started >= 1.8, "the silent ones are closed by the idle timeout"
-    assert daemon.rss_kib() - rss_before < 16 * 1024
+    assert daemon.rss_kib() - rss_before < GROWTH_KIB
     daemon.stop()
     # Bad headers are refused by the parser at once; only the silent ones wait for the idle timeout.
     assert count_access_log(log, "bad-request") == 150
