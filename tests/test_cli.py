@@ -32,6 +32,14 @@ def echod(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=environment(**env), timeout=60)
 
 
+def exited(capsys, args: list[str]) -> tuple[int | str | None, str, str]:
+    """C{echod ARGS} in-process, which must exit: its status, and what it wrote to stdout and stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(args)
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
+
+
 @pytest.fixture(autouse=True)
 def no_instance(monkeypatch):
     """As echod.service runs it, not an echod@N instance."""
@@ -49,26 +57,20 @@ def test_version_as_a_process_exits_0():
 
 
 def test_version_in_process_names_echod_and_twisted(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["--version"])
-    assert exit_.value.code == 0
-    assert capsys.readouterr().out == f"echod {__version__} (Twisted {twisted.__version__})\n"
+    assert exited(capsys, ["--version"])[:2] == (0, f"echod {__version__} (Twisted {twisted.__version__})\n")
 
 
 def test_no_command_is_a_usage_error_naming_the_commands(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main([])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
+    status, _, err = exited(capsys, [])
+    assert status == 2
     assert err.startswith("usage: echod ")
     assert err.endswith("echod: error: the following arguments are required: COMMAND\n")
 
 
 def test_an_unknown_command_is_refused_with_the_known_ones(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["serve"])
-    assert exit_.value.code == 2
-    assert "argument COMMAND: invalid choice: 'serve' (choose from " in capsys.readouterr().err
+    status, _, err = exited(capsys, ["serve"])
+    assert status == 2
+    assert "argument COMMAND: invalid choice: 'serve' (choose from " in err
 
 
 # -- check-config -----------------------------------------------------------------------------
@@ -80,11 +82,8 @@ def test_check_config_quiet_prints_nothing_for_a_good_file_and_every_problem_for
     bad.write_text(BAD_CONFIG + "idle_timeout = soon\n")
     assert cli.main(["check-config", "-q", "-c", str(good)]) == 0
     assert capsys.readouterr() == ("", "")
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["check-config", "--quiet", "--config", str(bad)])
-    assert exit_.value.code == 78
-    out, err = capsys.readouterr()
-    assert out == ""
+    status, out, err = exited(capsys, ["check-config", "--quiet", "--config", str(bad)])
+    assert (status, out) == (78, "")
     assert err.splitlines() == [
         f"echod: configuration error: {bad}:4: [listener:echo] max_conections: unknown key "
         "'max_conections'; did you mean 'max_connections'?",
@@ -94,10 +93,8 @@ def test_check_config_quiet_prints_nothing_for_a_good_file_and_every_problem_for
 
 
 def test_check_config_of_a_missing_file_says_to_create_it(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["check-config", "-c", str(tmp_path / "nope.conf")])
-    assert exit_.value.code == 78
-    assert capsys.readouterr().err == f"echod: configuration error: {tmp_path}/nope.conf: {NO_FILE}\n"
+    status, _, err = exited(capsys, ["check-config", "-c", str(tmp_path / "nope.conf")])
+    assert (status, err) == (78, f"echod: configuration error: {tmp_path}/nope.conf: {NO_FILE}\n")
 
 
 def test_check_config_reads_the_file_echod_config_names_when_no_c_is_given(tmp_path):
@@ -150,10 +147,8 @@ def test_check_config_summarises_or_lists_every_problem(tmp_path):
     ],
 )
 def test_run_refuses_arguments_it_does_not_take_before_starting_anything(capsys, args, message):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(args)
-    assert exit_.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == message
+    status, _, err = exited(capsys, args)
+    assert (status, err.splitlines()[-1]) == (2, message)
 
 
 def test_run_with_a_missing_file_exits_78_with_the_fix(tmp_path):
@@ -187,43 +182,32 @@ def test_run_with_a_missing_file_exits_78_with_the_fix(tmp_path):
     ],
 )
 def test_probe_refuses_a_bad_argument_as_a_usage_error_with_status_2(capsys, args, message):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(args)
-    assert exit_.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == message
+    status, _, err = exited(capsys, args)
+    assert (status, err.splitlines()[-1]) == (2, message)
 
 
 def test_a_bad_argument_is_a_usage_error_with_status_2(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["probe", "-i", "0.0001", "192.0.2.1"])
-    assert exit_.value.code == 2
-    assert "-i 0.0001: at least 0.001 s" in capsys.readouterr().err
+    status, _, err = exited(capsys, ["probe", "-i", "0.0001", "192.0.2.1"])
+    assert status == 2
+    assert "-i 0.0001: at least 0.001 s" in err
 
 
 def test_a_bad_argument_to_a_monitoring_check_is_its_unknown(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["probe", "--critical", "100,20%", "-s", "huge", "192.0.2.1"])
-    out = capsys.readouterr().out
-    assert exit_.value.code == 3
+    status, out, _ = exited(capsys, ["probe", "--critical", "100,20%", "-s", "huge", "192.0.2.1"])
+    assert status == 3
     assert out.startswith("ECHO UNKNOWN - echod probe: argument -s/--size: 'huge' is not a size")
 
 
 def test_a_warning_above_the_critical_threshold_is_the_checks_unknown(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["probe", "--warning", "100,70%", "--critical", "500,60%", "192.0.2.1"])
-    assert exit_.value.code == 3
-    assert capsys.readouterr().out.startswith(
-        "ECHO UNKNOWN - echod probe: --warning's loss (70%) is above --critical's (60%)"
-    )
+    status, out, _ = exited(capsys, ["probe", "--warning", "100,70%", "--critical", "500,60%", "192.0.2.1"])
+    assert status == 3
+    assert out.startswith("ECHO UNKNOWN - echod probe: --warning's loss (70%) is above --critical's (60%)")
 
 
 def test_an_unknown_argument_to_a_monitoring_check_is_its_unknown_too(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["probe", "--warning", "100,20%", "--no-such-option", "192.0.2.1"])
-    assert exit_.value.code == 3
-    assert capsys.readouterr().out.startswith(
-        "ECHO UNKNOWN - echod: unrecognized arguments: --no-such-option"
-    )
+    status, out, _ = exited(capsys, ["probe", "--warning", "100,20%", "--no-such-option", "192.0.2.1"])
+    assert status == 3
+    assert out.startswith("ECHO UNKNOWN - echod: unrecognized arguments: --no-such-option")
 
 
 def test_a_name_that_does_not_resolve_is_an_error_with_status_2(capsys):
