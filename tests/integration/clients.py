@@ -5,9 +5,11 @@ cannot deadlock on full socket buffers.
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import time
+from collections.abc import Iterator
 
 
 def connect(
@@ -18,6 +20,16 @@ def connect(
     )
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+@contextlib.contextmanager
+def held(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
+    """C{socks}, each closed when the block ends, however it ends (those added in it too)."""
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def exchange(

@@ -3,17 +3,15 @@ Attacks on the TCP listeners, bounded in count and time and aimed at
 loopback only, each measured by what honest clients get meanwhile.
 """
 
-import contextlib
 import re
 import resource
 import selectors
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.clients import connect, converse, echo, pattern, read_until_closed
+from tests.integration.clients import connect, converse, echo, held, pattern, read_until_closed
 
 
 @pytest.fixture(autouse=True)
@@ -29,16 +27,6 @@ def enough_descriptors():
 
 #: The most an attack may make the daemon's memory (its RSS) grow, in KiB.
 GROWTH_KIB = 16 * 1024
-
-
-@contextlib.contextmanager
-def held(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
-    """The attacker's sockets, all closed when the block ends, however it ends."""
-    try:
-        yield socks
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def wait_all_closed(socks: list[socket.socket], timeout: float) -> list[float]:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
+from tests.integration.clients import connect, echo, exchange, held, pattern, read_until_closed
 from tests.integration.daemon import TAC, Daemon, config_text, environment, without_bind_privilege
 from tests.integration.systemd import taken_port
 
@@ -58,13 +58,9 @@ def test_echo_without_half_close_keeps_the_connection_open(start_daemon):
 
 def test_200_concurrent_connections_each_get_their_own_bytes(start_daemon):
     daemon = start_daemon(echo={"protocol": "echo"})
-    socks = [connect(daemon.port("echo")) for _ in range(200)]
     payloads = [pattern(10_000 + i, seed=i) for i in range(200)]
-    try:
+    with held([connect(daemon.port("echo")) for _ in range(200)]) as socks:
         assert exchange(list(zip(socks, payloads, strict=True))) == payloads
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def test_half_closing_clients_never_lose_their_echo(start_daemon):
@@ -137,17 +133,17 @@ def test_idle_connection_is_closed_after_idle_timeout(start_daemon):
 def test_connection_caps_refuse_the_extra_connection_only(start_daemon):
     daemon = start_daemon(echo={"protocol": "echo", "max_connections": "3", "max_connections_per_peer": "2"})
     port = daemon.port("echo")
-    held = []
+    opened: list[socket.socket] = []
 
     def open_from(source: str) -> socket.socket:
         sock = connect(port, source=source)
-        held.append(sock)
+        opened.append(sock)
         return sock
 
     def served(sock: socket.socket) -> bool:
         return exchange([(sock, b"x")], half_close=False) == [b"x"]
 
-    try:
+    with held(opened):
         assert served(open_from("127.0.0.1"))
         assert served(open_from("127.0.0.1"))
         assert read_until_closed(open_from("127.0.0.1")) == b""  # per-peer cap
@@ -157,12 +153,9 @@ def test_connection_caps_refuse_the_extra_connection_only(start_daemon):
             r"echo: max_connections_per_peer \(2\) reached, refusing new connections from 127\.0\.0\.1"
         )
         daemon.wait_for(r"echo: max_connections \(3\) reached")
-        held.pop(0).close()
+        opened.pop(0).close()
         daemon.wait_for(r"echo: below max_connections again")
         assert served(open_from("127.0.0.3"))
-    finally:
-        for sock in held:
-            sock.close()
 
 
 def test_clients_that_never_read_do_not_grow_the_server(start_daemon):
@@ -428,9 +421,8 @@ def test_per_peer_cap_counts_a_prefix_as_one_peer_and_logs_full_addresses(start_
         echo={"protocol": "echo", "max_connections_per_peer": "2", "peer_prefix_ipv4": "24"},
     )
     port = daemon.port("echo")
-    held = [connect(port, source="127.0.0.2"), connect(port, source="127.0.0.3")]
-    try:
-        assert exchange([(sock, b"in") for sock in held], half_close=False) == [b"in", b"in"]
+    with held([connect(port, source="127.0.0.2"), connect(port, source="127.0.0.3")]) as two:
+        assert exchange([(sock, b"in") for sock in two], half_close=False) == [b"in", b"in"]
         with connect(port, source="127.0.0.4") as third:  # a third host of the same /24
             assert read_until_closed(third) == b""
         daemon.wait_for(
@@ -438,9 +430,6 @@ def test_per_peer_cap_counts_a_prefix_as_one_peer_and_logs_full_addresses(start_
         )
         with connect(port, source="127.0.1.1") as elsewhere:  # another /24 is another peer
             assert exchange([(elsewhere, b"elsewhere")]) == [b"elsewhere"]
-    finally:
-        for sock in held:
-            sock.close()
     assert_clean_exit(daemon.stop(), signal.SIGTERM, daemon.output)
     lines = log.read_text().splitlines()
     peers = sorted((line.split()[2].rsplit(":", 1)[0], line.split()[-1]) for line in lines)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import netns
-from tests.integration.clients import exchange, read_until_closed
+from tests.integration.clients import exchange, held, read_until_closed
 from tests.integration.daemon import ROOT, Daemon, config_text
 from tests.proxyheaders import proxy_v1, proxy_v2
 
@@ -393,17 +393,13 @@ def test_each_backend_access_log_names_the_client_via_the_balancer(quiet: Site):
     site = quiet
     balancer = site.balancer.host
     ends: dict[tuple[str, int], netns.Host] = {}
-    socks = []
     # Held open together, so that least-connections spreads them over both backends.
-    for client, target in ((site.clients[0], balancer.ipv4), (site.clients[1], balancer.ipv6)) * 3:
-        sock = connect(client, target, LISTENERS["echo"][1])
-        ends[local_address(sock)] = client
-        socks.append(sock)
-    try:
+    with held([]) as socks:
+        for client, target in ((site.clients[0], balancer.ipv4), (site.clients[1], balancer.ipv6)) * 3:
+            sock = connect(client, target, LISTENERS["echo"][1])
+            ends[local_address(sock)] = client
+            socks.append(sock)
         echoed = exchange([(sock, b"who am I?") for sock in socks], half_close=True)
-    finally:
-        for sock in socks:
-            sock.close()
     assert echoed == [b"who am I?"] * len(socks)
     names = set()
     for (host, port), found in site.find(list(ends)).items():
@@ -438,24 +434,20 @@ def test_per_peer_cap_holds_per_client_behind_the_balancer(quiet: Site):
     target = site.balancer.host.ipv4
     port = LISTENERS["echo"][1]
     first, second = site.clients
-    held = []
-    try:
+    with held([]) as opened:
         # Each backend takes CAP connections from the first client: 2 * CAP in all,
         # each carrying an echo, so each is open at its backend before the next.
         for i in range(2 * CAP):
             sock = connect(first, target, port)
-            held.append(sock)
+            opened.append(sock)
             assert converse_once(sock, b"held %d" % i) == b"held %d" % i, f"connection {i} not served"
         over = connect(first, target, port)
-        held.append(over)
+        opened.append(over)
         refused_end = local_address(over)
         assert converse_once(over, b"one more") == b"", "a connection over the cap was served"
         # The other client is a peer of its own: served, while the first stays at its cap.
         with connect(second, target, port) as other:
             assert converse_once(other, b"another client") == b"another client"
-    finally:
-        for sock in held:
-            sock.close()
     (_, entry), *others = site.find([refused_end])[refused_end]
     assert not others
     assert entry.cause == "refused-max_connections_per_peer", entry

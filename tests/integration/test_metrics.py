@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
+from tests.integration.clients import connect, echo, exchange, held, pattern, read_until_closed
 from tests.integration.daemon import Daemon, environment
 from tests.integration.metrics import fetch, get, listener_info, metrics_url, refused, scrape, total, until
 from tests.integration.systemd import NotifySocket, free_port, taken_port
@@ -280,8 +280,7 @@ def test_running_out_of_file_descriptors_is_counted_and_told_once(run, tmp_path)
             NOTIFY_SOCKET=str(notify.path),
         )
         url = metrics_url(daemon)
-        socks = [connect(daemon.port("echo")) for _ in range(120)]
-        try:
+        with held([connect(daemon.port("echo")) for _ in range(120)]) as socks:
             outcomes = []
             for sock in socks:
                 try:
@@ -294,9 +293,6 @@ def test_running_out_of_file_descriptors_is_counted_and_told_once(run, tmp_path)
                 lambda f: "out of file descriptors" in f.get("STATUS", ""), timeout=15
             )
             assert fields["STATUS"].startswith("WARNING: out of file descriptors, new connections dropped")
-        finally:
-            for sock in socks:
-                sock.close()
         samples = until(url, lambda s: get(s, "echod_connections_open", listener="echo") == 0)
         assert (
             get(samples, "echod_connections_refused_total", listener="echo", reason="file_descriptors")

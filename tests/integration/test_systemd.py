@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.integration.clients import connect, echo, exchange, pattern, read_until_closed
+from tests.integration.clients import connect, echo, exchange, held, pattern, read_until_closed
 from tests.integration.daemon import Daemon, config_text, environment, without_bind_privilege
 from tests.integration.systemd import NotifySocket, free_port, socket_activate
 
@@ -345,9 +345,8 @@ def test_switching_protocol_keeps_counting_each_peers_connections(run, notify):
     keys = {"max_connections_per_peer": "4"}
     daemon = run(config_text(svc={"protocol": "echo", **keys}))
     port = daemon.port("svc")
-    held = [connect(port) for _ in range(4)]  # this host's cap
-    try:
-        assert exchange([(sock, b"e") for sock in held], half_close=False) == [b"e"] * 4
+    with held([connect(port) for _ in range(4)]) as cap:  # this host's cap
+        assert exchange([(sock, b"e") for sock in cap], half_close=False) == [b"e"] * 4
         daemon.config_path.write_text(config_text(svc={"protocol": "bytecount", "port": str(port), **keys}))
         reload(daemon, notify)
         with connect(port) as fifth:  # a fifth from 127.0.0.1: refused, where it got in before
@@ -357,10 +356,7 @@ def test_switching_protocol_keeps_counting_each_peers_connections(run, notify):
         )
         with connect(port, source="127.0.0.2") as other:  # another host is served the new protocol
             assert exchange([(other, b"2 okEXTRA")]) == [b"ok"]
-        assert exchange([(held[0], b"3 still echo")]) == [b"3 still echo"]
-    finally:
-        for sock in held:
-            sock.close()
+        assert exchange([(cap[0], b"3 still echo")]) == [b"3 still echo"]
 
 
 def test_reload_out_of_file_descriptors_still_ends_with_ready(run, notify):
@@ -571,9 +567,8 @@ def test_a_listener_whose_move_fails_after_its_socket_closed_is_shown_unserved(r
 def test_a_host_at_its_per_peer_cap_stays_there_across_a_move(run, notify):
     keys = {"protocol": "echo", "max_connections_per_peer": "2"}
     daemon = run(config_text(echo=keys))
-    held = [connect(daemon.port("echo")) for _ in range(2)]  # this host's cap
-    try:
-        assert exchange([(sock, b"e") for sock in held], half_close=False) == [b"e"] * 2
+    with held([connect(daemon.port("echo")) for _ in range(2)]) as cap:  # this host's cap
+        assert exchange([(sock, b"e") for sock in cap], half_close=False) == [b"e"] * 2
         new_port = free_port()
         daemon.config_path.write_text(config_text(echo={**keys, "port": str(new_port)}))
         reload(daemon, notify)
@@ -584,10 +579,7 @@ def test_a_host_at_its_per_peer_cap_stays_there_across_a_move(run, notify):
         )
         with connect(new_port, source="127.0.0.2") as other:  # another host is served
             assert exchange([(other, b"other host")]) == [b"other host"]
-        assert exchange([(held[0], b"still")]) == [b"still"]
-    finally:
-        for sock in held:
-            sock.close()
+        assert exchange([(cap[0], b"still")]) == [b"still"]
 
 
 def test_a_udp_listener_moved_keeps_its_token_buckets(run, notify):
