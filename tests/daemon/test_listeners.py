@@ -34,6 +34,7 @@ from echod.daemon.reload import Running
 from echod.protocols.bytecount import BytecountFactory
 from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import ConnectionLimits
+from tests.protocols.answered import RecordingPort
 from tests.protocols.limited import connect
 
 SECTION = "[listener:{name}]\nprotocol = {protocol}\ntransport = {transport}\naddress = 127.0.0.1\n"
@@ -51,16 +52,6 @@ def started(reactor, **kwargs):
     listener.privilegedStartService()
     listener.startService()
     return listener
-
-
-class DatagramTransport:
-    """What a UDP port would send, recorded."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple]] = []
-
-    def write(self, data: bytes, addr: tuple) -> None:
-        self.sent.append((data, addr))
 
 
 @pytest.fixture
@@ -135,7 +126,7 @@ def test_a_listener_binds_its_own_socket_where_configured_and_hands_the_reactor_
             ((fileno, family, factory),) = reactor.adoptedPorts
             assert (fileno, family, factory) == (listener.socket.fileno(), socket.AF_INET, listener.factory)
         else:
-            assert listener.port.protocol is listener.protocol
+            assert listener.port.handler is listener.protocol
             assert listener.port.getHost().port == listener.socket.getsockname()[1]
     finally:
         listener.stopService()
@@ -268,10 +259,10 @@ def test_a_rename_reaches_the_factory_the_bytecount_protocol_and_the_proxy_gate(
 def test_a_renamed_udp_listener_names_its_new_section_in_its_drop_warnings():
     listener = make_listener(settings(transport="udp", datagram_rate_per_peer=1), MemoryReactorClock())
     listener.rename("renamed")
-    listener.protocol.makeConnection(DatagramTransport())
+    listener.protocol.started(RecordingPort())
     with capturedLogs() as events:
         for _ in range(2):
-            listener.protocol.datagramReceived(b"x", ("192.0.2.1", 40000))
+            listener.protocol.datagram_received(b"x", ("192.0.2.1", 40000), [])
     assert "raise datagram_rate_per_peer in [listener:renamed]" in formatEvent(events[0])
 
 
@@ -310,15 +301,15 @@ def test_a_successor_may_switch_the_protocol_too():
 def test_a_udp_successor_keeps_the_protocol_and_what_its_token_buckets_hold():
     reactor = MemoryReactorClock()
     old = make_listener(settings(name="u", transport="udp", datagram_rate_per_peer=1), reactor)
-    old.protocol.makeConnection(DatagramTransport())
+    old.protocol.started(RecordingPort())
     source = ("192.0.2.1", 40000)
     with capturedLogs():
-        old.protocol.datagramReceived(b"x", source)  # spends the peer's one token
+        old.protocol.datagram_received(b"x", source, [])  # spends the peer's one token
         moved = settings(name="v", transport="udp", port=7000, datagram_rate_per_peer=1)
         new = successor(old, moved, reactor)
         assert new.protocol is old.protocol and new.stats is old.stats
         assert (new.name, new.protocol.name) == ("v", "v")
-        new.protocol.datagramReceived(b"x", source)
+        new.protocol.datagram_received(b"x", source, [])
     assert new.counters() == "1 echoed, 1 dropped"  # no fresh burst for the move
 
 
@@ -345,8 +336,8 @@ def test_the_totals_count_the_bytes_of_open_connections_too():
 
 def test_a_udp_listeners_counters_are_datagrams():
     listener = make_listener(settings(transport="udp"), MemoryReactorClock())
-    listener.protocol.makeConnection(DatagramTransport())
-    listener.protocol.datagramReceived(b"abc", ("192.0.2.1", 40000))
+    listener.protocol.started(RecordingPort())
+    listener.protocol.datagram_received(b"abc", ("192.0.2.1", 40000), [])
     assert listener.counters() == "1 echoed, 0 dropped"
     assert listener.totals() == (listener.stats.bytes_received, listener.stats.bytes_sent)
 
