@@ -137,9 +137,8 @@ class ListenerStats:
         """The counters of a UDP listener, for the status line."""
         dropped = self.dropped_source + self.dropped_own + self.dropped_rate
         text = f"{self.datagrams} echoed, {dropped} dropped"
-        if not self.receive_buffer:  # no socket yet
-            return text
-        buffer = format_size(self.receive_buffer)
+        buffer = format_size(self.receive_buffer) if self.receive_buffer else None  # None: no socket yet
         if self.dropped_kernel:
-            return f"{text}, {self.dropped_kernel} dropped by the kernel (receive buffer {buffer} full)"
-        return f"{text}, receive buffer {buffer}"
+            text += f", {self.dropped_kernel} dropped by the kernel"
+            return f"{text} (receive buffer {buffer} full)" if buffer else text
+        return f"{text}, receive buffer {buffer}" if buffer else text
