@@ -355,3 +355,22 @@ def test_bytecount_warnings_are_summed_up_on_the_listeners_own_clock(switched):
         reactor.advance(INTERVAL)
     said = [formatEvent(event) for event in events]
     assert len(said) == 2 and said[1].startswith("bc: ... and 1 more bad requests")
+
+
+def test_a_reload_sizes_a_udp_listeners_receive_buffer_on_its_own_socket():
+    reactor = MemoryReactorClock()
+    listener = started(reactor, transport="udp", receive_buffer="64K")
+    try:
+        sock = listener.socket
+        assert (
+            listener.stats.receive_buffer == 2 * 65536 == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        )
+        listener.reconfigure(settings(transport="udp", receive_buffer="96K"))
+        assert listener.socket is sock  # the datagrams queued in it stay
+        assert (
+            listener.stats.receive_buffer == 2 * 98304 == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        )
+        assert "receive buffer 192K" in listener.counters()
+    finally:
+        listener.stopService()
+        reactor.advance(0)
