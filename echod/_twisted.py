@@ -15,7 +15,6 @@ a bounded datagram read; the process metrics' boot time.
 
 from __future__ import annotations
 
-import errno
 import socket
 import time
 from collections.abc import Callable
@@ -23,11 +22,10 @@ from typing import Protocol as TypingProtocol
 
 from prometheus_client import ProcessCollector
 from twisted.internet import tcp, udp
-from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.posixbase import PosixReactorBase
-from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory
+from twisted.internet.protocol import ClientFactory, Factory
 from twisted.logger import ILogObserver, Logger
-from twisted.python import log
 from twisted.python.failure import Failure
 
 # -- the direct send ------------------------------------------------------------------------------
@@ -318,76 +316,6 @@ def adopt_paced_port(
     # Twisted 22.4, 24.11 and 26.10.
     port = PacedPort._fromListeningDescriptor(reactor, fd, family, factory)
     port.bucket = bucket
-    port.startListening()
-    return port
-
-
-#: The most datagrams one read turn of a L{FairDatagramPort} handles before the reactor serves its
-#: other sockets and timers. At a few microseconds each, a turn stays around a millisecond.
-MAX_DATAGRAMS_PER_READ = 256
-
-_READ_AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
-
-
-class FairDatagramPort(udp.Port):
-    """
-    Twisted's UDP port, but each read turn ends after L{MAX_DATAGRAMS_PER_READ}
-    datagrams, whatever their size.
-
-    Twisted's own C{doRead} (22.4 through 26.10 alike) reads until the
-    socket is empty or 256 KiB of payload were read: bounded by bytes only.
-    Empty datagrams add nothing to that sum, so a sender of empty (or merely
-    small) datagrams faster than echod handles them kept the reactor in one
-    C{doRead}: measured, a TCP echo on the same daemon waited 3 to 5 seconds
-    and the systemd watchdog went unfed for as long as the flood lasted.
-    The byte bound is kept as well.
-    """
-
-    maxDatagrams = MAX_DATAGRAMS_PER_READ
-
-    def doRead(self) -> None:
-        """Read at most C{maxDatagrams} datagrams or C{maxThroughput} bytes, then yield."""
-        recvfrom, size, protocol = self.socket.recvfrom, self.maxPacketSize, self.protocol
-        ipv6 = self.addressFamily == socket.AF_INET6
-        read = 0
-        for _ in range(self.maxDatagrams):
-            try:
-                data, addr = recvfrom(size)
-            except OSError as e:
-                if e.errno in _READ_AGAIN:
-                    return
-                if e.errno == errno.ECONNREFUSED:
-                    # An ICMP error for an earlier write: what Twisted does, kept.
-                    if self._connectedAddr:
-                        protocol.connectionRefused()
-                    return
-                raise
-            if ipv6:
-                # Only (host, port), as Twisted passes it: no flow or scope id.
-                addr = addr[:2]
-            try:
-                protocol.datagramReceived(data, addr)
-            except BaseException:
-                # As Twisted does: one datagram's failure is logged, the port goes on.
-                log.err()
-            read += len(data)
-            if read >= self.maxThroughput:
-                return
-
-
-def adopt_datagram_port(
-    reactor: IReactorFDSet, fd: int, family: int, protocol: DatagramProtocol, max_packet_size: int
-) -> FairDatagramPort:
-    """
-    What C{reactor.adoptDatagramPort} does, with a L{FairDatagramPort}: the
-    port listens on a duplicate of C{fd}, which must be non-blocking and
-    stays the caller's.
-    """
-    # _fromListeningDescriptor is the constructor adoptDatagramPort itself
-    # uses, the same in Twisted 22.4, 24.11 and 26.10.
-    port = FairDatagramPort._fromListeningDescriptor(
-        reactor, fd, family, protocol, maxPacketSize=max_packet_size
-    )
     port.startListening()
     return port
 

@@ -32,6 +32,7 @@ from echod.units import (
     format_size,
     one_of,
     optional_absolute_path,
+    optional_size_within,
     parse_boolean,
     parse_networks,
     parse_port_ranges,
@@ -97,6 +98,9 @@ class ListenerSettings:
     datagram_rate_per_peer: int
     datagram_rate: int
     byte_rate: int
+    #: The socket receive buffer asked for (SO_RCVBUF), or None: the kernel's for systemd's sockets,
+    #: echod's 4 MiB ask for its own (either capped by net.core.rmem_max).
+    receive_buffer: int | None
     reuse_port: bool
     #: How long a prefix of the peer's address is one peer for the per-peer limits.
     peer_prefix_ipv4: int
@@ -114,7 +118,9 @@ class ListenerSettings:
                 f"listener {self.name}: {self.protocol}/{self.transport} on {where}, "
                 f"blocked_source_ports={format_port_ranges(self.blocked_source_ports) or 'none'}, "
                 f"datagram_rate_per_peer={self.datagram_rate_per_peer}, datagram_rate={self.datagram_rate}, "
-                f"byte_rate={format_size(self.byte_rate)}, {self._peer_prefixes()}"
+                f"byte_rate={format_size(self.byte_rate)}, "
+                f"receive_buffer={format_size(self.receive_buffer) if self.receive_buffer else 'default'}, "
+                f"{self._peer_prefixes()}"
             )
         text = (
             f"listener {self.name}: {self.protocol}/{self.transport} on {where}, "
@@ -193,6 +199,8 @@ _LISTENER_KEYS: dict[str, _Key] = {
     "datagram_rate_per_peer": _Key(whole_number(1, 10_000_000), "1000", transports=("udp",)),
     "datagram_rate": _Key(whole_number(1, 10_000_000), "10000", transports=("udp",)),
     "byte_rate": _Key(size_within(1, 1 << 40), "16M", transports=("udp",)),
+    # The kernel's own floor is about 2 KiB and SO_RCVBUF takes an int: 1 GiB is far beyond any use.
+    "receive_buffer": _Key(optional_size_within(4096, 1 << 30), "", transports=("udp",)),
     "reuse_port": _Key(parse_boolean, "no"),
     "peer_prefix_ipv4": _Key(whole_number(0, 32), str(DEFAULT_PREFIX_IPV4)),
     "peer_prefix_ipv6": _Key(whole_number(0, 128), str(DEFAULT_PREFIX_IPV6)),

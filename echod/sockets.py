@@ -14,10 +14,11 @@ import resource
 import socket
 
 from echod.addresses import host_port
+from echod.sockopts import SO_RCVBUFFORCE
 
 #: The listen(2) backlog. The kernel caps it at net.core.somaxconn.
 BACKLOG = 4096
-#: The receive buffer asked for UDP sockets.
+#: The receive buffer asked for the UDP sockets echod binds, unless receive_buffer says otherwise.
 DATAGRAM_BUFFER = 4 << 20
 
 
@@ -133,3 +134,32 @@ def bind_datagram(address: str, port: int, reuse_port: bool = False) -> socket.s
     @raise BindError: with an explanation, if it cannot.
     """
     return _bind(socket.SOCK_DGRAM, address, port, reuse_port)
+
+
+def rmem_max() -> int | None:
+    """net.core.rmem_max: the largest receive buffer a process without CAP_NET_ADMIN may ask for."""
+    try:
+        with open("/proc/sys/net/core/rmem_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """
+    Ask for a receive buffer of C{size} bytes on C{sock}, beyond
+    net.core.rmem_max if the process may (CAP_NET_ADMIN: SO_RCVBUFFORCE, as
+    systemd's ReceiveBuffer= does), and return what the kernel then reports
+    (SO_RCVBUF): twice what it granted, the other half being its own
+    bookkeeping (socket(7)). Less than C{2 * size} means it was capped.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return receive_buffer(sock)
+
+
+def receive_buffer(sock: socket.socket) -> int:
+    """C{sock}'s receive buffer as the kernel reports it (SO_RCVBUF)."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)

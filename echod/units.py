@@ -133,6 +133,16 @@ def size_within(low: int, high: int) -> Callable[[str], int]:
     return convert
 
 
+def optional_size_within(low: int, high: int) -> Callable[[str], int | None]:
+    """As L{size_within}, but the empty text is C{None}: not set."""
+    within = size_within(low, high)
+
+    def convert(text: str) -> int | None:
+        return within(text) if text else None
+
+    return convert
+
+
 def duration_within(low: float, high: float, zero_means: str = "") -> Callable[[str], float]:
     """
     A converter to a duration (L{parse_duration}) from C{low} to C{high}

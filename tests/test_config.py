@@ -67,6 +67,7 @@ def test_defaults_fill_every_key_left_out():
                 datagram_rate_per_peer=1000,
                 datagram_rate=10000,
                 byte_rate=16 << 20,
+                receive_buffer=None,
                 reuse_port=False,
                 peer_prefix_ipv4=32,
                 peer_prefix_ipv6=64,
@@ -353,7 +354,8 @@ def test_udp_listener_keys():
     assert (listener.datagram_rate_per_peer, listener.datagram_rate, listener.byte_rate) == (5, 50, 1 << 20)
     assert listener.summary() == (
         "listener u: echo/udp on [::]:7, blocked_source_ports=0-1023, 1900, 5353, "
-        "datagram_rate_per_peer=5, datagram_rate=50, byte_rate=1M, peer_prefix_ipv4=32, peer_prefix_ipv6=64"
+        "datagram_rate_per_peer=5, datagram_rate=50, byte_rate=1M, receive_buffer=default, "
+        "peer_prefix_ipv4=32, peer_prefix_ipv6=64"
     )
 
 

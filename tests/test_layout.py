@@ -34,7 +34,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "echod"
-LEAVES = {"units", "addresses", "sockets", "config", "endpoints", "instances"}
+LEAVES = {"units", "addresses", "sockets", "sockopts", "ancillary", "config", "endpoints", "instances"}
 WINGS = {"accounting", "protocols", "systemd", "metrics", "daemon", "probe"}
 
 

@@ -16,9 +16,7 @@ from twisted.internet.testing import StringTransport
 from echod._twisted import (
     ConnectedDatagramPort,
     EchodProcessCollector,
-    FairDatagramPort,
     ReceiveClock,
-    adopt_datagram_port,
     route_port_log,
     send_at_once,
     sends_at_once,
@@ -150,8 +148,7 @@ def test_an_object_that_is_not_a_tcp_port_is_left_alone():
 # -- one largest datagram for all -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("port_class", ["connected", "fair"])
-def test_a_largest_datagram_is_received_whole(reactor, port_class):
+def test_a_largest_datagram_is_received_whole(reactor):
     # 65527 bytes: the largest UDP payload (over IPv6, whose header does not count in it).
     class Keep(DatagramProtocol):
         def __init__(self) -> None:
@@ -161,17 +158,9 @@ def test_a_largest_datagram_is_received_whole(reactor, port_class):
             self.got.append(data)
 
     protocol = Keep()
-    if port_class == "connected":
-        port = ConnectedDatagramPort(0, protocol, "::1", MAX_DATAGRAM, reactor)
-        port.startListening()
-        where = port.getHost().port
-    else:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-            sock.setblocking(False)
-            port = adopt_datagram_port(reactor, sock.fileno(), socket.AF_INET6, protocol, MAX_DATAGRAM)
-            where = sock.getsockname()[1]
-        assert isinstance(port, FairDatagramPort)
+    port = ConnectedDatagramPort(0, protocol, "::1", MAX_DATAGRAM, reactor)
+    port.startListening()
+    where = port.getHost().port
     payload = bytes(range(256)) * 255 + bytes(247)
     assert len(payload) == 65527
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
+from echod.units import format_size
+
 #: The upper bounds (seconds) of the connection duration histogram's buckets:
 #: from a one-reply echo on loopback (about a millisecond) to connections held
 #: for the longest test runs; 5m is the default idle timeout.
@@ -47,6 +49,7 @@ DROP_REASONS = (
     ("datagram_rate", "dropped_datagram_rate"),
     ("byte_rate", "dropped_byte_rate"),
     ("send_buffer_full", "dropped_send_buffer"),
+    ("receive_buffer_full", "dropped_kernel"),
 )
 
 
@@ -85,6 +88,10 @@ class ListenerStats:
     dropped_datagram_rate: int = 0
     dropped_byte_rate: int = 0
     dropped_send_buffer: int = 0
+    #: ... by the kernel, before echod saw them: the socket's receive buffer was full (SO_RXQ_OVFL).
+    dropped_kernel: int = 0
+    #: The receive buffer of the listener's socket, in bytes, as the kernel reports it (SO_RCVBUF).
+    receive_buffer: int = 0
 
     def refuse(self, reason: str) -> None:
         """
@@ -137,6 +144,10 @@ class ListenerStats:
 
     def datagram_summary(self) -> str:
         """The counters of a UDP listener, for the status line."""
-        return (
-            f"{self.datagrams} echoed, {self.dropped_source + self.dropped_own + self.dropped_rate} dropped"
-        )
+        dropped = self.dropped_source + self.dropped_own + self.dropped_rate
+        text = f"{self.datagrams} echoed, {dropped} dropped"
+        buffer = format_size(self.receive_buffer) if self.receive_buffer else None  # None: no socket yet
+        if self.dropped_kernel:
+            text += f", {self.dropped_kernel} dropped by the kernel"
+            return f"{text} (receive buffer {buffer} full)" if buffer else text
+        return f"{text}, receive buffer {buffer}" if buffer else text

@@ -17,17 +17,17 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from echod._twisted import adopt_datagram_port
 from echod.accounting.stats import ListenerStats
 from echod.addresses import host_port
 from echod.config import ListenerSettings
 from echod.daemon.reload import Running
 from echod.protocols.bytecount import BytecountFactory
+from echod.protocols.datagram import DatagramPort
 from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import ConnectionLimits, LimitedFactory, ListenerContext
 from echod.protocols.udp import UDPEcho
-from echod.sockets import bind_datagram, bind_stream
-from echod.units import MAX_DATAGRAM
+from echod.sockets import bind_datagram, bind_stream, receive_buffer, rmem_max, set_receive_buffer
+from echod.units import format_size
 
 
 def protocol_factory(
@@ -247,18 +247,40 @@ class DatagramListener(ListenerService):
         self.rename(settings.name)
 
     def _adopt(self) -> None:
-        # Not reactor.adoptDatagramPort: its port reads empty datagrams for as
-        # long as they come (see FairDatagramPort). Twisted's default
-        # maxPacketSize (8192) would cut larger datagrams short.
-        self.port = adopt_datagram_port(
-            self._reactor, self.socket.fileno(), self.socket.family, self.protocol, MAX_DATAGRAM
-        )
+        # Not reactor.adoptDatagramPort: Twisted's port reads with recvfrom,
+        # so it could neither answer from the address a datagram was sent to
+        # nor see the kernel's drops (echod.protocols.datagram).
+        self._size_receive_buffer(self.settings)
+        self.port = DatagramPort(self._reactor, self.socket, self.protocol)
+        self.port.startListening()
+
+    def _size_receive_buffer(self, settings: ListenerSettings) -> None:
+        """Ask for receive_buffer, if set, and say so if the kernel gave less."""
+        wanted = settings.receive_buffer
+        if wanted is None:
+            self.stats.receive_buffer = receive_buffer(self.socket)
+            return
+        granted = self.stats.receive_buffer = set_receive_buffer(self.socket, wanted)
+        if granted < 2 * wanted:
+            cap = rmem_max()
+            self.log.warn(
+                "{name}: receive_buffer = {wanted} asked, the kernel gave {granted} (it reports twice "
+                "what it grants): without CAP_NET_ADMIN, a buffer is capped at net.core.rmem_max ({cap}); "
+                "raise it (sysctl net.core.rmem_max) or set ReceiveBuffer= in echod.socket",
+                name=self.name,
+                wanted=format_size(wanted),
+                granted=format_size(granted),
+                cap="unknown" if cap is None else cap,
+            )
 
     def counters(self) -> str:
         return self.stats.datagram_summary()
 
     def reconfigure(self, settings: ListenerSettings) -> None:
-        self.settings = settings
+        old, self.settings = self.settings, settings
+        if settings.receive_buffer != old.receive_buffer and self.port is not None:
+            # On the socket itself: its datagrams stay queued.
+            self._size_receive_buffer(settings)
         self.protocol.configure(
             settings.blocked_source_ports,
             settings.datagram_rate_per_peer,

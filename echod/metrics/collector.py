@@ -225,8 +225,13 @@ class EchodCollector(Collector):
         echoed = CounterMetricFamily("echod_datagrams_echoed", "UDP datagrams echoed.", labels=["listener"])
         dropped = CounterMetricFamily(
             "echod_datagrams_dropped",
-            "UDP datagrams not echoed, by reason: their source, a rate limit, a full send buffer.",
+            "UDP datagrams not echoed, by reason: their source, a rate limit, a full send or receive buffer.",
             labels=["listener", "reason"],
+        )
+        buffer = GaugeMetricFamily(
+            "echod_receive_buffer_bytes",
+            "The receive buffer of a UDP listener's socket, as the kernel reports it (SO_RCVBUF).",
+            labels=["listener"],
         )
         for view in listeners:
             stats, series = view.stats, self._series[view.name]
@@ -235,7 +240,8 @@ class EchodCollector(Collector):
                 dropped.add_metric(
                     [view.name, reason], series.counter(("dropped", reason), getattr(stats, attribute))
                 )
-        yield from (echoed, dropped)
+            buffer.add_metric([view.name], stats.receive_buffer)
+        yield from (echoed, dropped, buffer)
 
 
 def _with_zeros(known: Iterable[str], counts: Mapping[str, int]) -> list[tuple[str, int]]:

@@ -57,8 +57,22 @@ def test_every_drop_reason_names_a_counter_and_the_sums_cover_them_all():
     stats = ListenerStats(**{counter: 1 << i for i, (_, counter) in enumerate(DROP_REASONS)})
     assert stats.dropped_source == stats.dropped_port + stats.dropped_address == 0b11
     assert stats.dropped_rate == 0b1111000
-    # Each counter in exactly one of the three the status line adds: source, own, rate.
-    assert stats.dropped_source + stats.dropped_own + stats.dropped_rate == (1 << len(DROP_REASONS)) - 1
+    # Each of echod's own drops in exactly one of the three the status line adds: source, own, rate;
+    # the kernel's (the last reason) it tells apart.
+    echods = len(DROP_REASONS) - 1
+    assert DROP_REASONS[-1] == ("receive_buffer_full", "dropped_kernel")
+    assert stats.dropped_source + stats.dropped_own + stats.dropped_rate == (1 << echods) - 1
+
+
+def test_a_udp_listeners_status_tells_the_kernels_drops_and_the_buffer_apart():
+    stats = ListenerStats(datagrams=5, dropped_port=1)
+    assert stats.datagram_summary() == "5 echoed, 1 dropped"  # before it has a socket
+    stats.receive_buffer = 425984
+    assert stats.datagram_summary() == "5 echoed, 1 dropped, receive buffer 416K"
+    stats.dropped_kernel = 7
+    assert (
+        stats.datagram_summary() == "5 echoed, 1 dropped, 7 dropped by the kernel (receive buffer 416K full)"
+    )
 
 
 def test_a_tcp_listeners_status_names_only_what_happened():
@@ -76,7 +90,8 @@ def test_a_udp_listeners_status_adds_every_drop():
     assert stats.datagram_summary() == "7 echoed, 0 dropped"
     for _, counter in DROP_REASONS:
         setattr(stats, counter, getattr(stats, counter) + 1)
-    assert stats.datagram_summary() == f"7 echoed, {len(DROP_REASONS)} dropped"
+    # echod's own drops, and the kernel's apart.
+    assert stats.datagram_summary() == f"7 echoed, {len(DROP_REASONS) - 1} dropped, 1 dropped by the kernel"
 
 
 def test_each_listener_has_counters_of_its_own():

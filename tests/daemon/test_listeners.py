@@ -32,6 +32,7 @@ from echod.daemon.reload import Running
 from echod.protocols.bytecount import BytecountFactory
 from echod.protocols.echo import EchoFactory
 from echod.protocols.limits import ConnectionLimits
+from tests.protocols.answered import RecordingPort
 from tests.reactors import turn_until
 from tests.transports import connect
 
@@ -50,16 +51,6 @@ def started(reactor, **kwargs):
     listener.privilegedStartService()
     listener.startService()
     return listener
-
-
-class DatagramTransport:
-    """What a UDP port would send, recorded."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple]] = []
-
-    def write(self, data: bytes, addr: tuple) -> None:
-        self.sent.append((data, addr))
 
 
 # -- which listener, serving what ------------------------------------------------------------------
@@ -116,7 +107,7 @@ def test_a_listener_binds_its_own_socket_where_configured_and_hands_the_reactor_
             ((fileno, family, factory),) = reactor.adoptedPorts
             assert (fileno, family, factory) == (listener.socket.fileno(), socket.AF_INET, listener.factory)
         else:
-            assert listener.port.protocol is listener.protocol
+            assert listener.port.handler is listener.protocol
             assert listener.port.getHost().port == listener.socket.getsockname()[1]
     finally:
         listener.stopService()
@@ -249,10 +240,10 @@ def test_a_rename_reaches_the_factory_the_bytecount_protocol_and_the_proxy_gate(
 def test_a_renamed_udp_listener_names_its_new_section_in_its_drop_warnings():
     listener = make_listener(settings(transport="udp", datagram_rate_per_peer=1), MemoryReactorClock())
     listener.rename("renamed")
-    listener.protocol.makeConnection(DatagramTransport())
+    listener.protocol.started(RecordingPort())
     with capturedLogs() as events:
         for _ in range(2):
-            listener.protocol.datagramReceived(b"x", ("192.0.2.1", 40000))
+            listener.protocol.datagram_received(b"x", ("192.0.2.1", 40000), [])
     assert "raise datagram_rate_per_peer in [listener:renamed]" in formatEvent(events[0])
 
 
@@ -291,15 +282,15 @@ def test_a_successor_may_switch_the_protocol_too():
 def test_a_udp_successor_keeps_the_protocol_and_what_its_token_buckets_hold():
     reactor = MemoryReactorClock()
     old = make_listener(settings(name="u", transport="udp", datagram_rate_per_peer=1), reactor)
-    old.protocol.makeConnection(DatagramTransport())
+    old.protocol.started(RecordingPort())
     source = ("192.0.2.1", 40000)
     with capturedLogs():
-        old.protocol.datagramReceived(b"x", source)  # spends the peer's one token
+        old.protocol.datagram_received(b"x", source, [])  # spends the peer's one token
         moved = settings(name="v", transport="udp", port=7000, datagram_rate_per_peer=1)
         new = successor(old, moved, reactor)
         assert new.protocol is old.protocol and new.stats is old.stats
         assert (new.name, new.protocol.name) == ("v", "v")
-        new.protocol.datagramReceived(b"x", source)
+        new.protocol.datagram_received(b"x", source, [])
     assert new.counters() == "1 echoed, 1 dropped"  # no fresh burst for the move
 
 
@@ -326,8 +317,8 @@ def test_the_totals_count_the_bytes_of_open_connections_too():
 
 def test_a_udp_listeners_counters_are_datagrams():
     listener = make_listener(settings(transport="udp"), MemoryReactorClock())
-    listener.protocol.makeConnection(DatagramTransport())
-    listener.protocol.datagramReceived(b"abc", ("192.0.2.1", 40000))
+    listener.protocol.started(RecordingPort())
+    listener.protocol.datagram_received(b"abc", ("192.0.2.1", 40000), [])
     assert listener.counters() == "1 echoed, 0 dropped"
     assert listener.totals() == (listener.stats.bytes_received, listener.stats.bytes_sent)
 
@@ -345,3 +336,22 @@ def test_bytecount_warnings_are_summed_up_on_the_listeners_own_clock(switched):
         reactor.advance(INTERVAL)
     said = [formatEvent(event) for event in events]
     assert len(said) == 2 and said[1].startswith("bc: ... and 1 more bad requests")
+
+
+def test_a_reload_sizes_a_udp_listeners_receive_buffer_on_its_own_socket():
+    reactor = MemoryReactorClock()
+    listener = started(reactor, transport="udp", receive_buffer="64K")
+    try:
+        sock = listener.socket
+        assert (
+            listener.stats.receive_buffer == 2 * 65536 == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        )
+        listener.reconfigure(settings(transport="udp", receive_buffer="96K"))
+        assert listener.socket is sock  # the datagrams queued in it stay
+        assert (
+            listener.stats.receive_buffer == 2 * 98304 == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        )
+        assert "receive buffer 192K" in listener.counters()
+    finally:
+        listener.stopService()
+        reactor.advance(0)

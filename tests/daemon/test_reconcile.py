@@ -171,7 +171,7 @@ def test_a_udp_listener_moved_stops_before_its_successor_listens_and_keeps_its_p
     daemon.reload(section("u", 0, "udp").replace("127.0.0.1", "127.0.0.2"))
     new = daemon.named("u")
     assert new is not old and old.parent is None and old.port is None
-    assert new.protocol is protocol and new.port.protocol is protocol
+    assert new.protocol is protocol and new.port.handler is protocol
     assert new.socket.getsockname()[0] == "127.0.0.2"
     daemon.close()
 

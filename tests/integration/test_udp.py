@@ -5,6 +5,7 @@ anti-reflection defences holding while honest clients keep being served.
 
 import itertools
 import os
+import re
 import signal
 import socket
 import struct
@@ -273,7 +274,9 @@ def test_two_listeners_never_echo_to_each_other(notified_daemon):
     forge(("127.0.0.1", a), ("127.0.0.1", b), b"ping-pong")
     daemon.wait_for(r"b: dropped a datagram", timeout=10)
     counters = udp_counters(daemon, notify)
-    assert "a 0 echoed, 0 dropped; b 0 echoed, 1 dropped" in counters, counters
+    assert re.search(
+        r"a 0 echoed, 0 dropped, receive buffer \w+; b 0 echoed, 1 dropped, receive buffer", counters
+    ), counters
 
 
 @needs_root

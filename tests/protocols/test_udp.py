@@ -6,11 +6,11 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
-from echod._twisted import MAX_DATAGRAMS_PER_READ
 from echod.accounting.rates import PeerBuckets, TokenBucket
 from echod.accounting.stats import ListenerStats
 from echod.config import parse
 from echod.daemon.listeners import DatagramListener
+from echod.protocols.datagram import MAX_DATAGRAMS_PER_READ
 from echod.protocols.udp import (
     OwnEndpoints,
     UDPEcho,
@@ -19,6 +19,7 @@ from echod.protocols.udp import (
     unanswerable_source,
 )
 from echod.sockets import bind_datagram
+from tests.protocols.answered import RecordingPort
 
 
 def test_bucket_allows_the_burst_then_the_rate():
@@ -144,16 +145,6 @@ def test_large_datagrams_are_still_bounded_by_bytes_per_read_turn(reactor):
     assert max(turns) <= 5, turns  # 256 KiB: four datagrams of 60000 bytes, and the one that crossed it
 
 
-class FakeDatagramTransport:
-    """Records what the protocol sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple]] = []
-
-    def write(self, data: bytes, addr: tuple) -> None:
-        self.sent.append((data, addr))
-
-
 LIMITS = {
     "blocked_source_ports": ((0, 1023),),
     "datagram_rate_per_peer": 5,
@@ -165,22 +156,22 @@ LIMITS = {
 def udp_echo(clock: Clock, **limits) -> UDPEcho:
     limits = {**LIMITS, **limits}
     echo = UDPEcho("udp", stats=ListenerStats(), clock=clock, **limits)
-    echo.makeConnection(FakeDatagramTransport())
+    echo.started(RecordingPort())
     return echo
 
 
 def send(echo: UDPEcho, count: int, source: tuple = ("192.0.2.1", 40000), data: bytes = b"x") -> int:
     """Feed C{count} datagrams from C{source}; how many were echoed."""
-    before = len(echo.transport.sent)
+    before = len(echo.port.sent)
     for _ in range(count):
-        echo.datagramReceived(data, source)
-    return len(echo.transport.sent) - before
+        echo.datagram_received(data, source, [])
+    return len(echo.port.sent) - before
 
 
 def test_empty_datagrams_are_echoed_and_spend_the_rate_like_any_other():
     echo = udp_echo(Clock())
     assert send(echo, 10, data=b"") == 5
-    assert echo.transport.sent[0] == (b"", ("192.0.2.1", 40000))
+    assert echo.port.sent[0] == (b"", ("192.0.2.1", 40000))
     assert echo.stats.dropped_rate == 5
 
 
@@ -245,9 +236,9 @@ def echo_network(
     while queue and echoes < limit:
         destination, data, source = queue.pop(0)
         receiver = endpoints[destination]
-        before = len(receiver.transport.sent)
-        receiver.datagramReceived(data, source)
-        for data, address in receiver.transport.sent[before:]:
+        before = len(receiver.port.sent)
+        receiver.datagram_received(data, source, [])
+        for data, address in receiver.port.sent[before:]:
             echoes += 1
             if address in endpoints:
                 queue.append((address, data, destination))
@@ -330,7 +321,7 @@ def test_a_drop_warning_counts_the_datagrams_from_echods_own_listeners():
     echo = udp_echo(clock)
     echo.own.update([("127.0.0.1", 4000)])
     logged = logged_by(echo)
-    echo.datagramReceived(b"x", ("127.0.0.1", 4000))
+    echo.datagram_received(b"x", ("127.0.0.1", 4000), [])
     assert said(logged) == [
         "udp: dropped a datagram from 127.0.0.1:4000: it comes from one of echod's own listeners, "
         "and answering would loop (dropped so far: 1 from echod's own listeners)"
@@ -419,7 +410,7 @@ def test_a_drop_warning_names_the_key_that_decided_it(limits, source, why):
     logged = logged_by(echo)
     data = b"x" * 65000 if "byte_rate" in limits else b"x"
     for _ in range(20):  # 20 of 65,000 bytes are over 1M
-        echo.datagramReceived(data, source)
+        echo.datagram_received(data, source, [])
     host, port = source
     peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     assert said(logged)[0].startswith(f"udp: dropped a datagram from {peer}: {why} (dropped so far: ")
@@ -439,7 +430,7 @@ def test_drops_held_back_are_said_when_the_listener_stops():
     logged = logged_by(echo)
     send(echo, 8)
     clock.advance(2.5)
-    echo.doStop()  # what the port does when it stops listening
+    echo.stopped()  # what the port does when it stops listening
     assert said(logged)[1].startswith("udp: ... and 2 more datagrams dropped from 192.0.2.1 in the last 2.5s")
     assert not clock.getDelayedCalls()  # nor is a timer left behind
 
