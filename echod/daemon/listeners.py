@@ -303,7 +303,7 @@ def successor(
     The listener for C{settings} that replaces C{old} on another socket: it
     keeps C{old}'s counters and, on the same transport, its limits' state
     (open connections per peer, token buckets). C{old} must stop before a
-    UDP successor starts: one datagram protocol serves one port.
+    UDP successor starts: one UDP echo answers through one port.
     """
     new = make_listener(settings, reactor, stats=old.stats, **kwargs)
     if type(new) is type(old):

@@ -167,8 +167,8 @@ class Reconciler:
                 return
         else:
             if old.settings.transport == "udp":
-                # One datagram protocol serves one port at a time (Twisted's
-                # makeConnection); meanwhile datagrams queue in the new socket.
+                # One UDP echo answers through one port at a time (its
+                # started() and stopped()); meanwhile datagrams queue in the new socket.
                 yield self._remove(old)
             try:
                 listener = self._start(settings, sock, inherited, predecessor=old)
