@@ -281,7 +281,7 @@ class DatagramListener(ListenerService):
         if settings.receive_buffer != old.receive_buffer and self.port is not None:
             # On the socket itself: its datagrams stay queued.
             self._size_receive_buffer(settings)
-        self.protocol.configure(
+        self.protocol.guard.configure(
             settings.blocked_source_ports,
             settings.datagram_rate_per_peer,
             settings.datagram_rate,

@@ -31,8 +31,8 @@ from echod.daemon.signals import defer_early_signals, take_pending
 from echod.daemon.status import status_line, stopping_line
 from echod.metrics.collector import DaemonView, ListenerView, make_registry
 from echod.metrics.endpoint import MetricsEndpoint
+from echod.protocols.guard import OwnEndpoints
 from echod.protocols.limits import LimitedFactory, ListenerContext
-from echod.protocols.udp import OwnEndpoints
 from echod.sockets import BindError, raise_fd_limit
 from echod.systemd import activation
 from echod.systemd.activation import APPLY_SOCKETS
@@ -158,7 +158,7 @@ class EchodService(MultiService):
         # The socket's own address: the port it got for port 0, systemd's for an inherited one.
         self._own.update(listener.socket.getsockname()[:2] for listener in datagram)
         for listener in datagram:
-            listener.protocol.own = self._own
+            listener.protocol.guard.own = self._own
 
     def _bind_hint(self, child: Service) -> str:
         """What to do about C{child} not binding at start."""

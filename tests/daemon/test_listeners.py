@@ -227,7 +227,9 @@ def test_a_udp_listener_reconfigured_applies_its_new_rates_to_the_same_protocol(
     protocol = listener.protocol
     listener.reconfigure(settings(transport="udp", datagram_rate_per_peer=2, blocked_source_ports="0-999"))
     assert listener.protocol is protocol and listener.settings.datagram_rate_per_peer == 2
-    assert protocol.rates["datagram_rate_per_peer"] == 2 and protocol.blocked_source_ports == ((0, 999),)
+    assert protocol.guard.rates["datagram_rate_per_peer"] == 2 and protocol.guard.blocked_source_ports == (
+        (0, 999),
+    )
 
 
 def test_a_rename_reaches_the_factory_the_bytecount_protocol_and_the_proxy_gate():

@@ -6,82 +6,14 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
-from echod.accounting.rates import PeerBuckets, TokenBucket
 from echod.accounting.stats import ListenerStats
 from echod.config import parse
 from echod.daemon.listeners import DatagramListener
 from echod.protocols.datagram import MAX_DATAGRAMS_PER_READ
-from echod.protocols.udp import (
-    OwnEndpoints,
-    UDPEcho,
-    is_local_address,
-    plain_address,
-    unanswerable_source,
-)
+from echod.protocols.guard import OwnEndpoints
+from echod.protocols.udp import UDPEcho
 from echod.sockets import bind_datagram
 from tests.protocols.answered import RecordingPort
-
-
-def test_bucket_allows_the_burst_then_the_rate():
-    bucket = TokenBucket(rate=10, burst=3, now=0.0)
-    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
-    assert bucket.take(0.1)  # one token back after 1/10 s
-    assert not bucket.take(0.1)
-
-
-def test_bucket_never_saves_more_than_the_burst():
-    bucket = TokenBucket(rate=10, burst=2, now=0.0)
-    assert [bucket.take(100.0) for _ in range(3)] == [True, True, False]
-
-
-def test_bucket_spends_amounts():
-    bucket = TokenBucket(rate=100, burst=100, now=0.0)
-    assert bucket.take(0.0, 60)
-    assert not bucket.take(0.0, 60)
-
-
-def test_each_peer_has_its_own_bucket():
-    peers = PeerBuckets(rate=1)
-    assert peers.take("192.0.2.1", 0.0)
-    assert not peers.take("192.0.2.1", 0.0)
-    assert peers.take("192.0.2.2", 0.0)
-
-
-def test_peer_table_is_bounded_and_forgets_the_least_recent():
-    peers = PeerBuckets(rate=1, limit=2)
-    peers.take("a", 0.0)
-    peers.take("b", 0.0)
-    peers.take("a", 0.0)  # a is now more recent than b
-    peers.take("c", 0.0)
-    assert len(peers) == 2
-    assert peers.take("b", 0.0)  # b was forgotten: a fresh bucket (and a is forgotten now)
-    assert len(peers) == 2
-    assert not peers.take("c", 0.0)  # c is still remembered, its token spent
-    assert peers.take("a", 0.0)
-
-
-@pytest.mark.parametrize(
-    "host",
-    [
-        "0.0.0.0",
-        "::",
-        "255.255.255.255",
-        "224.0.0.1",
-        "239.255.255.250",
-        "ff02::1",
-        "::ffff:224.0.0.1",
-        "bogus",
-    ],
-)
-def test_broadcast_multicast_and_unspecified_sources_are_never_answered(host):
-    assert unanswerable_source(host)
-
-
-@pytest.mark.parametrize(
-    "host", ["127.0.0.1", "192.0.2.7", "::1", "2001:db8::1", "::ffff:192.0.2.7", "fe80::1%lo"]
-)
-def test_ordinary_sources_are_answered(host):
-    assert not unanswerable_source(host)
 
 
 def udp_settings(**keys: str):
@@ -177,7 +109,7 @@ def test_empty_datagrams_are_echoed_and_spend_the_rate_like_any_other():
 
 def reconfigure(echo: UDPEcho, **limits) -> None:
     limits = {**LIMITS, **limits}
-    echo.configure(
+    echo.guard.configure(
         limits["blocked_source_ports"],
         limits["datagram_rate_per_peer"],
         limits["datagram_rate"],
@@ -231,7 +163,7 @@ def echo_network(
     own = OwnEndpoints()
     own.update(endpoints)
     for echo in endpoints.values():
-        echo.own = own
+        echo.guard.own = own
     queue, echoes = [(to, b"loop?", first)], 0
     while queue and echoes < limit:
         destination, data, source = queue.pop(0)
@@ -261,54 +193,10 @@ def test_two_listeners_never_echo_to_each_other():
     assert (a.stats.dropped_own, b.stats.dropped_own) == (0, 1)
 
 
-def test_a_listener_bound_to_one_address_owns_that_address_only():
-    own = OwnEndpoints()
-    own.update([("127.0.0.1", 4000), ("::1", 4001)])
-    assert own.includes("127.0.0.1", 4000)
-    assert own.includes("::ffff:127.0.0.1", 4000)  # the same, as a dual-stack socket sees it
-    assert own.includes("::1", 4001)
-    assert not own.includes("127.0.0.2", 4000)  # nothing of echod's listens there
-    assert not own.includes("127.0.0.1", 4001)
-    assert not own.includes("127.0.0.1", 4002)
-
-
-def a_host_address(family: int, probe: str) -> str | None:
-    """A non-loopback address of this host (the one it would send to C{probe} from), if it has one."""
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((probe, 9))  # UDP: only picks a route and a source address, sends nothing
-        except OSError:
-            return None
-        host = sock.getsockname()[0]
-    return None if plain_address(host).is_loopback else host
-
-
-def test_a_wildcard_listener_owns_its_port_on_every_local_address():
-    own = OwnEndpoints()
-    own.update([("::", 4000), ("0.0.0.0", 4001)])
-    for host in ("127.0.0.1", "127.0.0.9", "::ffff:127.0.0.9", "::1"):
-        assert own.includes(host, 4000), host
-        assert own.includes(host, 4001), host
-    assert not own.includes("127.0.0.1", 4002)
-    assert not own.includes("203.0.113.9", 4000)  # TEST-NET-3: no host here has it
-    assert not own.includes("2001:db8:ffff::9", 4000)
-    for family, probe in ((socket.AF_INET, "203.0.113.1"), (socket.AF_INET6, "2001:db8:ffff::1")):
-        host = a_host_address(family, probe)
-        if host is not None:
-            assert own.includes(host, 4000), host
-
-
-def test_only_loopback_and_bindable_addresses_are_local():
-    assert is_local_address(plain_address("127.0.0.2"))
-    assert is_local_address(plain_address("::1"))
-    assert not is_local_address(plain_address("203.0.113.9"))
-    assert not is_local_address(plain_address("2001:db8:ffff::9"))
-
-
 def logged_by(echo: UDPEcho) -> list[dict]:
     """The events C{echo} logs from now on."""
     logged: list[dict] = []
-    echo.log = Logger(observer=logged.append)
+    echo.guard.log = Logger(observer=logged.append)
     return logged
 
 
@@ -319,7 +207,7 @@ def said(events: list[dict]) -> list[str]:
 def test_a_drop_warning_counts_the_datagrams_from_echods_own_listeners():
     clock = Clock()
     echo = udp_echo(clock)
-    echo.own.update([("127.0.0.1", 4000)])
+    echo.guard.own.update([("127.0.0.1", 4000)])
     logged = logged_by(echo)
     echo.datagram_received(b"x", ("127.0.0.1", 4000), [])
     assert said(logged) == [
@@ -361,7 +249,7 @@ def test_drops_after_the_first_warning_are_summed_up_at_the_end_of_the_interval(
 def test_drops_are_counted_by_the_key_of_the_per_source_bucket():
     clock = Clock()
     echo = udp_echo(clock, datagram_rate_per_peer=1)
-    echo.peer_prefixes = (24, 64)
+    echo.guard.peer_prefixes = (24, 64)
     logged = logged_by(echo)
     for host in ("192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::1", "2001:db8::2"):
         send(echo, 1, source=(host, 40000))  # all but the first of each network dropped
@@ -438,7 +326,7 @@ def test_drops_held_back_are_said_when_the_listener_stops():
 def test_an_echoed_datagram_never_reaches_the_drop_warning():
     # The fast path stays as cheap as it was: only a drop costs a throttle call.
     echo = udp_echo(Clock(), datagram_rate_per_peer=100)
-    echo._dropped = echo._drop_warnings = None  # any use of either would raise
+    echo.guard._dropped = echo.guard._drop_warnings = None  # any use of either would raise
     assert send(echo, 50) == 50
 
 
