@@ -69,7 +69,7 @@ enum state { FREE, OUT, ANSWERED, TIMED_OUT };
  * lose nothing that a smooth sender would not. Every wake-up costs: in this VM a timed one cost the client
  * 15 to 20 us of CPU. Measured against the C echo, 8 sockets: with a 20 us gap the client used 97% of its
  * core to offer 160k/s and fell behind; a 100 us gap cost it 25% at 10k/s, 36% at 50k/s, 77% at 200k/s;
- * a 250 us gap 13%, 19% and 52%. */
+ * a 250 us gap 13%, 19% and 52%; this 200 us gap 11%, 20% to 23% and 42% to 48%. */
 #define MIN_GAP_NS 200000u
 /* A sender woken late (descheduled on a busy machine) sends what one wake-up sends and at most MAX_BURST
  * more of the datagrams it missed, and skips the rest ("skipped"): a catching-up burst would overflow the
@@ -438,8 +438,9 @@ int main(int argc, char **argv)
     }
 
     t_first = now_ns();
-    uint64_t t_start = t_first + (uint64_t)(cfg.warmup * 1e9), t_end = t_start + (uint64_t)(cfg.duration * 1e9);
-    uint64_t t_done = t_end + (uint64_t)(cfg.drain * 1e9), armed = 0;
+    uint64_t t_start = t_first + (uint64_t)(cfg.warmup * 1e9);
+    uint64_t t_end = t_start + (uint64_t)(cfg.duration * 1e9), t_done = t_end + (uint64_t)(cfg.drain * 1e9);
+    uint64_t armed = 0;
     double cpu[2] = {0}, wait[2] = {0}, server_cpu[2] = {0}, server_wait[2] = {0};
     unsigned long long server_drops = 0, own_drops = 0;
     uint16_t server_port = ntohs(cfg.server.sin_port);
@@ -512,14 +513,15 @@ int main(int argc, char **argv)
     printf("{\"mode\":\"%s\",\"sockets\":%u,\"addrs\":%u,\"size\":%zu,\"window\":%u,\"rate\":%.0f,"
            "\"timeout_s\":%.3f,\"seconds\":%.3f,\"sent\":%llu,\"answered\":%llu,\"late\":%llu,\"lost\":%llu,"
            "\"duplicates\":%llu,\"corrupted\":%llu,\"send_errors\":%llu,\"stale\":%llu,\"skipped\":%llu,"
-           "\"sent_s\":%.1f,"
-           "\"echoed_s\":%.1f,\"loss_pct\":%.4f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,"
-           "\"cpu_pct\":%.1f,\"wait_pct\":%.1f,\"server_cpu_pct\":%.1f,\"server_wait_pct\":%.1f,"
-           "\"server_cpu_us\":%.3f,\"server_rx_drops\":%llu,\"client_rx_drops\":%llu}\n",
-           cfg.mode == WINDOW ? "window" : "rate", cfg.sockets, cfg.addrs, cfg.size, cfg.window, cfg.rate,
-           cfg.timeout, secs, (unsigned long long)sent, (unsigned long long)answered, (unsigned long long)late,
-           (unsigned long long)lost, (unsigned long long)duplicates, (unsigned long long)corrupted,
-           (unsigned long long)send_errors, (unsigned long long)stale, (unsigned long long)skipped, sent / secs, answered / secs,
+           "\"sent_s\":%.1f,\"echoed_s\":%.1f,\"loss_pct\":%.4f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+           "\"max_us\":%.1f,\"cpu_pct\":%.1f,\"wait_pct\":%.1f,\"server_cpu_pct\":%.1f,"
+           "\"server_wait_pct\":%.1f,\"server_cpu_us\":%.3f,\"server_rx_drops\":%llu,"
+           "\"client_rx_drops\":%llu}\n",
+           cfg.mode == WINDOW ? "window" : "rate", cfg.sockets, cfg.addrs, cfg.size, cfg.window,
+           cfg.mode == RATE ? cfg.rate : 0, cfg.timeout, secs, (unsigned long long)sent,
+           (unsigned long long)answered, (unsigned long long)late, (unsigned long long)lost,
+           (unsigned long long)duplicates, (unsigned long long)corrupted, (unsigned long long)send_errors,
+           (unsigned long long)stale, (unsigned long long)skipped, sent / secs, answered / secs,
            sent ? 100.0 * (lost + late) / sent : 0, answered ? percentile(0.50) : 0,
            answered ? percentile(0.99) : 0, max_rtt_ns / 1000.0, 100 * (cpu[1] - cpu[0]) / secs,
            100 * (wait[1] - wait[0]) / secs, 100 * server_cpu_s / secs,
