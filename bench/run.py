@@ -65,7 +65,7 @@ SCENARIOS = [
         "bytecount",
         64,
         10,
-        only=("echod", "echod-base", "echod-metrics", "echod-proxy", "haproxy"),
+        only=("echod", AGAIN, "echod-base", "echod-metrics", "echod-proxy", "haproxy"),
         port="bytecount",
     ),
 ]
@@ -312,9 +312,13 @@ def record_udp(
     lost = f"lost {result['lost']}, late {result['late']}"
     if scenario.figure == "no-loss":
         limit = result["limit"]
-        lost = f"{len(result['steps'])} steps, " + (
-            f"{limit['loss_pct']:.2f}% lost at {limit['rate']:.0f}/s" if limit else "no loss at any rate"
-        )
+        if not limit:
+            lost = "no loss at any rate"
+        elif limit["client_bound"]:
+            lost = f"the client fell behind at {limit['rate']:.0f}/s"
+        else:
+            lost = f"{limit['loss_pct']:.2f}% lost or late at {limit['rate']:.0f}/s"
+        lost = f"{len(result['steps'])} steps, {lost}"
     print(
         f"round {round_ + 1}/{args.rounds}  udp {scenario.name:<28} {kind.label:<19}{figures}  {lost}",
         flush=True,
