@@ -324,7 +324,7 @@ def udp_details(udp: dict) -> list[str]:
             limits = [run["limit"] for run in runs if run.get("limit")]
             if limits:
                 failed = (
-                    f"{rate(statistics.median(s['rate'] for s in limits))}, "
+                    f"{rate(statistics.median(s['sent_s'] for s in limits))}, "
                     f"{statistics.median(s['loss_pct'] for s in limits):.2f}, "
                     f"{sum(s['server_rx_drops'] for s in limits)} / "
                     f"{sum(s['client_rx_drops'] for s in limits)}"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from budget import budgets, unavailable
 from report import machine, write_report
-from servers import AGAIN, BUILD, Kind, Server, kinds, udp_kinds
+from servers import AGAIN, BUILD, Kind, Server, kinds, pinned, udp_kinds
 from udp import UDP_SCENARIOS, UdpScenario, run_udp
 
 LOADGEN = str(BUILD / "loadgen")
@@ -128,10 +128,6 @@ def precision(round_: int, args: argparse.Namespace, cecho: Kind, complaints: li
 #: Each worker's CPU quota: 2 x 0.4 core for the workers leaves 1.2 cores of this 2-core machine for
 #: the load generator, which needs up to about as much CPU as the servers at 100 KiB.
 SHARE = 0.4
-
-
-def pinned(argv: list[str], cpu: int | None) -> list[str]:
-    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
 
 
 def run_load(server: Server, scenario: Scenario, args: argparse.Namespace) -> dict:
@@ -315,9 +311,9 @@ def record_udp(
         if not limit:
             lost = "no loss at any rate"
         elif limit["client_bound"]:
-            lost = f"the client fell behind at {limit['rate']:.0f}/s"
+            lost = f"the client was the limit at {limit['sent_s']:.0f}/s"
         else:
-            lost = f"{limit['loss_pct']:.2f}% lost or late at {limit['rate']:.0f}/s"
+            lost = f"{limit['loss_pct']:.2f}% lost or late at {limit['sent_s']:.0f}/s"
         lost = f"{len(result['steps'])} steps, {lost}"
     print(
         f"round {round_ + 1}/{args.rounds}  udp {scenario.name:<28} {kind.label:<19}{figures}  {lost}",

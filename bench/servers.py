@@ -224,6 +224,11 @@ def udp_kinds(baseline: tuple[str, Path] | None = None, again: bool = False) -> 
     return found
 
 
+def pinned(argv: list[str], cpu: int | None) -> list[str]:
+    """C{argv} run on core C{cpu} only, if one is given."""
+    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
 @dataclass
 class Server:
     """A running server process, its output, and the ports it announced."""
@@ -245,9 +250,7 @@ class Server:
     def start(self, timeout: float = 30) -> Server:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
         env["PYTHONPATH"] = self.kind.pythonpath or str(ROOT)
-        argv = list(self.kind.argv)
-        if self.cpu is not None:
-            argv = ["taskset", "-c", str(self.cpu), *argv]
+        argv = pinned(list(self.kind.argv), self.cpu)
         ready = threading.Event()
         notified = self._listen_for_ready(env)
         started = time.monotonic()

@@ -29,7 +29,8 @@
  * The run is WARMUP seconds (not counted) and then SECONDS measured: the datagrams sent in that window are
  * those counted. Then nothing more is sent, and the run ends once every counted datagram is answered, or
  * DRAIN seconds after the window. In rate mode, a sender woken late sends a few of the datagrams it missed
- * and skips the rest of them ("skipped", not counted as sent): "sent_s" is the rate it offered.
+ * and skips the rest of them ("skipped" in the window, not counted as sent): "sent_s" is the rate it
+ * offered.
  * Output: one JSON line. "echoed_s" is counted datagrams answered a second,
  * "loss_pct" the lost and late ones in percent of those sent. "cpu_pct", "wait_pct" are this process's
  * CPU time and time spent runnable waiting for a CPU in the window, in percent of one core; with -P, the
@@ -106,7 +107,8 @@ static unsigned char *pattern;
 static uint32_t *hist;
 static enum phase phase = WARMUP;
 static uint64_t sent, answered, late, lost, duplicates, corrupted, send_errors, stale, counted_out;
-/* Rate mode: datagrams of the schedule so far (sent, refused or skipped), and those skipped. */
+/* Rate mode: datagrams of the schedule so far (sent, refused or skipped), and those of the measured
+ * window skipped. */
 static uint64_t scheduled, skipped, max_burst;
 static uint64_t max_rtt_ns, t_first;
 
@@ -279,7 +281,8 @@ static uint64_t send_due(uint64_t now)
 {
     uint64_t due = (uint64_t)((now - t_first) / 1e9 * cfg.rate) + 1;
     if (due - scheduled > max_burst) {
-        skipped += due - scheduled - max_burst;
+        if (phase == MEASURE)
+            skipped += due - scheduled - max_burst;
         scheduled = due - max_burst;
     }
     /* Datagram n of the schedule goes out on socket n % SOCKETS; each socket's share at once. */
