@@ -156,10 +156,11 @@ package-tests-skipped:
 	@echo "make: SKIPPED test-package (the Debian package in booted containers): it needs root" >&2
 endif
 
-# Benchmark: echod against plain Twisted, asyncio, uvloop and a C epoll echo on this machine, and the
-# round trips `echod probe` measures beside a C ping-pong's (README, "Benchmark"); BENCH_QUICK=1 for a
-# one-minute smoke run. uvloop is installed into build/bench/pylib and
-# put on the path of its own server only: the test virtualenv stays exactly as `make venv` made it.
+# Benchmark: echod against plain Twisted, asyncio, uvloop and a C epoll echo on this machine, over TCP
+# and UDP, beside a second identical echod (the A/A pair, this machine's noise), and the round trips
+# `echod probe` measures beside a C ping-pong's (README, "Benchmark"); BENCH_QUICK=1 for a short smoke
+# run, BENCH_ARGS="--only udp" for the UDP scenarios alone. uvloop is installed into build/bench/pylib
+# and put on the path of its own server only: the test virtualenv stays exactly as `make venv` made it.
 BENCH_DIR := build/bench
 BENCH_CC ?= gcc
 BENCH_CFLAGS ?= -O2 -Wall -Wextra
@@ -170,7 +171,8 @@ BENCH_ARGS ?=
 BENCH_BASELINE ?=
 
 .PHONY: bench
-bench: $(VENV)/.installed $(BENCH_DIR)/loadgen $(BENCH_DIR)/cecho $(BENCH_DIR)/pingpong $(BENCH_DIR)/pylib/.installed
+bench: $(VENV)/.installed $(addprefix $(BENCH_DIR)/,loadgen cecho pingpong udpload udpecho) \
+		$(BENCH_DIR)/pylib/.installed
 ifneq ($(BENCH_BASELINE),)
 	rm -rf $(BENCH_DIR)/baseline && mkdir -p $(BENCH_DIR)/baseline
 	git archive $(BENCH_BASELINE) echod etc | tar -x -C $(BENCH_DIR)/baseline
@@ -178,7 +180,7 @@ endif
 	$(VENV_PYTHON) bench/run.py $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick) \
 		$(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE) $(BENCH_DIR)/baseline) $(BENCH_ARGS)
 
-$(BENCH_DIR)/%: bench/%.c
+$(BENCH_DIR)/%: bench/%.c bench/procstat.h
 	@mkdir -p $(BENCH_DIR)
 	$(BENCH_CC) $(BENCH_CFLAGS) -o $@ $<
 

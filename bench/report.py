@@ -13,7 +13,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from servers import PYLIB
+import udp as udp_plan
+from servers import AGAIN, PYLIB
 
 #: A load generator using this much of its core may have been the limit, not the server.
 LOADGEN_BOUND_PCT = 90
@@ -56,6 +57,14 @@ def ratio(a: float, b: float) -> str:
 
 def mib(kib: float) -> str:
     return f"{kib / 1024:.1f}"
+
+
+def by_pair(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """C{runs} by (scenario, server), in the order they came."""
+    grouped = defaultdict(list)
+    for run in runs:
+        grouped[run["scenario"], run["server"]].append(run)
+    return grouped
 
 
 class Medians:
@@ -104,9 +113,9 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
     keys = [s["key"] for s in results["servers"]]
     head = ["scenario", *(labels[k] for k in keys), "echod / plain Twisted", "echod / half-close Twisted"]
     head += ["echod / C", "2 workers / 1 echod"]
-    base = labels.get("echod-base")
-    if base:
-        head.append(f"echod / {base}")
+    # The A/A ratio beside the baseline's: a change's cost shows only where it is outside the noise.
+    compared = [k for k in (AGAIN, "echod-base") if k in labels]
+    head += [f"echod / {labels[k]}" for k in compared]
     metrics = "echod-metrics" in labels
     if metrics:
         head.append("metrics on / off")
@@ -128,8 +137,8 @@ def summary(results: dict, pairs: dict, labels: dict, figure: Callable[[Medians]
                 row.append("")
         workers = pairs.get((name, "echod-2"))
         row.append(ratio(workers.usable(figure(workers)), echod.usable(figure(echod))) if workers else "")
-        if base:
-            before = pairs.get((name, "echod-base"))
+        for key in compared:
+            before = pairs.get((name, key))
             row.append(ratio(echod.usable(figure(echod)), before.usable(figure(before))) if before else "")
         if metrics:
             on = pairs.get((name, "echod-metrics"))
@@ -198,10 +207,7 @@ def scaling(results: dict, labels: dict) -> list[str]:
     held = results.get("scaling") or {"unavailable": "not measured by this revision of the benchmark"}
     if held["unavailable"]:
         return [f"Not measured: {held['unavailable']}."]
-    grouped = defaultdict(list)
-    for run in held["runs"]:
-        grouped[run["scenario"], run["server"]].append(run)
-    pairs = {key: Medians(runs) for key, runs in grouped.items()}
+    pairs = {key: Medians(runs) for key, runs in by_pair(held["runs"]).items()}
     share = f"{held['share']:.0%}"
     lines = [
         f"| scenario | 1 worker, {share} of a core | 2 workers, {share} each | 2 workers / 1 "
@@ -250,24 +256,172 @@ def precision(results: dict) -> list[str]:
     return lines
 
 
+#: The rows of each kind of UDP scenario: its label, the key in a run's results, how to show it.
+UDP_FIGURES = {
+    "no-loss": [
+        ("datagrams/s echoed", "echoed_s", rate),
+        ("server CPU µs a datagram", "server_cpu_us", None),
+    ],
+    "rtt": [("p50 µs", "p50_us", None), ("p99 µs", "p99_us", None)],
+    "window": [("datagrams/s echoed", "echoed_s", rate), ("server CPU µs a datagram", "server_cpu_us", None)],
+}
+
+
+def udp_cell(runs: list[dict], key: str, shape: Callable[[float], str] | None) -> str:
+    """The median of C{key} over C{runs}, marked when the client may have been the limit."""
+    value = statistics.median(run[key] for run in runs)
+    if key in ("echoed_s", "server_cpu_us") and not value:
+        return "none"  # the no-loss search: not even its lowest rate passed
+    text = shape(value) if shape else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+    # As for TCP, by the median run: on this shared machine a single round's client often stalls.
+    bound = sum(bool((run.get("limit") or {}).get("client_bound")) for run in runs)
+    if statistics.median(run["cpu_pct"] for run in runs) >= LOADGEN_BOUND_PCT or 2 * bound > len(runs):
+        text += " ‡"
+    unanswered = sum(run["lost"] + run["late"] for run in runs)
+    if key == "p99_us" and unanswered:
+        text += f" ({unanswered} lost)"
+    return text
+
+
+def udp_summary(udp: dict) -> list[str]:
+    """A row per UDP figure, a column per server, and echod's ratios to the others."""
+    labels = {s["key"]: s["label"] for s in udp["servers"]}
+    grouped = by_pair(udp["runs"])
+    others = [k for k in labels if k != "echod"]
+    head = ["UDP scenario", "figure", *labels.values(), *(f"echod / {labels[k]}" for k in others)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for scenario in udp["scenarios"]:
+        name = scenario["name"]
+        if (name, "echod") not in grouped:
+            continue
+        for label, key, shape in UDP_FIGURES[scenario["figure"]]:
+            row = [name, label]
+            row += [udp_cell(grouped[name, k], key, shape) if (name, k) in grouped else "" for k in labels]
+            echod = statistics.median(run[key] for run in grouped[name, "echod"])
+            for other in others:
+                theirs = grouped.get((name, other))
+                row.append(ratio(echod, statistics.median(run[key] for run in theirs)) if theirs else "")
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def udp_details(udp: dict) -> list[str]:
+    """Per (scenario, server), medians of what udpload counted, and where the no-loss search stopped."""
+    labels = {s["key"]: s["label"] for s in udp["servers"]}
+    grouped = by_pair(udp["runs"])
+    lines = [
+        "| scenario | server | sent/s | echoed/s | lost + late, % | p50 µs | p99 µs | server CPU % "
+        "| client CPU % | CPU wait % server / client | steps | lowest rate failed: offered/s, lost + late %, "
+        "kernel drops at the server / client |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scenario in udp["scenarios"]:
+        for key, label in labels.items():
+            runs = grouped.get((scenario["name"], key))
+            if not runs:
+                continue
+            m = Medians(runs)
+            limits = [run["limit"] for run in runs if run.get("limit")]
+            if limits:
+                failed = (
+                    f"{rate(statistics.median(s['sent_s'] for s in limits))}, "
+                    f"{statistics.median(s['loss_pct'] for s in limits):.2f}, "
+                    f"{sum(s['server_rx_drops'] for s in limits)} / "
+                    f"{sum(s['client_rx_drops'] for s in limits)}"
+                )
+            else:
+                failed = "none failed" if scenario["figure"] == "no-loss" else ""
+            steps = (
+                f"{statistics.median(len(run['steps']) for run in runs):.0f}" if "steps" in runs[0] else ""
+            )
+            lines.append(
+                f"| {scenario['name']} | {label} | {rate(m.sent_s)} | {rate(m.echoed_s)} | {m.loss_pct:.3f} "
+                f"| {m.p50_us:.1f} | {m.p99_us:.1f} | {m.server_cpu_pct:.0f} | {m.cpu_pct:.0f} "
+                f"| {m.server_wait_pct:.0f} / {m.wait_pct:.0f} | {steps} | {failed} |"
+            )
+    return lines
+
+
+def udp_section(udp: dict) -> list[str]:
+    s = udp["settings"]
+    return [
+        "## UDP",
+        "",
+        "echod's UDP echo listener as shipped but for its rates, raised so that they never bind; the "
+        "tutorial's Twisted `DatagramProtocol`; a C recvfrom/sendto loop. Load from bench/udpload.c, "
+        "every datagram numbered and checked. No-loss rate: the highest open-loop rate, from "
+        f"{udp_plan.SOCKETS} sockets on as many source addresses, at which at most {udp_plan.LOSS_PCT}% of "
+        f"the datagrams came back late (after {udp_plan.LATE * 1000:g} ms) or never, doubling from "
+        f"{rate(udp_plan.START)}/s and then bisecting {udp_plan.BISECTIONS} times; each step "
+        f"{s['warmup_s']} s warm-up + {s['step_s']} s, a failed step tried once more. RTT: "
+        f"{udp_plan.LIGHT_RATE:,} datagrams/s from one socket, one in flight at a time, for "
+        f"{s['light_s']} s. Closed loop: {udp_plan.WINDOW} datagrams in flight from one socket. Server CPU "
+        "time a datagram: its utime + stime over the measured window, divided by the datagrams echoed. For "
+        "the µs figures a ratio above 1 means echod is the slower or dearer.",
+        "",
+        *udp_summary(udp),
+        "",
+        f"‡ in the median round the client used ≥ {LOADGEN_BOUND_PCT}% of its core, or in most rounds the "
+        "lowest rate that failed measured the client (it fell behind its schedule, or its own receive "
+        "queues overflowed more than the server's): a lower bound for that server.",
+        "",
+        "Per run, medians over the rounds; for the no-loss rate, the figures of the highest step passed, "
+        "and of the lowest failed (kernel drops summed over the rounds: the server's receive queue "
+        "overflowing, or the client's):",
+        "",
+        *udp_details(udp),
+    ]
+
+
+def again_cost(results: dict) -> list[str]:
+    """What the A/A pair's runs took of this benchmark's time: every start to stop of `echod (again)`."""
+    starts = results["starts"] + (results.get("udp") or {}).get("starts", [])
+    spent = sum(entry.get("wall_s", 0) for entry in starts if entry["server"] == AGAIN)
+    if not spent:
+        return []
+    return [
+        f"The A/A pair (`echod (again)`, the same code and configuration as echod): {spent:.0f} s of this "
+        f"run's {results['elapsed_s']:.0f} s (`--no-again` leaves it out).",
+        "",
+    ]
+
+
 def write_report(results: dict, path: Path) -> str:
     """Render the report, write it to `path`, return its text."""
-    if not results["runs"]:  # bench/run.py --precision-only
+    udp = results.get("udp")
+    udp_lines = ["", *udp_section(udp)] if udp and udp["runs"] else []
+    if not results["runs"] and not udp_lines:  # bench/run.py --precision-only
         text = "# echod probe precision\n\n" + "\n".join(precision(results)) + "\n"
         path.write_text(text)
         return text
-    labels = {s["key"]: s["label"] for s in results["servers"]}
-    grouped = defaultdict(list)
-    for run in results["runs"]:
-        grouped[run["scenario"], run["server"]].append(run)
-    pairs = {key: Medians(runs) for key, runs in grouped.items()}
-    m, s = results["machine"], results["settings"]
+    m = results["machine"]
     lines = [
         "# echod benchmark",
         "",
         f"{m['date']}: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Debian {m['debian']}, "
         f"Python {m['python']}, Twisted {m['twisted']}, uvloop {m['uvloop'] or 'not installed'}, "
         f"gcc {m['gcc']}.",
+    ]
+    if results["runs"]:
+        lines += tcp_section(results)
+    lines += udp_lines
+    lines.append("")
+    complaints = sorted(set(results["complaints"]))
+    if complaints:
+        lines += ["Warnings logged by the servers:", "", *(f"    {c}" for c in complaints[:20]), ""]
+    lines += again_cost(results)
+    lines.append(f"Benchmark time: {results['elapsed_s']:.0f} s.")
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def tcp_section(results: dict) -> list[str]:
+    """The TCP scenarios, the multi-core figure, start-up and memory, and the probe's precision."""
+    labels = {s["key"]: s["label"] for s in results["servers"]}
+    pairs = {key: Medians(runs) for key, runs in by_pair(results["runs"]).items()}
+    s = results["settings"]
+    return [
         f"Medians of {s['rounds']} round(s); each run {s['warmup_s']} s warm-up + {s['duration_s']} s "
         "measured on a freshly started server; server and load generator "
         + ("pinned to cores 1 and 0." if s["pinned"] else "not pinned."),
@@ -315,12 +469,4 @@ def write_report(results: dict, path: Path) -> str:
         "send at once:",
         "",
         *precision(results),
-        "",
     ]
-    complaints = sorted(set(results["complaints"]))
-    if complaints:
-        lines += ["Warnings logged by the servers:", "", *(f"    {c}" for c in complaints[:20]), ""]
-    lines.append(f"Benchmark time: {results['elapsed_s']:.0f} s.")
-    text = "\n".join(lines) + "\n"
-    path.write_text(text)
-    return text

@@ -2,11 +2,13 @@
 Benchmark echod against other echo servers on this machine: `make bench` (README, "Benchmark").
 
     python bench/run.py [--quick] [--rounds N] [--share S] [--pin] [--pin-study] [--report RUNS_JSON]
-                        [--baseline REF DIR] [--servers KEY,...]
+                        [--baseline REF DIR] [--servers KEY,...] [--only tcp|udp] [--no-again]
 
 Each (scenario, server) pair runs once per round on a freshly started server; within a round the
 order of the servers rotates, so that drift on a shared machine hits all of them alike, and the
-report gives medians over the rounds. Raw figures of every run go to build/bench/runs.json.
+report gives medians over the rounds. Raw figures of every run go to build/bench/runs.json. A second
+echod, the same code and configuration as the first, runs beside it as any other server does (the
+A/A pair): "echod / echod (again)" is how far this machine's noise alone moves a ratio.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 
 from budget import budgets, unavailable
 from report import machine, write_report
-from servers import BUILD, Kind, Server, kinds
+from servers import AGAIN, BUILD, Kind, Server, kinds, pinned, udp_kinds
+from udp import UDP_SCENARIOS, UdpScenario, run_udp
 
 LOADGEN = str(BUILD / "loadgen")
 PINGPONG = str(BUILD / "pingpong")
@@ -62,7 +65,7 @@ SCENARIOS = [
         "bytecount",
         64,
         10,
-        only=("echod", "echod-base", "echod-metrics", "echod-proxy", "haproxy"),
+        only=("echod", AGAIN, "echod-base", "echod-metrics", "echod-proxy", "haproxy"),
         port="bytecount",
     ),
 ]
@@ -127,10 +130,6 @@ def precision(round_: int, args: argparse.Namespace, cecho: Kind, complaints: li
 SHARE = 0.4
 
 
-def pinned(argv: list[str], cpu: int | None) -> list[str]:
-    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
-
-
 def run_load(server: Server, scenario: Scenario, args: argparse.Namespace) -> dict:
     """One loadgen run against a ready server; the load generator also reads the server's CPU time."""
     server.reset_peak()
@@ -167,24 +166,40 @@ def rotate(items: list, by: int) -> list:
 
 @contextlib.contextmanager
 def started(kind: Kind, args: argparse.Namespace, log: list[dict], complaints: list[str]) -> Iterator[Server]:
-    """A ready server of `kind`, stopped on leaving; its start-up time and RSS go to `log`."""
+    """
+    A ready server of `kind`, stopped on leaving; its start-up time, RSS and the wall-clock time it
+    took from start to stop go to `log`.
+    """
     server = Server(kind, cpu=args.server_cpu)
+    began = time.monotonic()
+    entry: dict = {"server": kind.key}
     try:
         server.start()
         rss = server.memory_kib("VmRSS")
         ready_by = "READY=1" if kind.notifies else "log line"
-        log.append({"server": kind.key, "ready_s": server.ready_s, "ready_by": ready_by, "rss_kib": rss})
+        entry.update(ready_s=server.ready_s, ready_by=ready_by, rss_kib=rss)
+        log.append(entry)
         yield server
     finally:
         server.stop()
+        entry["wall_s"] = time.monotonic() - began
         complaints.extend(f"{kind.key}: {line}" for line in server.complaints())
 
 
+def chosen(servers: list[Kind], args: argparse.Namespace) -> list[Kind]:
+    """The servers --servers names, and echod and its A/A twin always: every ratio is against echod."""
+    if not args.servers:
+        return servers
+    return [k for k in servers if k.key in ("echod", AGAIN) or k.key in args.servers]
+
+
 def benchmark(args: argparse.Namespace) -> dict:
-    servers = kinds((args.baseline[0], Path(args.baseline[1])) if args.baseline else None)
-    if args.servers:
-        # echod itself always: every ratio is against it.
-        servers = [k for k in servers if k.key == "echod" or k.key in args.servers]
+    baseline = (args.baseline[0], Path(args.baseline[1])) if args.baseline else None
+    servers = chosen(kinds(baseline, args.again), args)
+    udp_servers = chosen(udp_kinds(baseline, args.again), args)
+    tcp, udp = args.only in (None, "tcp"), args.only in (None, "udp") and not args.precision_only
+    udp_runs: list[dict] = []
+    udp_starts: list[dict] = []
     runs: list[dict] = []
     starts: list[dict] = []
     holds: list[dict] = []
@@ -199,18 +214,24 @@ def benchmark(args: argparse.Namespace) -> dict:
     precise: list[dict] = []
     began = time.monotonic()
     for round_ in range(args.rounds):
-        precise += precision(round_, args, cecho, complaints)
-        if args.precision_only:
-            continue
-        for scenario in SCENARIOS:
-            for kind in rotate([k for k in servers if scenario.applies(k)], round_):
+        if tcp:
+            precise += precision(round_, args, cecho, complaints)
+        if tcp and not args.precision_only:
+            for scenario in SCENARIOS:
+                for kind in rotate([k for k in servers if scenario.applies(k)], round_):
+                    with started(kind, args, starts, complaints) as server:
+                        record(runs, round_, scenario, kind, run_load(server, scenario, args), args)
+            for kind in rotate(servers, round_):
                 with started(kind, args, starts, complaints) as server:
-                    record(runs, round_, scenario, kind, run_load(server, scenario, args), args)
-        for kind in rotate(servers, round_):
-            with started(kind, args, starts, complaints) as server:
-                holds.append({"round": round_, "server": kind.key, **hold_connections(server, args.hold)})
-        if not cannot_budget:
-            scaling += scale(round_, args, workers, complaints)
+                    holds.append({"round": round_, "server": kind.key, **hold_connections(server, args.hold)})
+            if not cannot_budget:
+                scaling += scale(round_, args, workers, complaints)
+        for scenario in UDP_SCENARIOS if udp else ():
+            for kind in rotate(udp_servers, round_):
+                with started(kind, args, udp_starts, complaints) as server:
+                    result = run_udp(server, scenario, args)
+                udp_runs.append({"round": round_, "scenario": scenario.name, "server": kind.key, **result})
+                record_udp(round_, scenario, kind, result, args)
     return {
         "machine": machine(),
         "settings": {
@@ -221,13 +242,24 @@ def benchmark(args: argparse.Namespace) -> dict:
             "source_addresses": SOURCE_ADDRESSES,
             "hold": args.hold,
         },
-        "servers": [{"key": k.key, "label": k.label} for k in servers],
+        "servers": [{"key": k.key, "label": k.label} for k in servers] if runs else [],
         "scenarios": [s.name for s in SCENARIOS],
         "runs": runs,
         "scaling": {"share": args.share, "unavailable": cannot_budget, "runs": scaling},
         "starts": starts,
         "holds": holds,
         "precision": {"interval_s": PRECISION_INTERVAL, "runs": precise},
+        "udp": {
+            "servers": [{"key": k.key, "label": k.label} for k in udp_servers] if udp_runs else [],
+            "scenarios": [{"name": s.name, "figure": s.figure, "size": s.size} for s in UDP_SCENARIOS],
+            "runs": udp_runs,
+            "starts": udp_starts,
+            "settings": {
+                "step_s": args.udp_step,
+                "light_s": args.udp_light,
+                "warmup_s": args.udp_warmup,
+            },
+        },
         "complaints": complaints,
         "elapsed_s": time.monotonic() - began,
     }
@@ -261,6 +293,30 @@ def record(
     print(
         f"round {round_ + 1}/{args.rounds}  {scenario.name:<32} {kind.label:<19}"
         f"{result['req_s']:>10.0f}/s  errors {result['errors']}{note}",
+        flush=True,
+    )
+
+
+def record_udp(
+    round_: int, scenario: UdpScenario, kind: Kind, result: dict, args: argparse.Namespace
+) -> None:
+    """Say how one UDP run went."""
+    if scenario.figure == "rtt":
+        figures = f"p50 {result['p50_us']:7.1f} us  p99 {result['p99_us']:8.1f} us"
+    else:
+        figures = f"{result['echoed_s']:>10.0f}/s  server {result['server_cpu_us']:6.2f} us/datagram"
+    lost = f"lost {result['lost']}, late {result['late']}"
+    if scenario.figure == "no-loss":
+        limit = result["limit"]
+        if not limit:
+            lost = "no loss at any rate"
+        elif limit["client_bound"]:
+            lost = f"the client was the limit at {limit['sent_s']:.0f}/s"
+        else:
+            lost = f"{limit['loss_pct']:.2f}% lost or late at {limit['sent_s']:.0f}/s"
+        lost = f"{len(result['steps'])} steps, {lost}"
+    print(
+        f"round {round_ + 1}/{args.rounds}  udp {scenario.name:<28} {kind.label:<19}{figures}  {lost}",
         flush=True,
     )
 
@@ -322,13 +378,28 @@ def main() -> None:
         "--servers",
         type=lambda text: set(text.split(",")),
         help="only these servers besides echod, by key: echod-base, echod-proxy, echod-2, twisted,"
-        " twisted-hc, asyncio, uvloop, cecho, haproxy (BENCH_ARGS='--servers echod-proxy,haproxy')",
+        " twisted-hc, asyncio, uvloop, cecho, haproxy; for UDP twisted, udpecho"
+        " (BENCH_ARGS='--servers echod-proxy,haproxy')",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("tcp", "udp"),
+        help="only the TCP scenarios (with the probe's), or only the UDP ones",
+    )
+    parser.add_argument(
+        "--again",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the A/A pair: a second, identical echod beside the first (default: yes)",
     )
     args = parser.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 5)
     # Five short rounds rather than three long ones: a median over more rounds shrugs off more of the
     # bursts of other work on a shared machine, and 1.2 s is tens of thousands of requests per run.
     args.warmup, args.duration = (0.2, 0.8) if args.quick else (0.3, 1.2)
+    # A step of the no-loss search, and the light-rate round trips (1,000 datagrams a second).
+    args.udp_warmup = 0.1
+    args.udp_step, args.udp_light = (0.2, 0.5) if args.quick else (0.3, 1.0)
     args.server_cpu, args.loadgen_cpu = (SERVER_CPU, LOADGEN_CPU) if args.pin else (None, None)
     if args.pin_study:
         pin_study(args)

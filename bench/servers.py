@@ -31,7 +31,12 @@ PYLIB = BUILD / "pylib"
 
 _notify_sockets = itertools.count()
 # "echo: echo/tcp listening on 127.0.0.1:PORT" from echod, "listening on 127.0.0.1:PORT" from the others.
-LISTENING = re.compile(r"(?:(?P<name>\S+): \S+/tcp )?listening on 127\.0\.0\.1:(?P<port>\d+)")
+LISTENING = re.compile(r"(?:(?P<name>\S+): \S+/(?:tcp|udp) )?listening on 127\.0\.0\.1:(?P<port>\d+)")
+#: The UDP rates of the benchmark's echod: the highest the configuration takes (echod/config.py), far
+#: above anything this machine echoes (a C recvfrom/sendto echo: about 0.5 M datagrams/s), so that
+#: they never bind and the figures are echod's own.
+UDP_RATES = {"datagram_rate_per_peer": "10000000", "datagram_rate": "10000000", "byte_rate": "1T"}
+UDP_SECTION = "[listener:udp-echo]"
 METRICS = re.compile(r"metrics: serving Prometheus metrics at (?P<url>http://\S+)")
 
 
@@ -50,10 +55,12 @@ class Kind:
     scrape_every: float | None = None
     #: What the load generator needs besides: -x to begin each connection with a PROXY v2 header.
     loadgen_args: tuple[str, ...] = ()
+    #: The announced port that serves UDP echo, for a UDP server: echod names it by its listener.
+    udp_port: str = "echo"
 
 
 def echod_config(
-    root: Path = ROOT, name: str = "echod.conf", metrics: bool = False, proxy: bool = False
+    root: Path = ROOT, name: str = "echod.conf", metrics: bool = False, proxy: bool = False, udp: bool = False
 ) -> Path:
     """
     The shipped etc/echod.conf (of the checkout at C{root}) with every port set to 0 (a free
@@ -62,8 +69,13 @@ def echod_config(
     build/bench. Everything else, the connection caps included, stays as shipped. With
     C{metrics}, the metrics are served on 127.0.0.1, a free port. With C{proxy}, every listener
     wants a PROXY header (proxy_protocol = yes; trusted_proxies as shipped, which trusts loopback).
+    With C{udp}, the shipped file's commented-out UDP echo listener is served, its rates raised to
+    L{UDP_RATES} and its other protections (blocked_source_ports, the checks of every source) as
+    shipped.
     """
     text = (root / "etc" / "echod.conf").read_text()
+    if udp:
+        text = with_udp_listener(text)
     if metrics:
         text, found = re.subn(r"(?m)^#metrics = .+$", "metrics = 127.0.0.1:0", text)
         if found != 1:
@@ -81,49 +93,79 @@ def echod_config(
     return path
 
 
-def kinds(baseline: tuple[str, Path] | None = None) -> list[Kind]:
+def udp_section(lines: list[str]) -> tuple[int, int] | None:
+    """Where the UDP listener's section is among C{lines}: from its header to the next blank line."""
+    for start, line in enumerate(lines):
+        if line.rstrip("\n") in (UDP_SECTION, f"#{UDP_SECTION}"):
+            end = start
+            while end < len(lines) and lines[end].strip():
+                end += 1
+            return start, end
+    return None
+
+
+def has_udp_listener(root: Path) -> bool:
+    """Whether the etc/echod.conf of the checkout at C{root} has the UDP echo listener, served or not."""
+    return udp_section((root / "etc" / "echod.conf").read_text().splitlines(keepends=True)) is not None
+
+
+def with_udp_listener(text: str) -> str:
+    """
+    C{text} with its UDP listener served (uncommented, as the shipped file has it commented out) and
+    its rates set to L{UDP_RATES}.
+    """
+    lines = text.splitlines(keepends=True)
+    where = udp_section(lines)
+    if where is None:
+        raise SystemExit(f"bench: etc/echod.conf no longer has a {UDP_SECTION} section")
+    start, end = where
+    section = "".join(lines[start:end])
+    if section.startswith("#"):
+        section = "".join(line.removeprefix("#") for line in lines[start:end])
+    for key, value in UDP_RATES.items():
+        section, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", section)
+        if not found:
+            section += f"{key} = {value}\n"
+    return "".join(lines[:start]) + section + "".join(lines[end:])
+
+
+def echod_kind(key: str, label: str, config: Path, pythonpath: str | None = None, **more) -> Kind:
+    """echod itself (`echod run`) on C{config}, ready at its sd_notify READY=1."""
+    argv = (sys.executable, "-m", "echod", "run", "-c", str(config))
+    return Kind(key, label, argv, "echod serving", pythonpath=pythonpath, notifies=1, **more)
+
+
+#: The A/A pair: a second echod, the very same code and configuration as "echod", started afresh and
+#: rotated like every other server. "echod / echod (again)" is this machine's noise.
+AGAIN = "echod-again"
+
+
+def kinds(baseline: tuple[str, Path] | None = None, again: bool = False) -> list[Kind]:
     """
     The comparators, echod first; uvloop only if `make bench` could install it; with C{baseline}
     (a commit and a checkout of it), echod as it was at that commit, on the same interpreter and
     Twisted, so that what a change costs is a ratio measured in one run.
     """
     py = sys.executable
-    found = [
-        Kind(
-            "echod",
-            "echod",
-            (py, "-m", "echod", "run", "-c", str(echod_config())),
-            "echod serving",
-            notifies=1,
-        ),
-    ]
+    config = echod_config()
+    found = [echod_kind("echod", "echod", config)]
+    if again:
+        found.append(echod_kind(AGAIN, "echod (again)", config))
     if baseline is not None:
         ref, checkout = baseline
-        found.append(
-            Kind(
-                "echod-base",
-                f"echod at {ref}",
-                (py, "-m", "echod", "run", "-c", str(echod_config(checkout, "echod-base.conf"))),
-                "echod serving",
-                pythonpath=str(checkout),
-                notifies=1,
-            )
-        )
+        base = echod_config(checkout, "echod-base.conf")
+        found.append(echod_kind("echod-base", f"echod at {ref}", base, str(checkout)))
     found += [
-        Kind(
+        echod_kind(
             "echod-metrics",
             "echod, metrics scraped every 1 s",
-            (py, "-m", "echod", "run", "-c", str(echod_config(name="echod-metrics.conf", metrics=True))),
-            "echod serving",
-            notifies=1,
+            echod_config(name="echod-metrics.conf", metrics=True),
             scrape_every=1.0,
         ),
-        Kind(
+        echod_kind(
             "echod-proxy",
             "echod, PROXY v2",
-            (py, "-m", "echod", "run", "-c", str(echod_config(name="echod-proxy.conf", proxy=True))),
-            "echod serving",
-            notifies=1,
+            echod_config(name="echod-proxy.conf", proxy=True),
             loadgen_args=("-x",),
         ),
         Kind(
@@ -161,6 +203,32 @@ def kinds(baseline: tuple[str, Path] | None = None) -> list[Kind]:
     return found
 
 
+def udp_kinds(baseline: tuple[str, Path] | None = None, again: bool = False) -> list[Kind]:
+    """
+    The UDP echo servers, echod first: echod's UDP listener (L{echod_config} with C{udp}), and the A/A
+    pair and echod at C{baseline} as for TCP (the baseline only if its configuration has that listener);
+    the tutorial's Twisted C{DatagramProtocol}; a C recvfrom/sendto loop, the ceiling.
+    """
+    config = echod_config(name="echod-udp.conf", udp=True)
+    found = [echod_kind("echod", "echod", config, udp_port="udp-echo")]
+    if again:
+        found.append(echod_kind(AGAIN, "echod (again)", config, udp_port="udp-echo"))
+    if baseline is not None and has_udp_listener(baseline[1]):
+        ref, checkout = baseline
+        base = echod_config(checkout, "echod-base-udp.conf", udp=True)
+        found.append(echod_kind("echod-base", f"echod at {ref}", base, str(checkout), udp_port="udp-echo"))
+    found += [
+        Kind("twisted", "plain Twisted", (sys.executable, str(ROOT / "bench" / "twisted_echo.py"), "--udp")),
+        Kind("udpecho", "C recvfrom/sendto", (str(BUILD / "udpecho"),)),
+    ]
+    return found
+
+
+def pinned(argv: list[str], cpu: int | None) -> list[str]:
+    """C{argv} run on core C{cpu} only, if one is given."""
+    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
 @dataclass
 class Server:
     """A running server process, its output, and the ports it announced."""
@@ -182,9 +250,7 @@ class Server:
     def start(self, timeout: float = 30) -> Server:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
         env["PYTHONPATH"] = self.kind.pythonpath or str(ROOT)
-        argv = list(self.kind.argv)
-        if self.cpu is not None:
-            argv = ["taskset", "-c", str(self.cpu), *argv]
+        argv = pinned(list(self.kind.argv), self.cpu)
         ready = threading.Event()
         notified = self._listen_for_ready(env)
         started = time.monotonic()
