@@ -131,7 +131,9 @@ def with_udp_listener(text: str) -> str:
 
 def echod_kind(key: str, label: str, config: Path, pythonpath: str | None = None, **more) -> Kind:
     """echod itself (`echod run`) on C{config}, ready at its sd_notify READY=1."""
-    argv = (sys.executable, "-m", "echod", "run", "-c", str(config))
+    # -P: without it, `python -m` puts the working directory (the checkout) ahead of PYTHONPATH on
+    # sys.path, and "echod at REF" ran the checkout's echod, not REF's: every baseline was an A/A pair.
+    argv = (sys.executable, "-P", "-m", "echod", "run", "-c", str(config))
     return Kind(key, label, argv, "echod serving", pythonpath=pythonpath, notifies=1, **more)
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,16 @@ def test_a_udp_listener_already_served_is_kept_as_it_is_with_its_rates_raised_on
     assert servers.with_udp_listener(served) == served
     for key, value in servers.UDP_RATES.items():
         assert served.count(f"\n{key} = ") == 1 and f"\n{key} = {value}\n" in served
+
+
+def test_echod_from_another_tree_runs_that_trees_code_not_the_checkouts(servers, tmp_path):
+    # As "echod at REF" runs: its tree on PYTHONPATH, the checkout the working directory.
+    tree = tmp_path / "baseline"
+    shutil.copytree(ROOT / "echod", tree / "echod", ignore=shutil.ignore_patterns("__pycache__"))
+    init = tree / "echod" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "0.0.0+baseline-'))
+    kind = servers.echod_kind("echod-base", "echod at REF", tmp_path / "unused.conf", pythonpath=str(tree))
+    argv = [*kind.argv[: kind.argv.index("run")], "--version"]
+    env = {**os.environ, "PYTHONPATH": kind.pythonpath}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("echod 0.0.0+baseline-"), done.stdout
