@@ -55,8 +55,9 @@ def describe_failure(reason: Failure, what: str = "connection") -> str:
     if reason.check(error.TimeoutError, error.TCPTimedOutError):
         return "connection timed out"
     if reason.check(error.ConnectBindError):
-        # The socket could not be set up or bound as the options ask (echod.probe.sockets says which).
-        return reason.value.args[0] or f"cannot make a socket: {os.strerror(reason.value.osError)}"
+        text = reason.value.args[0] or os.strerror(reason.value.osError)
+        # The socket could not be set up as the options ask: echod.probe.sockets begins with the option.
+        return text if text.startswith("-") else f"{what} failed: {text}"
     failed = reason.value
     if isinstance(failed, error.ConnectError) and isinstance(failed.osError, int) and failed.osError:
         # The connect()'s errno, as the kernel gave it (EHOSTUNREACH for an ICMP error to the SYN).

@@ -106,10 +106,15 @@ class Wire:
 
 
 def start_echod(host: netns.Host, directory: Path, access_log: Path) -> None:
-    """echod on C{host}: TCP echo and UDP echo on port 7 of every address, its access log at C{access_log}."""
+    """
+    echod on C{host}: TCP and UDP echo on port 7 and bytecount on 50007, of every address; its access
+    log at C{access_log}.
+    """
     path = directory / f"echod-{host.role}.conf"
     tcp = config_text(
-        {"access_log": str(access_log)}, echo={"protocol": "echo", "address": "::", "port": "7"}
+        {"access_log": str(access_log)},
+        echo={"protocol": "echo", "address": "::", "port": "7"},
+        bytecount={"protocol": "bytecount", "address": "::", "port": "50007"},
     )
     path.write_text(tcp + udp_listener("udp", "::", "7"))
     command = host.command([sys.executable, "-m", "echod", "run", "-c", str(path)])
@@ -320,6 +325,41 @@ def test_a_connection_a_probe_from_one_source_port_is_refused_by_the_last_ones_t
         "(a socket of its own, or one in TIME_WAIT)"
     )
     assert wire.peers(1) == [(wire.client.ipv4, SOURCE_PORT)]
+
+
+def test_bytecount_probes_carry_every_option_and_may_share_one_source_port(echod_wire):
+    wire = echod_wire
+    # The server closes a bytecount connection first: the TIME_WAIT is its, and the next connection
+    # from the same port is let in, unlike --connect's above.
+    with Counters(
+        wire.server,
+        marked=f"tcp dport 50007 ip saddr {SECOND_IPV4} tcp sport {SOURCE_PORT} ip dscp af41 ip ttl 5",
+        others="tcp dport 50007 ip dscp != af41",
+    ) as counters:
+        status, report = probe_json(
+            "--bytecount",
+            "-I",
+            SECOND_IPV4,
+            "--source-port",
+            str(SOURCE_PORT),
+            "-Q",
+            "af41",
+            "-t",
+            "5",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            TIMEOUT,
+            wire.server.ipv4,
+            prefix=wire.inside,
+        )
+        seen = counters.read()
+    assert status == 0, report
+    assert_all_answered(report, 3)
+    assert seen["others"] == 0 and seen["marked"] >= 3, seen
+    assert wire.peers(3) == [(SECOND_IPV4, SOURCE_PORT)] * 3
 
 
 @pytest.fixture
