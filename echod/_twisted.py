@@ -292,8 +292,9 @@ class ConnectedDatagramPort(udp.Port):
     pending error with it (sock_dequeue_err_skb in Linux's net/core/skbuff.c).
     """
 
-    #: How much of the datagram an error is about is read with it: more than a probe's sequence
-    #: number needs, and than an ICMP error quotes (at most 576 bytes in all, RFC 1812).
+    #: How much of the datagram an error is about is read with it: all an ICMP error quotes (576
+    #: bytes at most in all, RFC 1812), the start of what an ICMPv6 one does (up to 1232 bytes of
+    #: payload, RFC 4443), far more than the probe's sequence number needs; the rest is cut.
     ERROR_DATA = 1024
 
     @classmethod
