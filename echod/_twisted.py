@@ -15,18 +15,23 @@ a bounded datagram read; the process metrics' boot time.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
 from prometheus_client import ProcessCollector
-from twisted.internet import tcp, udp
+from twisted.internet import error, tcp, udp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.posixbase import PosixReactorBase
-from twisted.internet.protocol import ClientFactory, Factory
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory
 from twisted.logger import ILogObserver, Logger
+from twisted.python import log
 from twisted.python.failure import Failure
+
+from echod.ancillary import ERROR_SPACE, SO_EE_ORIGIN_LOCAL, queued_error
+from echod.sockopts import MSG_ERRQUEUE
 
 # -- the direct send ------------------------------------------------------------------------------
 
@@ -107,40 +112,88 @@ def route_port_log(port: object, observer_for: Callable[[ILogObserver], ILogObse
 
 
 class _TimedClient(tcp.Client):
-    """Twisted's TCP client transport, which tells its factory when it is about to connect()."""
+    """
+    Twisted's TCP client transport, which has its connector prepare the new
+    socket before anything else (options, a bind) and tells its factory when
+    it is about to connect().
+    """
 
     _attempted = False
+
+    def createInternetSocket(self) -> socket.socket:
+        # Twisted makes the socket in the transport's constructor, then binds it (only when given a
+        # bindAddress) and connects it a turn later: this is the one place to set options that the
+        # SYN must carry (the same in Twisted 22.4, 24.11 and 26.10). An OSError raised here is
+        # Twisted's ConnectBindError, through the factory's clientConnectionFailed.
+        sock = super().createInternetSocket()
+        prepare = getattr(self.connector, "prepare", None)
+        if prepare is not None:
+            try:
+                prepare(sock)
+            except BaseException:
+                sock.close()
+                raise
+        return sock
 
     def doConnect(self) -> None:
         # Twisted calls this a turn of the loop after the connector is made, and again when the
         # socket is writable; the first call makes the connect() (after one getsockopt()).
         if not self._attempted and hasattr(self, "connector"):
             self._attempted = True
-            self.connector.factory.attempting()
+            attempting = getattr(self.connector.factory, "attempting", None)
+            if attempting is not None:
+                attempting()
         super().doConnect()
+
+    def connectionLost(self, reason: Failure) -> None:
+        # An ICMP error to the SYN (a time to live exceeded, a host unreachable) ends the attempt with
+        # EPOLLERR, which Twisted's epoll reactor takes for the end of the descriptor (see
+        # ConnectedDatagramPort): its connectionLost then fails the attempt with a ConnectionDone
+        # inside a ConnectError, never reading the socket's error. The errno the kernel gave the
+        # connect() is read here instead (Twisted 22.4, 24.11 and 26.10 alike).
+        if not self.connected and hasattr(self, "socket"):
+            code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self.failIfNotConnected(error.getConnectError((code, os.strerror(code))))
+                return
+        super().connectionLost(reason)
 
 
 class _TimedConnector(tcp.Connector):
+    #: What L{_TimedClient} does with each new socket before it connects, if anything.
+    prepare: Callable[[socket.socket], None] | None = None
+
     def _makeTransport(self) -> _TimedClient:
         return _TimedClient(self.host, self.port, self.bindAddress, self, self.reactor)
 
 
-def connect_tcp(reactor, host: str, port: int, factory: ClientFactory, timeout: float):
+def connect_tcp(
+    reactor,
+    host: str,
+    port: int,
+    factory: ClientFactory,
+    timeout: float,
+    prepare: Callable[[socket.socket], None] | None = None,
+):
     """
-    C{reactor.connectTCP}, but a factory's C{attempting()} is called just
-    before the socket's connect(), so that a connect time is the handshake's
-    and not also Twisted's set-up: the connector, the socket, and the turn of
-    the loop Twisted waits before connecting. Measured here on loopback, the
-    server on the other CPU: a p50 of 0.33 ms with the clock started at the
-    send, 0.15 ms from the connect(), 0.14 ms for a plain non-blocking
-    connect() and epoll in Python. Twisted has no hook there, hence its own
-    connector and transport with one more step; on a reactor that is not
-    Twisted's POSIX one (a test's), its connectTCP, and a connect time from
-    the send.
+    C{reactor.connectTCP}, but C{prepare(socket)}, if given, is called on
+    each new socket before it connects (to set options, to bind it: an
+    C{OSError} from it fails the attempt as Twisted's C{ConnectBindError}),
+    and a factory's C{attempting()}, if it has one, just before the socket's
+    connect(), so that a connect time is the handshake's and not also
+    Twisted's set-up: the connector, the socket, and the turn of the loop
+    Twisted waits before connecting. Measured here on loopback, the server
+    on the other CPU: a p50 of 0.33 ms with the clock started at the send,
+    0.15 ms from the connect(), 0.14 ms for a plain non-blocking connect()
+    and epoll in Python. Twisted has no hook at either place, hence its own
+    connector and transport with those steps; on a reactor that is not
+    Twisted's POSIX one (a test's), its connectTCP, no C{prepare}, and a
+    connect time from the send.
     """
     if not isinstance(reactor, PosixReactorBase):
         return reactor.connectTCP(host, port, factory, timeout=timeout)
     connector = _TimedConnector(host, port, factory, timeout, None, reactor)
+    connector.prepare = prepare
     connector.connect()
     return connector
 
@@ -191,18 +244,71 @@ class _StampingPoller:
         return getattr(self._poller, name)
 
 
+class ErrorQueueReader(TypingProtocol):
+    """What a L{ConnectedDatagramPort} tells its protocol, besides C{datagramReceived}."""
+
+    def errorQueued(self, data: bytes, messages: list[tuple[int, int, bytes]]) -> None:
+        """
+        One error of the socket's error queue: C{data}, what it holds of the
+        datagram it is about (for an ICMP error, as much of it as the sender
+        quoted, from past its UDP header), and the control C{messages} that
+        say what it is (L{echod.ancillary.queued_error} reads them).
+        """
+
+    def socketError(self, code: int) -> None:
+        """An error C{code} with nothing queued about it (a socket without IP_RECVERR)."""
+
+
 class ConnectedDatagramPort(udp.Port):
     """
     Twisted's UDP port, on which an ICMP error about an earlier datagram
-    (port or host unreachable) fails a probe instead of closing the port.
+    (a time to live exceeded, a port or host unreachable, fragmentation
+    needed) fails a probe instead of closing the port, with what the
+    kernel says of it on the socket's error queue when the socket asks for
+    that (IP_RECVERR, IPV6_RECVERR): the error, its sender, and the start of
+    the datagram it is about.
 
-    The kernel queues such an error on a connected UDP socket; epoll then
-    reports the socket with EPOLLERR alone, which Twisted's reactor (22.4 to
-    26.10) takes for the end of the descriptor, and recvfrom() raises it,
-    which Twisted passes on (and closes the port) for every error but
-    ECONNREFUSED. Neither ends anything: reading SO_ERROR takes the error, the
-    protocol hears of it (its C{socketError(errno)}), and reading goes on.
+    The kernel queues such an error on a connected UDP socket and sets the
+    socket's pending error. Then:
+
+      - epoll reports the socket with EPOLLERR, alone or with EPOLLIN while
+        the queue is not empty. Twisted's epoll reactor takes EPOLLERR alone
+        for the end of the descriptor: it stops reading and calls
+        C{readConnectionLost} (C{_doReadOrWrite} and C{_disconnectSelectable}
+        in twisted/internet/posixbase.py, C{_POLL_DISCONNECTED = EPOLLHUP |
+        EPOLLERR} in epollreactor.py: the same in Twisted 22.4, 24.11 and
+        26.10). Here that reads the queue and reading goes on.
+      - recvfrom() raises the pending error even with datagrams waiting,
+        and so does the next send(), which then sends nothing. Twisted's
+        C{doRead} passes ECONNREFUSED to C{connectionRefused} and raises
+        the rest (closing the port), its C{write} does the same for
+        ECONNREFUSED and drops the datagram: so this port reads and writes
+        itself, reads the queue on any error, and sends again once when
+        the error was one the queue explained (an earlier datagram's).
+
+    Each error read from the queue goes to the protocol's C{errorQueued},
+    an error with nothing queued (no IP_RECVERR) to its C{socketError}; the
+    protocol is an L{ErrorQueueReader}. Reading the queue clears the
+    pending error with it (sock_dequeue_err_skb in Linux's net/core/skbuff.c).
     """
+
+    #: How much of the datagram an error is about is read with it: all an ICMP error quotes (576
+    #: bytes at most in all, RFC 1812), the start of what an ICMPv6 one does (up to 1232 bytes of
+    #: payload, RFC 4443), far more than the probe's sequence number needs; the rest is cut.
+    ERROR_DATA = 1024
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, protocol: DatagramProtocol, reactor, max_packet: int):
+        """
+        A port (started) on C{sock}, a non-blocking UDP socket the caller made
+        and set up (options, a bind), which stays the caller's to close: the
+        port reads and writes a duplicate of it.
+        """
+        # _fromListeningDescriptor is the constructor adoptDatagramPort itself uses, the same in
+        # Twisted 22.4, 24.11 and 26.10; adoptDatagramPort would make a plain udp.Port.
+        port = cls._fromListeningDescriptor(reactor, sock.fileno(), sock.family, protocol, max_packet)
+        port.startListening()
+        return port
 
     def connect(self, host: str, port: int) -> None:
         """
@@ -221,18 +327,68 @@ class ConnectedDatagramPort(udp.Port):
 
     def readConnectionLost(self, reason: Failure) -> None:
         code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if not code:
-            super().readConnectionLost(reason)
+        queued = self._read_errors()
+        if not queued and not code:
+            super().readConnectionLost(reason)  # no error: the socket's own end
             return
         self.startReading()
-        self.protocol.socketError(code)
+        if not queued:
+            self.protocol.socketError(code)
 
     def doRead(self) -> None:
+        """Twisted's read loop (up to C{maxThroughput} bytes a turn), and an error told, not raised."""
+        read = 0
+        while read < self.maxThroughput:
+            try:
+                data, addr = self.socket.recvfrom(self.maxPacketSize)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                # The pending error (now taken): the queue says what it was about, if it is asked for.
+                # The datagrams behind it are read in the next turn.
+                if not self._read_errors():
+                    self.protocol.socketError(e.errno)
+                return
+            read += len(data)
+            try:
+                self.protocol.datagramReceived(data, addr[:2])
+            except BaseException:
+                # As Twisted's own read loop: a protocol's bug is logged, the port reads on.
+                log.err()
+
+    def write(self, datagram: bytes, addr: object = None) -> None:
+        """
+        Send C{datagram} to the connected address. When the send fails with
+        an error that an earlier datagram's ICMP error explains, that is told
+        (to the protocol's C{errorQueued}) and the send made again, once; any
+        other error is raised as it is, an C{OSError}.
+        """
         try:
-            return super().doRead()
-        except OSError as e:
-            self.protocol.socketError(e.errno)
-            return None
+            self.socket.send(datagram)
+            return
+        except OSError:
+            if not self._read_errors(icmp_only=True):
+                raise
+        self.socket.send(datagram)
+
+    def _read_errors(self, icmp_only: bool = False) -> bool:
+        """
+        Read the socket's error queue to its end, each error to the
+        protocol's C{errorQueued}; say whether any was there (with
+        C{icmp_only}: any from ICMP, so about an earlier datagram, as a
+        local one is about the send just made).
+        """
+        found = icmp = False
+        while True:
+            try:
+                data, messages, _, _ = self.socket.recvmsg(self.ERROR_DATA, ERROR_SPACE, MSG_ERRQUEUE)
+            except OSError:  # EAGAIN: the queue is empty
+                break
+            found = True
+            error = queued_error(messages)
+            icmp = icmp or (error is not None and error.origin != SO_EE_ORIGIN_LOCAL)
+            self.protocol.errorQueued(data, messages)
+        return icmp if icmp_only else found
 
 
 # -- the sockets systemd passed -------------------------------------------------------------------

@@ -107,6 +107,17 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def literal_family(host: str) -> int | None:
+    """AF_INET or AF_INET6 if C{host} is an address of that family (C{fe80::1%eth0} too), else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.partition("%")[0])
+        except (OSError, ValueError):  # ValueError: a NUL in it
+            continue
+        return family
+    return None
+
+
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
     """
     The host and port of C{HOST}, C{HOST:PORT}, C{[IPV6]} or C{[IPV6]:PORT}

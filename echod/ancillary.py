@@ -1,13 +1,16 @@
 """
 What the kernel says of each datagram it hands over (recvmsg(2)'s control
-messages), and the one it takes back to answer from the right address.
+messages), and the one it takes back to answer from the right address; and
+what it says of an error it queued for a socket (IP_RECVERR).
 
 Pure: no socket is touched here. L{facts} reads the messages Python's
 C{socket.recvmsg} returns; L{answer_from} turns them into the message that
 makes sendmsg(2) answer from the address the datagram was sent to, which a
 socket bound to a wildcard address would not do by itself: the kernel
 would pick the route's preferred source, and a connected client drops an
-answer from any other address than the one it sent to.
+answer from any other address than the one it sent to. L{queued_error}
+reads the message a read of the error queue (MSG_ERRQUEUE) brings: the
+ICMP error a router or the destination sent back, and who sent it.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from dataclasses import dataclass
 
 from echod.sockopts import (
     IP_PKTINFO,
+    IP_RECVERR,
     IP_TOS,
     IP_TTL,
     IPV6_HOPLIMIT,
     IPV6_PKTINFO,
+    IPV6_RECVERR,
     IPV6_TCLASS,
     SCM_TIMESTAMPNS,
     SO_RXQ_OVFL,
@@ -37,6 +42,14 @@ _U32 = struct.Struct("=I")
 # struct timespec as SO_TIMESTAMPNS (the "old" one, 35) gives it: tv_sec and tv_nsec, each a native C long,
 # so native sizes ("@"), unlike the fixed-size structs above.
 _TIMESPEC = struct.Struct("@ll")
+# struct sock_extended_err (linux/errqueue.h): ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info,
+# ee_data; the offender's struct sockaddr follows it (SO_EE_OFFENDER).
+_EXTENDED_ERR = struct.Struct("=IBBBBII")
+_SA_FAMILY = struct.Struct("=H")
+# struct sockaddr_in and sockaddr_in6 up to their address: the family, the port, (IPv6's flow
+# information,) the address; what follows (padding, IPv6's scope) is not read.
+_SOCKADDR_IN = struct.Struct("=2s2s4s")
+_SOCKADDR_IN6 = struct.Struct("=2s2s4s16s")
 _NO_ADDRESS = bytes(4)
 _IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
@@ -49,6 +62,12 @@ ANCILLARY_SPACE = (
     + socket.CMSG_SPACE(_TIMESPEC.size)
     + socket.CMSG_SPACE(_U32.size)
 )
+
+#: linux/errqueue.h: where a queued error comes from (sock_extended_err's ee_origin): the socket's own
+#: send, an ICMP message, an ICMPv6 message.
+SO_EE_ORIGIN_LOCAL, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 1, 2, 3
+#: Room for the one message a read of the error queue brings: its ancillary buffer size.
+ERROR_SPACE = socket.CMSG_SPACE(_EXTENDED_ERR.size + 28)  # + sizeof(struct sockaddr_in6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +164,53 @@ def answer_from(messages: list[ControlMessage]) -> list[ControlMessage]:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _IN_PKTINFO.size:
             return [(level, kind, _NO_ADDRESS + data[8:12] + _NO_ADDRESS)]
     return []
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedError:
+    """One error of a socket's error queue: its struct sock_extended_err, and who sent it."""
+
+    #: The errno it stands for (EHOSTUNREACH for a time exceeded, ECONNREFUSED, EMSGSIZE, ...).
+    errno: int
+    #: SO_EE_ORIGIN_LOCAL (the socket's own send), SO_EE_ORIGIN_ICMP or SO_EE_ORIGIN_ICMP6.
+    origin: int
+    #: The ICMP or ICMPv6 type and code (0 for a local error).
+    type: int
+    code: int
+    #: The MTU, for "fragmentation needed", "packet too big" and a local EMSGSIZE; else 0.
+    info: int
+    #: The address of the host that sent the ICMP message (a router, or the destination itself);
+    #: None for a local error. IPv4-mapped addresses are given as IPv4.
+    offender: str | None
+
+
+def queued_error(messages: list[ControlMessage]) -> QueuedError | None:
+    """
+    The error a read of a socket's error queue (recvmsg with MSG_ERRQUEUE,
+    after IP_RECVERR or IPV6_RECVERR) brought in C{messages}, or None if they
+    hold none whole. Either family's message is read on either socket: an
+    IPv6 socket gets IPv4's for an IPv4-mapped destination.
+    """
+    for level, kind, data in messages:
+        if (level, kind) not in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)):
+            continue
+        if len(data) < _EXTENDED_ERR.size:
+            continue
+        code_errno, origin, icmp_type, code, _, info, _ = _EXTENDED_ERR.unpack_from(data)
+        return QueuedError(code_errno, origin, icmp_type, code, info, _offender(data[_EXTENDED_ERR.size :]))
+    return None
+
+
+def _offender(sockaddr: bytes) -> str | None:
+    """The address in the struct sockaddr C{sockaddr} (a queued error's offender), if whole and set."""
+    if len(sockaddr) < _SA_FAMILY.size:
+        return None
+    family = _SA_FAMILY.unpack_from(sockaddr)[0]
+    if family == socket.AF_INET and len(sockaddr) >= _SOCKADDR_IN.size:
+        return socket.inet_ntop(socket.AF_INET, _SOCKADDR_IN.unpack_from(sockaddr)[2])
+    if family == socket.AF_INET6 and len(sockaddr) >= _SOCKADDR_IN6.size:
+        address = _SOCKADDR_IN6.unpack_from(sockaddr)[3]
+        if address.startswith(_IPV4_MAPPED):
+            return socket.inet_ntop(socket.AF_INET, address[12:])
+        return socket.inet_ntop(socket.AF_INET6, address)
+    return None

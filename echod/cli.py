@@ -147,6 +147,14 @@ def _count(text: str) -> int:
 def add_probe_command(commands: argparse._SubParsersAction) -> _Parser:
     """The C{probe} subcommand's options, in the manner of ping(8)."""
     from echod.probe.options import parse_thresholds
+    from echod.probe.packets import (
+        PMTU_DISCOVERY,
+        parse_pmtu_discovery,
+        parse_qos,
+        parse_source,
+        parse_source_port,
+        parse_ttl,
+    )
     from echod.units import parse_duration, parse_size
 
     text = "measure an echo server: round trips, loss, every byte checked"
@@ -188,6 +196,37 @@ def add_probe_command(commands: argparse._SubParsersAction) -> _Parser:
     probe.add_argument("-w", "--deadline", type=_typed(parse_duration), help="end the whole run after this")
     probe.add_argument("-q", "--quiet", action="store_true", help="print only the first line and the summary")
     probe.add_argument("--json", action="store_true", help="print one JSON object at the end, nothing else")
+    packets = probe.add_argument_group("what the packets carry, as ping's options set it")
+    packets.add_argument(
+        "-I",
+        "--interface",
+        dest="source",
+        type=_typed(parse_source),
+        metavar="ADDRESS|INTERFACE",
+        help="send from this address (bound before connecting), or through this interface (SO_BINDTODEVICE)",
+    )
+    packets.add_argument(
+        "--source-port", type=_typed(parse_source_port), metavar="PORT", help="send from this port (1-65535)"
+    )
+    packets.add_argument(
+        "-Q",
+        "--qos",
+        type=_typed(parse_qos),
+        metavar="DSCP|TOS",
+        help="a DSCP name (ef, af11..af43, cs0..cs7, va, le), dscp:N (0-63), or the TOS byte itself as "
+        "ping takes it (0-255, 0x00-0xff): IP_TOS, IPV6_TCLASS",
+    )
+    packets.add_argument(
+        "-t", "--ttl", type=_typed(parse_ttl), metavar="TTL", help="IPv4 TTL, IPv6 hop limit (1-255)"
+    )
+    packets.add_argument(
+        "-M",
+        "--pmtu-discovery",
+        type=_typed(parse_pmtu_discovery),
+        metavar="|".join(PMTU_DISCOVERY),
+        help="path-MTU discovery: do (set DF, never fragment: a datagram above the path MTU fails), "
+        "want (the system's default: DF, fragment above the MTU learnt), dont (no DF)",
+    )
     for level in ("warning", "critical"):
         probe.add_argument(
             f"--{level}",
@@ -203,9 +242,19 @@ def probe(args: argparse.Namespace, parser: _Parser) -> int:
     """Run C{echod probe}: its exit status, or the monitoring check's."""
     from echod.probe.options import make_options
     from echod.probe.output import reporter
+    from echod.probe.packets import PacketOptions
     from echod.probe.run import run
 
     try:
+        source = args.source
+        packets = PacketOptions(
+            source=source.address if source else None,
+            interface=source.interface if source else None,
+            source_port=args.source_port,
+            tos=args.qos,
+            ttl=args.ttl,
+            pmtu_discovery=args.pmtu_discovery,
+        )
         options = make_options(
             args.target,
             mode=args.mode,
@@ -219,6 +268,7 @@ def probe(args: argparse.Namespace, parser: _Parser) -> int:
             json=args.json,
             warning=args.warning,
             critical=args.critical,
+            packets=packets,
         )
     except ValueError as e:
         parser.error(str(e))

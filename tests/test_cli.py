@@ -8,6 +8,7 @@ twistd makes of it), else L{echod.cli.main} in-process.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import twisted
 from echod import __version__, cli
 from echod.instances import INSTANCE_ENV
 from echod.probe.output import UNKNOWN
+from echod.probe.packets import PacketOptions
 from echod.probe.tally import STATUS_ERROR
 from tests.integration.daemon import config_text, environment
 
@@ -179,11 +181,70 @@ def test_run_with_a_missing_file_exits_78_with_the_fix(tmp_path):
             "write seconds, or a number with ms, s, m, h or d (e.g. 5m)",
         ),
         (["probe", "--warn", "192.0.2.1"], "echod: error: unrecognized arguments: --warn"),
+        (
+            ["probe", "-Q", "ef1", "192.0.2.1"],
+            "echod probe: error: argument -Q/--qos: 'ef1' is not a DSCP name (ef, af11 to af43, cs0 to cs7, "
+            "va, le), dscp:0 to dscp:63, nor a TOS byte (0 to 255, or 0x00 to 0xff)",
+        ),
+        (
+            ["probe", "-t", "0", "192.0.2.1"],
+            "echod probe: error: argument -t/--ttl: 0 is out of range; expected 1 to 255",
+        ),
+        (
+            ["probe", "-M", "probe", "192.0.2.1"],
+            "echod probe: error: argument -M/--pmtu-discovery: 'probe' is not one of: do, want, dont",
+        ),
+        (
+            ["probe", "--source-port", "70000", "192.0.2.1"],
+            "echod probe: error: argument --source-port: 70000 is out of range; expected 1 to 65535",
+        ),
+        (
+            ["probe", "-I", "eth:0", "192.0.2.1"],
+            "echod probe: error: argument -I/--interface: 'eth:0' is neither an IPv4 or IPv6 address nor an "
+            "interface name (1 to 15 characters, without '/', ':' or spaces)",
+        ),
+        (
+            ["probe", "-I", "2001:db8::1", "192.0.2.1"],
+            "echod probe: error: -I 2001:db8::1 is an IPv6 address, and the probe goes over IPv4",
+        ),
+        (
+            ["probe", "-4", "-I", "2001:db8::1", "echo.example"],
+            "echod probe: error: -I 2001:db8::1 is an IPv6 address, and the probe goes over IPv4",
+        ),
     ],
 )
 def test_probe_refuses_a_bad_argument_as_a_usage_error_with_status_2(capsys, args, message):
     status, _, err = exited(capsys, args)
     assert (status, err.splitlines()[-1]) == (2, message)
+
+
+def test_the_packet_options_reach_the_run_as_given(monkeypatch):
+    from echod.probe import run
+
+    ran = []
+    monkeypatch.setattr(run, "run", lambda options, reporter: ran.append(options) or 0)
+    args = [
+        "probe",
+        "--udp",
+        "-I",
+        "198.18.0.1",
+        "--source-port",
+        "4000",
+        "-Q",
+        "af41",
+        "-t",
+        "3",
+        "-M",
+        "do",
+    ]
+    assert cli.main([*args, "echo.example"]) == 0
+    (options,) = ran
+    assert options.packets == PacketOptions(
+        source="198.18.0.1", source_port=4000, tos=34 << 2, ttl=3, pmtu_discovery="do"
+    )
+    assert options.family == socket.AF_INET  # the source's, for the name to resolve to
+    assert cli.main(["probe", "-I", "eth1", "-Q", "0x2e", "echo.example"]) == 0
+    assert ran[1].packets == PacketOptions(interface="eth1", tos=0x2E) and ran[1].family is None
 
 
 def test_a_bad_argument_is_a_usage_error_with_status_2(capsys):

@@ -10,7 +10,9 @@ erode one import at a time:
   which L{echod.accounting.descriptors} listens to, is one of Twisted's insides);
 - protocols never import the daemon, systemd, the metrics or the probe;
 - systemd and the metrics never import protocols or the daemon;
-- the probe imports only units, addresses and C{_twisted}, besides itself;
+- the probe imports only units, addresses, sockopts, ancillary and
+  C{_twisted}, besides itself (the socket options it sets and the errors
+  it reads off its sockets are the leaves' Linux constants and parsers);
 - only the command line and C{echod.tac} import the daemon;
 - no module imports itself back through others.
 
@@ -91,7 +93,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "protocols": {"leaf", "_twisted", "accounting"},
     "systemd": {"leaf", "_twisted", "accounting"},
     "metrics": {"leaf", "_twisted", "accounting"},
-    "probe": {"_twisted", "echod.units", "echod.addresses"},
+    "probe": {"_twisted", "echod.units", "echod.addresses", "echod.sockopts", "echod.ancillary"},
     "daemon": {"leaf", "_twisted", "accounting", "protocols", "systemd", "metrics"},
     "cli": None,
     "tac": None,
@@ -153,10 +155,14 @@ def test_no_module_imports_itself_back():
     [
         ("echod.protocols.echo", "echod.daemon.service", False),
         ("echod.probe.run", "echod.accounting.stats", False),
+        ("echod.probe.run", "echod.sockets", False),
+        ("echod.probe.run", "echod.config", False),
         ("echod.units", "echod.accounting.stats", False),
         ("echod.metrics.endpoint", "echod.protocols.udp", False),
         ("echod.systemd.notify", "echod.daemon.status", False),
         ("echod.probe.run", "echod.units", True),
+        ("echod.probe.sockets", "echod.sockopts", True),
+        ("echod.probe.datagram", "echod.ancillary", True),
         ("echod.probe.run", "echod.probe.tally", True),
         ("echod.protocols.udp", "echod.accounting.rates", True),
         ("echod.cli", "echod.daemon.service", True),

@@ -5,11 +5,14 @@ echod's steps into Twisted's insides (L{echod._twisted}), on a real reactor
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import socket
 from collections.abc import Iterator
 
 import pytest
+from twisted.internet import error
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.internet.testing import StringTransport
 
@@ -17,12 +20,15 @@ from echod._twisted import (
     ConnectedDatagramPort,
     EchodProcessCollector,
     ReceiveClock,
+    connect_tcp,
     route_port_log,
     send_at_once,
     sends_at_once,
     twisteds_systemd_descriptors,
     unsent,
 )
+from echod.ancillary import SO_EE_ORIGIN_ICMP, queued_error
+from echod.sockopts import IP_RECVERR, IP_TTL
 from echod.units import MAX_DATAGRAM
 from tests.reactors import turn_until
 
@@ -170,6 +176,180 @@ def test_a_largest_datagram_is_received_whole(reactor):
     finally:
         port.stopListening()
     assert protocol.got == [payload]
+
+
+# -- ICMP errors on a connected datagram port -----------------------------------------------------
+
+
+class Heard(DatagramProtocol):
+    """A datagram port's protocol that keeps what its port tells it."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+        self.queued: list[tuple[bytes, object]] = []  # (the datagram's start, the error)
+        self.errors: list[int] = []
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        self.got.append(data)
+
+    def errorQueued(self, data: bytes, messages) -> None:
+        self.queued.append((data, queued_error(messages)))
+
+    def socketError(self, code: int) -> None:
+        self.errors.append(code)
+
+
+def closed_port() -> int:
+    """A loopback UDP port nothing listens on (free a moment ago): datagrams to it are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def error_pending(sock: socket.socket) -> None:
+    """Until the kernel has an error for C{sock} (POLLERR), or fail."""
+    poller = select.poll()
+    poller.register(sock, 0)  # POLLERR is always reported
+    assert poller.poll(10_000), "no ICMP error within 10 s"
+
+
+@pytest.fixture
+def refused(reactor) -> Iterator[tuple[ConnectedDatagramPort, Heard, int, socket.socket]]:
+    """A port on a socket with IP_RECVERR, connected to a closed loopback port; the socket stays open."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    protocol, port = Heard(), closed_port()
+    with sock:
+        udp = ConnectedDatagramPort.adopt(sock, protocol, reactor, MAX_DATAGRAM)
+        udp.connect("127.0.0.1", port)
+        try:
+            yield udp, protocol, port, udp.getHandle()
+        finally:
+            udp.stopListening()
+
+
+def test_an_icmp_error_is_read_off_the_error_queue_with_its_sender_and_the_port_reads_on(reactor, refused):
+    udp, protocol, port, sock = refused
+    udp.write(b"\0\0\0\0\0\0\0\x01 probe one")
+    turn_until(reactor, lambda: bool(protocol.queued))
+    ((quoted, icmp),) = protocol.queued
+    assert quoted == b"\0\0\0\0\0\0\0\x01 probe one"  # loopback's ICMP quotes all of it
+    assert (icmp.origin, icmp.type, icmp.code, icmp.offender) == (SO_EE_ORIGIN_ICMP, 3, 3, "127.0.0.1")
+    assert protocol.errors == []  # told once, with its details
+    # EPOLLERR alone did not close the port: once a server is there, its answer is read.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", port))
+        server.sendto(b"an answer", sock.getsockname())
+        turn_until(reactor, lambda: bool(protocol.got))
+    assert protocol.got == [b"an answer"] and udp.connected
+
+
+def test_an_error_pending_when_datagrams_wait_is_read_off_the_queue_by_the_read(reactor, refused):
+    udp, protocol, _port, sock = refused
+    udp.write(b"\0\0\0\0\0\0\0\x02")
+    error_pending(sock)
+    udp.doRead()  # recvfrom() raises the pending error, as it does with datagrams waiting behind it
+    assert [icmp.code for _, icmp in protocol.queued] == [3] and protocol.errors == []
+
+
+def test_a_send_the_pending_error_of_an_earlier_one_fails_is_made_again(reactor, refused):
+    udp, protocol, port, sock = refused
+    udp.write(b"\0\0\0\0\0\0\0\x03")
+    error_pending(sock)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", port))
+        server.settimeout(10)
+        # The kernel fails this send with the earlier datagram's ECONNREFUSED, and sends nothing.
+        udp.write(b"\0\0\0\0\0\0\0\x04")
+        assert [quoted for quoted, _ in protocol.queued] == [b"\0\0\0\0\0\0\0\x03"]
+        assert server.recv(100) == b"\0\0\0\0\0\0\0\x04"  # sent all the same, once
+
+
+def test_a_send_that_fails_for_its_own_sake_raises(reactor):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    with sock:
+        udp = ConnectedDatagramPort.adopt(sock, Heard(), reactor, MAX_DATAGRAM)
+    try:
+        udp.connect("127.0.0.1", 9)
+        with pytest.raises(OSError) as failed:
+            udp.write(bytes(70_000))  # larger than any datagram
+        assert failed.value.errno == errno.EMSGSIZE
+    finally:
+        udp.stopListening()
+
+
+def test_without_ip_recverr_an_icmp_error_is_its_errno_alone_and_the_port_reads_on(reactor):
+    protocol = Heard()
+    udp = ConnectedDatagramPort(0, protocol, "127.0.0.1", MAX_DATAGRAM, reactor)
+    udp.startListening()
+    try:
+        udp.connect("127.0.0.1", closed_port())
+        udp.write(b"x")
+        turn_until(reactor, lambda: bool(protocol.errors))
+        assert protocol.errors == [errno.ECONNREFUSED] and protocol.queued == []
+        assert udp.connected
+    finally:
+        udp.stopListening()
+
+
+# -- the probe's TCP connections -------------------------------------------------------------------
+
+
+class Attempts(ClientFactory):
+    """A client factory that keeps what became of its one attempt."""
+
+    protocol = Protocol
+
+    def __init__(self) -> None:
+        self.attempted = 0
+        self.made: list[Protocol] = []
+        self.failed: list[object] = []
+
+    def attempting(self) -> None:
+        self.attempted += 1
+
+    def buildProtocol(self, addr) -> Protocol:
+        self.made.append(Protocol())
+        return self.made[-1]
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.failed.append(reason)
+
+
+def test_a_connection_is_prepared_before_it_connects_and_its_attempt_told(reactor):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        factory = Attempts()
+
+        def prepare(sock: socket.socket) -> None:
+            sock.setsockopt(socket.IPPROTO_IP, IP_TTL, 7)
+            sock.bind(("127.0.0.1", 0))
+
+        connect_tcp(reactor, "127.0.0.1", server.getsockname()[1], factory, 5, prepare)
+        turn_until(reactor, lambda: bool(factory.made) and factory.made[0].connected)
+        transport = factory.made[0].transport
+        assert transport.getHandle().getsockopt(socket.IPPROTO_IP, IP_TTL) == 7
+        assert factory.attempted == 1
+        transport.loseConnection()
+        turn_until(reactor, lambda: transport.disconnected)
+
+
+def test_a_connection_its_preparation_refuses_fails_with_the_refusal(reactor):
+    factory = Attempts()
+
+    def prepare(sock: socket.socket) -> None:
+        raise OSError(errno.ENODEV, "-I nosuch0: no network interface 'nosuch0' here")
+
+    connect_tcp(reactor, "127.0.0.1", 9, factory, 5, prepare)
+    turn_until(reactor, lambda: bool(factory.failed))
+    (reason,) = factory.failed
+    assert reason.check(error.ConnectBindError)
+    assert reason.value.args[0] == "-I nosuch0: no network interface 'nosuch0' here"
+    assert factory.attempted == 0
 
 
 # -- the sockets systemd passed -------------------------------------------------------------------

@@ -11,7 +11,11 @@ run what became of the probe.
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet import error
@@ -23,7 +27,9 @@ from zope.interface import implementer
 from echod._twisted import connect_tcp, send_at_once, sends_at_once
 from echod.probe.datagram import DatagramChannel
 from echod.probe.interfaces import late_probe, probes_in
+from echod.probe.packets import PacketOptions
 from echod.probe.payload import Mismatch, Probe
+from echod.probe.sockets import prepare
 
 if TYPE_CHECKING:
     from echod.probe.interfaces import RunView
@@ -48,8 +54,22 @@ def describe_failure(reason: Failure, what: str = "connection") -> str:
         return f"{what} reset by the server"
     if reason.check(error.TimeoutError, error.TCPTimedOutError):
         return "connection timed out"
+    if reason.check(error.ConnectBindError):
+        text = reason.value.args[0] or os.strerror(reason.value.osError)
+        # The socket could not be set up as the options ask: echod.probe.sockets begins with the option.
+        return text if text.startswith("-") else f"{what} failed: {text}"
+    failed = reason.value
+    if isinstance(failed, error.ConnectError) and isinstance(failed.osError, int) and failed.osError:
+        # The connect()'s errno, as the kernel gave it (EHOSTUNREACH for an ICMP error to the SYN).
+        return f"{what} failed: {os.strerror(failed.osError)}"
     text = reason.getErrorMessage().rstrip(".")
     return f"{what} failed: {text}"
+
+
+def preparing(run: RunView) -> Callable[[socket.socket], None] | None:
+    """What sets each new socket of C{run}'s connections as its options ask, or None if they ask nothing."""
+    packets = run.options.packets
+    return None if packets == PacketOptions() else functools.partial(prepare, packets=packets)
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -206,9 +226,9 @@ class StreamChannel:
         self.factory = _StreamFactory(self)
 
     def open(self) -> None:
-        options = self.run.options
-        self.connector = self.run.reactor.connectTCP(
-            self.run.address, options.port, self.factory, timeout=options.timeout
+        run = self.run
+        self.connector = connect_tcp(
+            run.reactor, run.address, run.options.port, self.factory, run.options.timeout, preparing(run)
         )
 
     def send(self, probe: Probe) -> None:
@@ -335,6 +355,7 @@ class ConnectionChannel:
         self.run = run
         #: The factories of the probes still awaited, by sequence number.
         self.factories: dict[int, _ConnectionFactory] = {}
+        self.prepare = preparing(run)
 
     def open(self) -> None:
         self.run.ready()
@@ -345,7 +366,9 @@ class ConnectionChannel:
         self.factories[probe.seq] = factory
         # The probe's own timer ends the attempt; Twisted's connect timeout only backs it up.
         timeout = run.options.timeout + 1
-        factory.connector = connect_tcp(run.reactor, run.address, run.options.port, factory, timeout)
+        factory.connector = connect_tcp(
+            run.reactor, run.address, run.options.port, factory, timeout, self.prepare
+        )
         for seq in [seq for seq in self.factories if run.awaited(seq) is None]:
             del self.factories[seq]
 

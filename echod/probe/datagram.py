@@ -1,13 +1,16 @@
 """
 How `echod probe --udp`'s probes travel: a datagram a probe, on one socket
 connected to the server, each answer matched to its probe by the sequence
-number it carries; behind the channel face of L{echod.probe.interfaces}.
+number it carries, and each ICMP error by the sequence number in the part
+of the datagram it quotes; behind the channel face of
+L{echod.probe.interfaces}.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import socket
 from array import array
 from typing import TYPE_CHECKING
 
@@ -16,8 +19,11 @@ from twisted.internet.protocol import DatagramProtocol
 
 from echod._twisted import ConnectedDatagramPort
 from echod.addresses import host_port
+from echod.ancillary import SO_EE_ORIGIN_LOCAL, ControlMessage, queued_error
+from echod.probe.icmp import describe
 from echod.probe.interfaces import late_probe, probes_in
 from echod.probe.payload import SEQ_BYTES, Probe, compare_whole
+from echod.probe.sockets import datagram_socket, path_mtu
 from echod.units import MAX_DATAGRAM
 
 if TYPE_CHECKING:
@@ -83,11 +89,20 @@ class DatagramProbe(DatagramProtocol):
         try:
             self.transport.write(probe.payload)
         except (OSError, error.MessageLengthError) as e:
-            # As ping does on a failed send (a full buffer, a local firewall's EPERM): this probe
-            # failed, the run goes on.
+            # As ping does on a failed send (a full buffer, a local firewall's EPERM, a datagram
+            # larger than the path with -M do): this probe failed, the run goes on.
             self.states[slot] = _FAILED
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            self.run.failed(probe, f"not sent: {reason}")
+            self.run.failed(probe, self._not_sent(e))
+
+    def _not_sent(self, failure: Exception) -> str:
+        if isinstance(failure, error.MessageLengthError) or getattr(failure, "errno", None) == errno.EMSGSIZE:
+            # Too large for the path MTU the kernel knows, and not to be fragmented (-M do): the MTU
+            # it learnt, from a router's "fragmentation needed" or the route's own.
+            handle = getattr(self.transport, "getHandle", lambda: None)()
+            mtu = path_mtu(handle) if handle is not None else None
+            return "message too long" + (f": path MTU {mtu}" if mtu else "")
+        reason = failure.strerror if isinstance(failure, OSError) and failure.strerror else str(failure)
+        return f"not sent: {reason}"
 
     def datagramReceived(self, data: bytes, addr) -> None:
         now = self.run.received()
@@ -125,15 +140,36 @@ class DatagramProbe(DatagramProtocol):
 
     def socketError(self, code: int) -> None:
         """
-        An ICMP error about an earlier datagram (see L{echod._twisted.ConnectedDatagramPort}): it
-        names no datagram, so it fails the latest probe still awaited.
+        An error about an earlier datagram with nothing queued about it (see
+        L{echod._twisted.ConnectedDatagramPort}): it names no datagram, so it
+        fails the latest probe still awaited.
         """
+        reason = "port unreachable" if code == errno.ECONNREFUSED else os.strerror(code).lower()
+        self._fail(self.run.latest_awaited(), reason)
+
+    def errorQueued(self, data: bytes, messages: list[ControlMessage]) -> None:
+        """
+        An error read from the socket's error queue: an ICMP error fails the
+        probe whose sequence number the datagram it quotes begins with (the
+        latest still awaited if it quotes too little to tell), told with its
+        sender, as ping tells it (L{echod.probe.icmp}). An error of the
+        socket's own sends was told as that send failed.
+        """
+        queued = queued_error(messages)
+        if queued is None or queued.origin == SO_EE_ORIGIN_LOCAL:
+            return
         run = self.run
-        probe = run.latest_awaited()
+        if len(data) >= SEQ_BYTES:
+            probe = run.awaited(int.from_bytes(data[:SEQ_BYTES], "big"))
+        else:
+            probe = run.latest_awaited()
+        self._fail(probe, describe(queued))
+
+    def _fail(self, probe: Probe | None, reason: str) -> None:
+        # None: the probe the error is about is no longer awaited (answered, timed out): its verdict stays.
         if probe is not None:
             self.states[probe.seq % self.window] = _FAILED
-            reason = "port unreachable" if code == errno.ECONNREFUSED else os.strerror(code).lower()
-            run.failed(probe, reason)
+            self.run.failed(probe, reason)
 
     def expired(self, probe: Probe) -> str:
         self.states[probe.seq % self.window] = _TIMED_OUT
@@ -151,13 +187,15 @@ class DatagramChannel:
 
     def open(self) -> None:
         run = self.run
-        interface = "::" if ":" in run.address else "0.0.0.0"
+        family = socket.AF_INET6 if ":" in run.address else socket.AF_INET
         try:
-            self.port = ConnectedDatagramPort(0, self.protocol, interface, MAX_DATAGRAM, run.reactor)
-            self.port.startListening()  # which connects it (DatagramProbe.startProtocol)
-        except error.CannotListenError as e:
-            run.fatal(f"cannot open a UDP socket: {e.socketError}")
+            sock = datagram_socket(family, run.options.packets)
+        except OSError as e:
+            run.fatal(f"cannot open a UDP socket: {e.strerror or e}")
             return
+        with sock:
+            # Which connects it (DatagramProbe.startProtocol); the port reads and writes a duplicate.
+            self.port = ConnectedDatagramPort.adopt(sock, self.protocol, run.reactor, MAX_DATAGRAM)
         failure = self.protocol.unconnected
         if failure is not None:
             where = host_port(run.address, run.options.port)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from echod.addresses import split_host_port
+from echod.addresses import literal_family, split_host_port
+from echod.probe.packets import PacketOptions, check_source_family
 
 #: --tcp (one persistent connection), --connect (a connection a probe), --udp, --bytecount.
 MODES = ("tcp", "connect", "udp", "bytecount")
@@ -85,6 +86,8 @@ class ProbeOptions:
     json: bool = False
     warning: Thresholds | None = None
     critical: Thresholds | None = None
+    #: What the probe's packets carry besides the payload: source, TOS, TTL, path-MTU discovery.
+    packets: PacketOptions = field(default_factory=PacketOptions)
 
     @property
     def monitoring(self) -> bool:
@@ -120,10 +123,13 @@ def make_options(
     json: bool = False,
     warning: Thresholds | None = None,
     critical: Thresholds | None = None,
+    packets: PacketOptions | None = None,
 ) -> ProbeOptions:
     """
     Check the values of a run and make its options; the port comes from
-    C{target} (C{HOST[:PORT]}, C{[V6]:PORT}), or is the mode's default.
+    C{target} (C{HOST[:PORT]}, C{[V6]:PORT}), or is the mode's default. A
+    source address (C{-I}) chooses the family as C{-4} or C{-6} would, and
+    must be of the target's own if that is an address.
 
     @raise ValueError: naming the first value that is wrong and why.
     """
@@ -144,6 +150,9 @@ def make_options(
         check_threshold_order(warning, critical)
     if (warning or critical) and count is None:
         count = MONITORING_COUNT
+    packets = packets or PacketOptions()
+    check_source_family(packets, family or literal_family(host))
+    family = family or packets.family
     check_size(mode, size, family or literal_family(host))
     return ProbeOptions(
         target,
@@ -160,18 +169,8 @@ def make_options(
         json,
         warning,
         critical,
+        packets,
     )
-
-
-def literal_family(host: str) -> int | None:
-    """AF_INET or AF_INET6 if C{host} is an address of that family (C{fe80::1%eth0} too), else None."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host.partition("%")[0])
-        except OSError:
-            continue
-        return family
-    return None
 
 
 def check_threshold_order(warning: Thresholds, critical: Thresholds) -> None:

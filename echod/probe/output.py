@@ -41,9 +41,11 @@ def header(options: ProbeOptions, address: str) -> str:
     """The first line, as ping's: what is probed, how, how much and how often."""
     name = options.host if options.host == address else f"{options.host} ({address})"
     how = {"tcp": "tcp", "connect": "tcp, a connection a probe", "udp": "udp", "bytecount": "bytecount"}
+    packets = options.packets.describe()
     return (
         f"ECHO {name} port {options.port} over {how[options.mode]}: {options.size} bytes a probe, "
         f"every {duration(options.interval)}, timeout {duration(options.timeout)}"
+        + (f"; {packets}" if packets else "")
     )
 
 
@@ -139,6 +141,7 @@ def json_report(
         "port": options.port,
         "mode": options.mode,
         "size": options.size,
+        **options.packets.report(),
         "sent": tally.sent,
         "received": tally.received,
         "lost": tally.lost,

@@ -12,6 +12,7 @@ reactor timers, so that no thread stands between a reply and its timestamp.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
@@ -26,6 +27,7 @@ from echod.probe.options import ProbeOptions, check_size
 from echod.probe.output import UNKNOWN
 from echod.probe.payload import Mismatch, Probe, make_payload
 from echod.probe.resolve import ResolveError, resolve_in_thread
+from echod.probe.sockets import problem
 from echod.probe.tally import STATUS_ERROR, Tally, Verdict
 
 #: Bytes on a stream that match no probe are told at most once in this many seconds: a server
@@ -144,6 +146,15 @@ class Run:
         self._finish()
 
     def _open(self) -> None:
+        # What the options ask of the sockets is tried on one first: a source address the host does not
+        # have, an interface it lacks, end the run at once, as ping's bind error does, before any probe.
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        kind = socket.SOCK_STREAM if self.options.stream else socket.SOCK_DGRAM
+        refused = problem(family, kind, self.options.packets)
+        if refused is not None:
+            self.error = refused
+            self._finish()
+            return
         self.reporter.started(self.address)
         self.channel.open()
 

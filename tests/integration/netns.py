@@ -15,6 +15,13 @@ N having 198.18.0.N and 2001:db8:0:N::1. All of the /48 is on the link, so
 that hosts talk directly over IPv6 too, yet each host is alone in its /64,
 which is what a per-peer cap counts as one IPv6 host by default.
 
+A host may have more links to the switch (L{Network.link}), and a host of the
+switch may be a router to hosts on links of their own behind it
+(L{Network.behind}: link K is 198.18.K.0/24 and 2001:db8:K::/64):
+
+    router = net.host("router", 254)
+    server = net.behind(router, "server", mtu=1280)   # 198.18.1.2, 2001:db8:1::2
+
 Namespaces are named C{echod-PID-N-ROLE}, unique on the machine; closing the
 network kills the processes started in it and deletes every namespace, the
 veth pairs and the bridge with them, whatever happened. Namespaces left by a
@@ -112,12 +119,14 @@ class Host:
     never leaves its own.
     """
 
-    def __init__(self, network: Network, role: str, number: int) -> None:
+    def __init__(
+        self, network: Network, role: str, number: int, ipv4: str | None = None, ipv6: str | None = None
+    ) -> None:
         self.network = network
         self.role = role
         self.netns = f"{network.name}-{role}"
-        self.ipv4 = f"{IPV4_NETWORK}.{number}"
-        self.ipv6 = f"{IPV6_NETWORK}:{number:x}::1"
+        self.ipv4 = ipv4 or f"{IPV4_NETWORK}.{number}"
+        self.ipv6 = ipv6 or f"{IPV6_NETWORK}:{number:x}::1"
         self._inside: ThreadPoolExecutor | None = None
 
     def command(self, argv: Sequence[str]) -> list[str]:
@@ -172,6 +181,11 @@ def _enter(fd: int) -> None:
         os.close(fd)
 
 
+def link_address(link: int, number: int) -> tuple[str, str]:
+    """Host C{number}'s IPv4 and IPv6 addresses on routed link C{link} (see L{Network.behind})."""
+    return f"198.18.{link}.{number}", f"2001:db8:{link:x}::{number:x}"
+
+
 class Network:
     """
     A switch and the hosts on it; a context manager that removes all of it,
@@ -186,6 +200,8 @@ class Network:
         self.name = f"{PREFIX}-{os.getpid()}-{next(_networks)}"
         self.hosts: list[Host] = []
         self.processes: list[subprocess.Popen] = []
+        self._numbers: set[int] = set()
+        self._links = itertools.count(1)
         self._namespaces: list[str] = []
         self._switch = f"{self.name}-switch"
         try:
@@ -201,23 +217,102 @@ class Network:
         self._namespaces.append(name)
         _ip("link", "set", "lo", "up", netns=name)
 
+    def _number(self, number: int) -> None:
+        """Take host number C{number} of the switch's addresses, or refuse one out of range or taken."""
+        if not 1 <= number <= 254 or number in self._numbers:
+            raise ValueError(f"host number {number}: 1 to 254, once each")
+        self._numbers.add(number)
+
     def host(self, role: str, number: int) -> Host:
         """A new host, number C{number} (1 to 254) of the network, named C{role} in its namespace's name."""
-        if not 1 <= number <= 254 or any(number == int(h.ipv4.rsplit(".", 1)[1]) for h in self.hosts):
-            raise ValueError(f"host number {number}: 1 to 254, once each")
+        self._number(number)
         host = Host(self, role, number)
-        port = f"p{number}"
         self._add_namespace(host.netns)
         self.hosts.append(host)
+        self._plug(host, "eth0", number)
+        return host
+
+    def _plug(self, host: Host, interface: str, number: int) -> None:
+        """Join C{host} to the switch by a new C{interface}, with the addresses of number C{number}."""
+        port = f"p{number}"
         # Made with each end in its namespace: no name is ever taken on the machine itself.
         peer = ("peer", "name", port, "netns", self._switch)
-        _ip("link", "add", "eth0", "netns", host.netns, "type", "veth", *peer)
+        _ip("link", "add", interface, "netns", host.netns, "type", "veth", *peer)
         _ip("link", "set", port, "master", "br0", "up", netns=self._switch)
         # nodad: the address is usable at once, instead of after duplicate address
         # detection's second or so; nothing else on this link can have it.
-        _ip("address", "add", f"{host.ipv4}/24", "dev", "eth0", netns=host.netns)
-        _ip("address", "add", f"{host.ipv6}/48", "dev", "eth0", "nodad", netns=host.netns)
-        _ip("link", "set", "eth0", "up", netns=host.netns)
+        _ip("address", "add", f"{IPV4_NETWORK}.{number}/24", "dev", interface, netns=host.netns)
+        _ip("address", "add", f"{IPV6_NETWORK}:{number:x}::1/48", "dev", interface, "nodad", netns=host.netns)
+        _ip("link", "set", interface, "up", netns=host.netns)
+
+    def link(self, host: Host, interface: str, number: int) -> tuple[str, str]:
+        """
+        Another link from C{host} to the switch, C{interface}, with the
+        addresses of host number C{number} (198.18.0.N, 2001:db8:0:N::1):
+        its IPv4 and IPv6 addresses. Routes to the switch's network then go
+        through either interface (the first made is the one the kernel
+        picks), and each interface answers ARP only for its own address
+        (arp_ignore=1, arp_announce=2), as a host on two links of one
+        network must if a socket bound to one of them (SO_BINDTODEVICE) is
+        to get its answers on it.
+        """
+        self._number(number)
+        host.run(
+            ["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"],
+            check=True,
+        )
+        self._plug(host, interface, number)
+        return f"{IPV4_NETWORK}.{number}", f"{IPV6_NETWORK}:{number:x}::1"
+
+    def behind(self, router: Host, role: str, mtu: int | None = None) -> Host:
+        """
+        A new host on a link of its own behind C{router}, a host of the
+        switch that this makes a router (forwarding on): link K (the K-th
+        made) is 198.18.K.0/24 and 2001:db8:K::/64, the router 198.18.K.1
+        and 2001:db8:K::1 on it, the new host 198.18.K.2 and 2001:db8:K::2,
+        its default route through the router, and the link's MTU C{mtu} if
+        given (both ends). Every other host made so far routes the link's
+        networks through the router.
+        """
+        link = next(self._links)
+        host = Host(self, role, 0, f"198.18.{link}.2", f"2001:db8:{link:x}::2")
+        self._add_namespace(host.netns)
+        self.hosts.append(host)
+        inside, outside = f"eth{link}", "eth0"
+        _ip(
+            "link",
+            "add",
+            inside,
+            "netns",
+            router.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            outside,
+            "netns",
+            host.netns,
+        )
+        for where, interface, address in (
+            (router, inside, link_address(link, 1)),
+            (host, outside, link_address(link, 2)),
+        ):
+            # No duplicate address detection for the link-local address either: a router whose
+            # link-local address is still tentative delays what it forwards and sends by a second or so.
+            where.run(["sysctl", "-qw", f"net.ipv6.conf.{interface}.accept_dad=0"], check=True)
+            if mtu is not None:
+                _ip("link", "set", interface, "mtu", str(mtu), netns=where.netns)
+            _ip("address", "add", f"{address[0]}/24", "dev", interface, netns=where.netns)
+            _ip("address", "add", f"{address[1]}/64", "dev", interface, "nodad", netns=where.netns)
+            _ip("link", "set", interface, "up", netns=where.netns)
+        router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"], check=True)
+        gateway = link_address(link, 1)
+        _ip("route", "add", "default", "via", gateway[0], netns=host.netns)
+        _ip("-6", "route", "add", "default", "via", gateway[1], netns=host.netns)
+        for other in self.hosts:
+            if other not in (router, host) and other.ipv4.startswith(f"{IPV4_NETWORK}."):
+                _ip("route", "add", f"198.18.{link}.0/24", "via", router.ipv4, netns=other.netns)
+                _ip("-6", "route", "add", f"2001:db8:{link:x}::/64", "via", router.ipv6, netns=other.netns)
         return host
 
     def close(self) -> None:

@@ -87,10 +87,15 @@ class ProbeTransport(StringTransport):
 class DatagramTransport:
     """A connected UDP port's face to its protocol."""
 
-    def __init__(self) -> None:
+    def __init__(self, handle: object = None) -> None:
         self.sent: list[bytes] = []
         self.connected_to = None
         self.fail_with: OSError | None = None
+        #: What getHandle() gives: the socket, or a stand-in for one.
+        self.handle = handle
+
+    def getHandle(self) -> object:
+        return self.handle
 
     def connect(self, host: str, port: int) -> None:
         self.connected_to = (host, port)

@@ -305,3 +305,24 @@ def test_connect_time_counts_from_the_sockets_connect_not_from_twisteds_set_up(r
             assert run.tally.connect.min == pytest.approx(0.25)
         finally:
             run.stop()
+
+
+@pytest.mark.parametrize(
+    ("failure", "text"),
+    [
+        (error.ConnectionRefusedError(), "connection refused"),
+        (error.ConnectionLost(), "connection reset by the server"),
+        (error.TCPTimedOutError(), "connection timed out"),
+        # The connect()'s errno, as the kernel gave it: an ICMP error to the SYN.
+        (error.getConnectError((113, "No route to host")), "connection failed: No route to host"),
+        # The socket the options could not be had on (echod.probe.sockets names the option first) ...
+        (
+            error.ConnectBindError(19, "-I eth9: no network interface 'eth9' here"),
+            "-I eth9: no network interface 'eth9' here",
+        ),
+        # ... and one Twisted could not make at all.
+        (error.ConnectBindError(24, "Too many open files"), "connection failed: Too many open files"),
+    ],
+)
+def test_a_connections_failure_is_told_in_a_few_words(failure, text):
+    assert probeclients.describe_failure(Failure(failure)) == text

@@ -6,10 +6,14 @@ verdict, as the datagrams that come back decide it.
 from __future__ import annotations
 
 import errno
+import socket
+import struct
 
 import pytest
 
+from echod.ancillary import SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6, SO_EE_ORIGIN_LOCAL
 from echod.probe import datagram
+from echod.sockopts import IP_MTU, IP_RECVERR, IPV6_RECVERR
 from tests.probe.helpers import (
     ADDRESS,
     Silent,
@@ -157,3 +161,80 @@ def test_udp_a_send_the_system_refuses_fails_that_probe_only():
     protocol.datagramReceived(expected(1), None)
     assert recorder.kinds() == [("failed", 2), ("ok", 1)]
     assert recorder.detail("failed")["detail"] == "not sent: Operation not permitted"
+
+
+# -- ICMP errors from the error queue ------------------------------------------------------------
+
+
+def queued(origin: int, kind: int, code: int, info: int = 0, sender: str = "198.18.1.1") -> list:
+    """The control message of one error of the queue, as the kernel gives it (see tests/test_ancillary.py)."""
+    family = socket.AF_INET6 if ":" in sender else socket.AF_INET
+    err = struct.pack("=IBBBBII", errno.EHOSTUNREACH, origin, kind, code, 0, info, 0)
+    if family == socket.AF_INET6:
+        address = struct.pack("=H", family) + bytes(6) + socket.inet_pton(family, sender) + bytes(4)
+        return [(socket.IPPROTO_IPV6, IPV6_RECVERR, err + address)]
+    address = struct.pack("=H", family) + bytes(2) + socket.inet_aton(sender) + bytes(8)
+    return [(socket.IPPROTO_IP, IP_RECVERR, err + address)]
+
+
+def test_an_icmp_error_fails_the_probe_whose_number_it_quotes_and_names_its_sender():
+    _run, recorder, reactor, protocol = udp(count=3, interval=0.1)
+    reactor.advance(0.1)
+    reactor.advance(0.1)  # probes 1, 2 and 3 in flight
+    protocol.errorQueued(expected(2)[:28], queued(SO_EE_ORIGIN_ICMP, 11, 0))
+    protocol.errorQueued(expected(1)[:8], queued(SO_EE_ORIGIN_ICMP6, 3, 0, sender="2001:db8:1::1"))
+    protocol.datagramReceived(expected(3), None)
+    assert recorder.kinds() == [("failed", 2), ("failed", 1), ("ok", 3)]
+    details = [event[2]["detail"] for event in recorder.events[1:3]]
+    assert details == ["time to live exceeded from 198.18.1.1", "time to live exceeded from 2001:db8:1::1"]
+    assert recorder.status == 2
+
+
+def test_an_icmp_error_quoting_too_little_to_name_its_probe_fails_the_latest():
+    _run, recorder, reactor, protocol = udp(count=2, interval=0.1)
+    reactor.advance(0.1)
+    protocol.errorQueued(expected(1)[:7], queued(SO_EE_ORIGIN_ICMP, 3, 3, sender="198.18.1.2"))
+    protocol.datagramReceived(expected(1), None)
+    assert recorder.kinds() == [("failed", 2), ("ok", 1)]
+    assert recorder.detail("failed")["detail"] == "port unreachable from 198.18.1.2"
+
+
+def test_an_answer_after_the_icmp_error_that_failed_its_probe_is_a_duplicate():
+    _run, recorder, reactor, protocol = udp(count=2, interval=0.1)
+    protocol.errorQueued(expected(1), queued(SO_EE_ORIGIN_ICMP, 3, 4, 1280))
+    protocol.datagramReceived(expected(1), None)
+    reactor.advance(0.1)
+    protocol.datagramReceived(expected(2), None)
+    assert recorder.kinds() == [("failed", 1), ("duplicate", 1), ("ok", 2)]
+    assert recorder.detail("failed")["detail"] == "fragmentation needed from 198.18.1.1: path MTU 1280"
+
+
+def test_errors_that_name_no_probe_awaited_or_come_from_its_own_sends_change_nothing():
+    _run, recorder, reactor, protocol = udp(count=2, interval=1)
+    protocol.datagramReceived(expected(1), None)
+    protocol.errorQueued(expected(1), queued(SO_EE_ORIGIN_ICMP, 11, 0))  # answered already
+    protocol.errorQueued(b"", queued(SO_EE_ORIGIN_LOCAL, 0, 0, 1280))  # a send's own, told as it failed
+    protocol.errorQueued(expected(1), [])  # nothing the error queue would hold
+    reactor.advance(1)
+    protocol.datagramReceived(expected(2), None)
+    assert recorder.kinds() == [("ok", 1), ("ok", 2)] and recorder.status == 0
+
+
+class PathOf1280:
+    """A connected socket's stand-in whose path MTU the kernel learnt is 1280."""
+
+    family = socket.AF_INET
+
+    def getsockopt(self, level: int, option: int) -> int:
+        assert (level, option) == (socket.IPPROTO_IP, IP_MTU)
+        return 1280
+
+
+def test_a_datagram_too_large_for_the_path_fails_with_the_path_mtu_and_the_run_goes_on():
+    _run, recorder, reactor, protocol = udp(count=2, interval=1, size=1400)
+    protocol.transport.handle = PathOf1280()
+    protocol.transport.fail_with = OSError(errno.EMSGSIZE, "Message too long")
+    reactor.advance(1)
+    protocol.datagramReceived(expected(1, 1400), None)
+    assert recorder.kinds() == [("failed", 2), ("ok", 1)]
+    assert recorder.detail("failed")["detail"] == "message too long: path MTU 1280"

@@ -1,3 +1,4 @@
+import re
 import socket
 
 import pytest
@@ -10,6 +11,7 @@ from echod.probe.options import (
     make_options,
     parse_thresholds,
 )
+from echod.probe.packets import PacketOptions
 
 
 @pytest.mark.parametrize(
@@ -114,3 +116,51 @@ def test_a_warning_above_the_critical_threshold_is_refused_as_check_ping_refuses
 
 def test_a_warning_equal_to_the_critical_threshold_is_allowed():
     assert make_options("h", warning=Thresholds(500, 60), critical=Thresholds(500, 60)).monitoring
+
+
+# -- what the packets carry ------------------------------------------------------------------------
+
+
+def test_options_carry_the_packet_settings_and_none_by_default():
+    assert make_options("192.0.2.1").packets == PacketOptions()
+    packets = PacketOptions(tos=0xB8, ttl=3)
+    assert make_options("192.0.2.1", mode="udp", packets=packets).packets is packets
+
+
+@pytest.mark.parametrize(
+    ("target", "source", "family"),
+    [
+        ("echo.example", "198.18.0.1", socket.AF_INET),
+        ("echo.example", "2001:db8::1", socket.AF_INET6),
+        ("192.0.2.1", "198.18.0.1", socket.AF_INET),
+    ],
+)
+def test_a_source_address_chooses_the_family_a_name_resolves_to(target, source, family):
+    assert make_options(target, packets=PacketOptions(source=source)).family == family
+
+
+def test_an_interface_chooses_no_family():
+    assert make_options("echo.example", packets=PacketOptions(interface="eth0")).family is None
+
+
+@pytest.mark.parametrize(
+    ("target", "family", "source"),
+    [
+        ("[2001:db8::7]:7", None, "198.18.0.1"),
+        ("192.0.2.1", None, "2001:db8::1"),
+        ("echo.example", socket.AF_INET6, "198.18.0.1"),
+        ("echo.example", socket.AF_INET, "fe80::1%eth0"),
+    ],
+)
+def test_a_source_address_of_the_other_family_is_refused(target, family, source):
+    with pytest.raises(ValueError, match=rf"-I {re.escape(source)} is an IPv[46] address"):
+        make_options(target, family=family, packets=PacketOptions(source=source))
+
+
+def test_a_source_address_decides_the_largest_datagram_too():
+    with pytest.raises(ValueError, match=r"65507 bytes a datagram over IPv4$"):
+        make_options("echo.example", mode="udp", size=65520, packets=PacketOptions(source="198.18.0.1"))
+    assert (
+        make_options("echo.example", mode="udp", size=65520, packets=PacketOptions(source="2001:db8::1")).size
+        == 65520
+    )

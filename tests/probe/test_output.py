@@ -23,6 +23,7 @@ from echod.probe.output import (
     summary,
     timeout_line,
 )
+from echod.probe.packets import PacketOptions
 from echod.probe.tally import Tally, Verdict
 
 # -- the Monitoring Plugins Development Guidelines' plugin output, strictly -------------------
@@ -241,6 +242,28 @@ def test_json_has_every_count_the_figures_and_the_status():
     assert report["connect_ms"]["max"] == pytest.approx(2.0)
     assert report["error"] is None
     assert "connect_ms" not in json_report(make_options("localhost"), "127.0.0.1", t, 2.0, None)
+
+
+def test_the_first_line_and_the_json_name_the_packet_settings_used():
+    packets = PacketOptions(source="198.18.0.1", source_port=4000, tos=0xB8, ttl=3, pmtu_discovery="do")
+    options = make_options("echo.example", mode="udp", packets=packets)
+    assert header(options, "198.18.1.2") == (
+        "ECHO echo.example (198.18.1.2) port 7 over udp: 64 bytes a probe, every 1 s, timeout 2 s; "
+        "from 198.18.0.1 port 4000, tos 0xb8 (dscp 46, ef), ttl 3, path MTU discovery do"
+    )
+    report = json_report(options, "198.18.1.2", Tally(), 0.0, None)
+    assert {key: report[key] for key in packets.report()} == {
+        "source": "198.18.0.1",
+        "interface": None,
+        "source_port": 4000,
+        "tos": 184,
+        "dscp": 46,
+        "ttl": 3,
+        "pmtu_discovery": "do",
+    }
+    plain = make_options("echo.example")
+    assert header(plain, "198.18.1.2").endswith("timeout 2 s")
+    assert json_report(plain, None, Tally(), 0.0, None)["ttl"] is None
 
 
 def test_reporters_write_what_the_options_ask_for():
