@@ -127,6 +127,14 @@ class ReflectorPacket:
         """When the reflector says it received the request (t2)."""
         return from_wire(self.received, self.error.ptp, tai_offset)
 
+    def turnaround_ns(self) -> int:
+        """
+        How long the reflector held the request (t3 - t2), by its own clock:
+        what a round trip less it leaves is the network's. 0 from a reflector
+        that writes t2 = t3; negative from one whose clock stepped back.
+        """
+        return self.sent_ns() - self.received_ns()
+
     def sender_sent_ns(self, tai_offset: int = 0) -> int | None:
         """The request's own timestamp (t1) as the reflector copied it, if the packet reaches it."""
         if self.sender_timestamp is None:

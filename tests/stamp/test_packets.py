@@ -144,6 +144,15 @@ def test_a_38_octet_reply_of_the_field_has_no_ttl():
 def test_a_reply_whose_t2_is_its_t3_is_read_as_it_is():
     packet = parse_reply(reflector_packet(received=ntp_from_ns(NOW + 20_000)).encode())
     assert packet.received_ns() == packet.sent_ns() == NOW + 20_000
+    assert packet.turnaround_ns() == 0
+
+
+def test_the_turnaround_is_t3_less_t2_across_the_2036_rollover_too():
+    assert reflector_packet().turnaround_ns() == 10_000
+    rollover = 2_085_978_496 * 10**9  # 2036-02-07 06:28:16 UTC, NTP second 0 of era 1
+    across = reflector_packet(received=ntp_from_ns(rollover - 300), timestamp=ntp_from_ns(rollover + 700))
+    assert across.timestamp >> 32 == 0 and across.received >> 32 == (1 << 32) - 1
+    assert across.turnaround_ns() == 1000
 
 
 def test_random_padding_after_a_reply_is_kept_and_said_not_raised():
