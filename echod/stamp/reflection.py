@@ -8,8 +8,9 @@ reply a sender can match: a reflector may as well drop such requests).
 
 TLVs go back as RFC 8972 §4 says: the ones the reflector understood with U
 clear and its own Value, the others with U set and their Value as it came,
-the malformed ones with M set; what could not be read as TLVs at all goes
-back as it came, its first octet (where a TLV's flags would be) with M set.
+the malformed ones with M set (and U clear: their type is known or none);
+what could not be read as TLVs at all goes back as it came but for its first
+octet, where a TLV's flags would be: M alone, as on any other malformed TLV.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def reflect_tlvs(extensions: Extensions, answer: Answer = _understood_none) -> E
             back.append(mine)
     trailing = extensions.trailing
     if trailing:
-        trailing = bytes((trailing[0] | Flag.M,)) + trailing[1:]
+        trailing = bytes((Flag.M,)) + trailing[1:]
     return Extensions(tuple(back), extensions.malformed, trailing)
 
 

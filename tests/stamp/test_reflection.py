@@ -94,7 +94,7 @@ def test_malformed_tlvs_and_what_is_no_tlv_go_back_in_place_with_m_set():
     data = request(1, NOW, SENDER, tlvs=[wrong]).encode() + cut
     reply = parse_reply(answered(data))
     assert reply.extensions.tlvs == (wrong.with_flags(Flag.M),)
-    assert reply.extensions.trailing == b"\xc0" + cut[1:]
+    assert reply.extensions.trailing == b"\x40" + cut[1:]
     assert len(reply.encode()) == len(data)
 
 
