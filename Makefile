@@ -15,9 +15,13 @@ VENV_PYTHON := $(VENV)/bin/python
 # run their own inetd, in a network namespace of their own.
 SYSTEM_PYTHON ?= /usr/bin/python3
 # prometheus: its promtool checks the metrics and the shipped alerting rules.
+# python3-scapy: its scapy.contrib.stamp is the independent STAMP codec echod's is tested against
+# (bookworm's 2.5.0 has it, read through a UDP header: tests/stamp/test_against_scapy.py). adjtimex:
+# Debian's adjtimex(8), whose --print the clock state echod reads is compared with; installing it
+# changes no clock (its unit runs only once /etc/default/adjtimex exists, which nothing writes).
 SYSTEM_TEST_PACKAGES := python3-twisted python3-sdnotify python3-prometheus-client python3-pytest \
-	python3-hypothesis systemd prometheus haproxy iproute2 socat openbsd-inetd nftables \
-	monitoring-plugins-basic
+	python3-hypothesis python3-scapy adjtimex systemd prometheus haproxy iproute2 socat openbsd-inetd \
+	nftables monitoring-plugins-basic
 PYTEST_ARGS ?=
 
 RUN_DIR := .run

@@ -51,7 +51,9 @@ def mirrors(release: str) -> tuple[str, ...]:
 #: whose own `haproxy -c` checks the shipped HAProxy example (autopkgtest) and
 #: which, with iproute2's `ip netns`, the suite runs echod behind on hosts in
 #: network namespaces (tests/integration/test_haproxy.py); socat, an echo
-#: server the suite probes (tests/integration/test_probe.py).
+#: server the suite probes (tests/integration/test_probe.py); scapy, whose
+#: STAMP codec echod's is tested against, and adjtimex(8), which the clock
+#: state echod reads is compared with (tests/stamp).
 BASE_PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -60,6 +62,8 @@ BASE_PACKAGES = (
     "man-db",
     "python3-pytest",
     "python3-hypothesis",
+    "python3-scapy",
+    "adjtimex",
     "socat",
     "autopkgtest",
     "lintian",
